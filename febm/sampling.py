@@ -1,0 +1,221 @@
+"""Langevin samplers for an energy E(x) (low energy = likely) and the replay buffer used in training.
+
+Three update rules, one driver:
+
+- ``authors``: the f-EBM/IGEBM training sampler. x += N(0, noise^2); g = clip(grad E, +-grad_clip);
+  x = clamp(x - step_size * g). Step size and noise are decoupled: noisy gradient descent, not a
+  calibrated sampler, but what the authors trained with.
+- ``ula``: unadjusted Langevin, Eq. 5 of the paper: x = x - (eps/2) grad E + sqrt(eps) z.
+- ``mala``: ULA proposals with a Metropolis-Hastings correction, exact for exp(-E) at any eps.
+
+All take a ``known_mask`` (1 = observed: those entries never change), a ``torch.Generator`` for
+reproducibility, and can return the whole chain.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+
+EnergyFn = Callable[[Tensor], Tensor]  # (B, ...) -> (B,)
+
+METHODS = ("authors", "ula", "mala")
+
+
+@contextlib.contextmanager
+def frozen(energy: EnergyFn):
+    """Switch off parameter gradients while sampling: autograd then only differentiates w.r.t. x."""
+    params = [p for p in energy.parameters() if p.requires_grad] if isinstance(energy, nn.Module) else []
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+
+
+def energy_and_grad(energy: EnergyFn, x: Tensor) -> tuple[Tensor, Tensor]:
+    """E(x) per sample and grad_x E, computed in one forward/backward pass."""
+    with torch.enable_grad():
+        x = x.detach().requires_grad_(True)
+        e = energy(x)
+        (g,) = torch.autograd.grad(e.sum(), x)
+    return e.detach(), g
+
+
+@dataclass
+class LangevinOutput:
+    x: Tensor
+    chain: Tensor | None = None  # (steps + 1, B, ...) when requested
+    grad_norm: float = 0.0  # mean L2 norm of grad_x E per sample, averaged over steps
+    acceptance: float | None = None  # MALA only
+
+
+@dataclass
+class LangevinSampler:
+    """Settings of a Langevin chain; call it on an energy and a starting batch.
+
+    ``step_size`` is eps for ula/mala and the gradient multiplier for ``authors``; ``noise`` is the
+    authors' per-step noise std (ula/mala use sqrt(eps)). ``clamp`` keeps samples in the data range.
+    """
+
+    method: str = "authors"
+    steps: int = 60
+    step_size: float = 10.0
+    noise: float = 0.005
+    grad_clip: float | None = 0.01
+    clamp: tuple[float, float] | None = (0.0, 1.0)
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise ValueError(f"unknown sampler {self.method!r}; valid: {', '.join(METHODS)}")
+        if self.steps < 0:
+            raise ValueError(f"steps must be >= 0, got {self.steps}")
+        if not self.step_size > 0:
+            raise ValueError(f"step_size must be > 0, got {self.step_size}")
+        if self.clamp is not None:
+            self.clamp = tuple(float(v) for v in self.clamp)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def __call__(self, energy: EnergyFn, x: Tensor, **kwargs) -> Tensor:
+        return self.run(energy, x, **kwargs).x
+
+    def run(
+        self,
+        energy: EnergyFn,
+        x: Tensor,
+        *,
+        known_mask: Tensor | None = None,
+        generator: torch.Generator | None = None,
+        return_chain: bool = False,
+        progress: bool = False,
+    ) -> LangevinOutput:
+        x0 = x.detach()
+        known = None if known_mask is None else known_mask.to(device=x.device).bool().expand_as(x0)
+        fix = (lambda v: v) if known is None else (lambda v: torch.where(known, x0, v))
+        x = x0.clone()
+        chain = [x] if return_chain else None
+        grad_norm, accepted = 0.0, 0.0
+        step = getattr(self, f"_{self.method}_step")
+        steps = range(self.steps)
+        if progress:
+            from tqdm.auto import tqdm
+
+            steps = tqdm(steps, desc=f"Langevin ({self.method})", leave=False)
+        with frozen(energy):
+            # authors' rule evaluates the gradient after its noise: no gradient needed up front
+            e, g = (None, None) if self.method == "authors" or self.steps == 0 else energy_and_grad(energy, x)
+            for _ in steps:
+                x, e, g, acc = step(energy, x, e, g, known, fix, generator)
+                grad_norm += g.flatten(1).norm(dim=1).mean().item()
+                accepted += acc
+                if return_chain:
+                    chain.append(x)
+        n = max(self.steps, 1)
+        return LangevinOutput(
+            x=x,
+            chain=torch.stack(chain) if return_chain else None,
+            grad_norm=grad_norm / n,
+            acceptance=accepted / n if self.method == "mala" else None,
+        )
+
+    # --- one step of each rule: (x, E(x), grad E(x)) -> (x', E(x'), grad E(x'), acceptance) ------------
+    # ``fix`` puts the observed entries back before the energy is evaluated; the returned gradient is
+    # the raw (unclipped) one, for statistics.
+    def _noise(self, x: Tensor, generator) -> Tensor:
+        return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+
+    def _clamp(self, x: Tensor) -> Tensor:
+        return x if self.clamp is None else x.clamp(*self.clamp)
+
+    def _authors_step(self, energy, x, e, g, known, fix, generator):
+        x = fix(x + self.noise * self._noise(x, generator))
+        e, g = energy_and_grad(energy, x)
+        clipped = g if self.grad_clip is None else g.clamp(-self.grad_clip, self.grad_clip)
+        return fix(self._clamp(x - self.step_size * clipped)), e, g, 0.0
+
+    def _ula_step(self, energy, x, e, g, known, fix, generator):
+        eps = self.step_size
+        x = fix(self._clamp(x - 0.5 * eps * g + math.sqrt(eps) * self._noise(x, generator)))
+        return (x, *energy_and_grad(energy, x), 0.0)
+
+    def _mala_step(self, energy, x, e, g, known, fix, generator):
+        eps = self.step_size
+        free = None if known is None else (~known).to(x.dtype)
+        prop = fix(x - 0.5 * eps * g + math.sqrt(eps) * self._noise(x, generator))
+        e_prop, g_prop = energy_and_grad(energy, prop)
+
+        def log_q(to, frm, g_frm):  # log N(to; frm - eps/2 grad, eps) up to a constant, free entries only
+            d = to - frm + 0.5 * eps * g_frm
+            if free is not None:
+                d = d * free
+            return -d.flatten(1).pow(2).sum(1) / (2 * eps)
+
+        log_alpha = -e_prop + e + log_q(x, prop, g_prop) - log_q(prop, x, g)
+        if self.clamp is not None:  # the target is exp(-E) restricted to the box: outside, reject
+            lo, hi = self.clamp
+            inside = ((prop >= lo) & (prop <= hi)).flatten(1).all(1)
+            log_alpha = torch.where(inside, log_alpha, torch.full_like(log_alpha, -math.inf))
+        u = torch.rand(log_alpha.shape, generator=generator, device=x.device, dtype=x.dtype)
+        accept = torch.log(u) < log_alpha
+        view = (-1,) + (1,) * (x.dim() - 1)
+        x = torch.where(accept.view(view), prop, x)
+        e = torch.where(accept, e_prop, e)
+        g = torch.where(accept.view(view), g_prop, g)
+        return x, e, g, accept.float().mean().item()
+
+
+class ReplayBuffer:
+    """Persistent chains for training (Du & Mordatch 2019): start Langevin from past samples.
+
+    Filled with uniform noise at creation; each draw restarts a fraction ``restart_prob`` of the chains
+    from fresh uniform noise so that the buffer keeps exploring.
+    """
+
+    def __init__(
+        self,
+        capacity: int,
+        shape: tuple[int, ...],
+        restart_prob: float = 0.05,
+        data_range: tuple[float, float] = (0.0, 1.0),
+        generator: torch.Generator | None = None,
+    ):
+        if capacity < 1:
+            raise ValueError(f"capacity must be >= 1, got {capacity}")
+        if not 0.0 <= restart_prob <= 1.0:
+            raise ValueError(f"restart_prob must be in [0, 1], got {restart_prob}")
+        self.capacity, self.shape = capacity, tuple(shape)
+        self.restart_prob, self.data_range = restart_prob, tuple(data_range)
+        self.samples = self._uniform(capacity, generator)
+
+    def _uniform(self, n: int, generator) -> Tensor:
+        lo, hi = self.data_range
+        return lo + (hi - lo) * torch.rand((n, *self.shape), generator=generator)
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        """n starting points and their buffer indices (give both back to ``update``)."""
+        idx = torch.randint(self.capacity, (n,), generator=generator)
+        x = self.samples[idx].clone()
+        restart = torch.rand(n, generator=generator) < self.restart_prob
+        x[restart] = self._uniform(int(restart.sum()), generator)
+        return x, idx
+
+    def update(self, idx: Tensor, x: Tensor) -> None:
+        self.samples[idx] = x.detach().to(self.samples.device, self.samples.dtype)
+
+    def state_dict(self) -> dict:
+        return {"samples": self.samples.clone()}
+
+    def load_state_dict(self, state: dict) -> None:
+        samples = state["samples"]
+        if tuple(samples.shape) != (self.capacity, *self.shape):
+            raise ValueError(f"buffer shape {tuple(samples.shape)} does not match {(self.capacity, *self.shape)}")
+        self.samples = samples.clone()
