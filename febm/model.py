@@ -1,0 +1,394 @@
+"""The saved/loaded unit: energy network + critic network + config, in the layout of a Hub model repo.
+
+A model folder (``checkpoints/<name>``, any local folder, or a Hub model repo) holds
+
+    model.safetensors   weights of ``energy.*`` and ``critic.*`` (spectral-norm u, v buffers included)
+    config.json         EBM.config: divergence, data, network specs, sampler defaults, training record, metrics
+    README.md           model card generated from config.json
+
+Weights are only ever read from safetensors: a folder or repo that has only a pickled checkpoint
+(``pytorch_model.bin``, ``*.pt``) is refused, since unpickling runs code that a user could supply.
+
+    model = load_model("fashion-js")          # checkpoints/fashion-js
+    model = load_model("path/to/folder")      # a local folder
+    model = load_model("user/febm-js")        # a Hub repo (same code path: EBM.from_pretrained)
+"""
+
+import copy
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import safetensors.torch
+import torch
+from huggingface_hub import ModelCard, PyTorchModelHubMixin, constants, hf_hub_download
+from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError
+from torch import Tensor, nn
+
+from .nets import build_net, count_parameters
+
+FORMAT_VERSION = 1
+WEIGHTS_NAME = constants.SAFETENSORS_SINGLE_FILE  # "model.safetensors"
+CONFIG_NAME = constants.CONFIG_NAME  # "config.json"
+PICKLE_NAMES = ("pytorch_model.bin", "model.pt", "model.pth", "checkpoint.pt")
+ARCHITECTURE_KEYS = ("energy", "critic", "image_shape")
+_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+PAPER_URL = "https://arxiv.org/abs/2003.03463"
+
+
+class ModelNotFoundError(FileNotFoundError):
+    """A model name, folder or repo id that does not resolve to a loadable safetensors model."""
+
+
+def _jsonable(value: Any, what: str) -> Any:
+    """A deep, JSON-normalised copy (tuples become lists); fails early rather than at save time."""
+    try:
+        return json.loads(json.dumps(value))
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"{what} must be JSON-serialisable: {e}") from None
+
+
+class EBM(
+    nn.Module,
+    PyTorchModelHubMixin,
+    library_name="febm-restore",
+    license="mit",
+    pipeline_tag="unconditional-image-generation",
+    tags=["energy-based-model", "f-divergence", "image-restoration"],
+    paper_url=PAPER_URL,
+):
+    """Energy E_theta(x) (low = likely) and, for f-EBMs, the critic H_omega(x), plus their config.
+
+    Args:
+        divergence: the training objective, e.g. "js", "kl", "alpha:0.5", or "cd" (contrastive divergence,
+            which has no critic).
+        energy, critic: network specs for ``febm.nets.build_net`` (``critic=None``: no critic). The stored
+            config holds the full spec (``net.spec``, defaults included), so later default changes never
+            alter a saved model.
+        dataset, image_shape [C, H, W], data_range [lo, hi]: the data the model was trained on.
+        sampler: default Langevin settings (method, steps, step_size, noise, grad_clip, clamp...).
+        training: the training record (command, steps, wall_time, machine...).
+        metrics: evaluation results, e.g. {"fid": 42.0, "fid_protocol": "..."}.
+        **extra: further JSON-able config entries, kept and saved as they are.
+
+    ``model.config`` is the plain dict written to config.json. After ``from_pretrained`` the model is in
+    eval mode (spectral norm then uses the stored u, v without power iterations: loading is bit-exact).
+    """
+
+    def __init__(
+        self,
+        divergence: str,
+        energy: dict,
+        critic: dict | None = None,
+        *,
+        dataset: str | None = None,
+        image_shape: list[int] | None = None,
+        data_range: list[float] = (0.0, 1.0),
+        sampler: dict | None = None,
+        training: dict | None = None,
+        metrics: dict | None = None,
+        format_version: int = FORMAT_VERSION,
+        **extra: Any,
+    ):
+        super().__init__()
+        if not isinstance(divergence, str) or not divergence:
+            raise ValueError(f"divergence must be a non-empty string, got {divergence!r}")
+        if format_version > FORMAT_VERSION:
+            raise ValueError(f"model format {format_version} is newer than this febm ({FORMAT_VERSION}): upgrade febm")
+        if divergence == "cd" and critic is not None:
+            raise ValueError("contrastive divergence ('cd') trains no critic: pass critic=None")
+        self.energy = build_net(energy)
+        self.critic = build_net(critic) if critic is not None else None
+        if image_shape is not None:
+            image_shape = [int(s) for s in image_shape]
+            for name, net in (("energy", self.energy), ("critic", self.critic)):
+                spec = getattr(net, "spec", {})
+                if spec.get("kind") == "resnet" and spec["in_channels"] != image_shape[0]:
+                    raise ValueError(f"{name} has in_channels={spec['in_channels']} but image_shape={image_shape}")
+        self.config: dict = {
+            "format_version": FORMAT_VERSION,
+            "divergence": divergence,
+            "dataset": dataset,
+            "image_shape": image_shape,
+            "data_range": [float(v) for v in data_range],
+            "energy": self.energy.spec,
+            "critic": self.critic.spec if self.critic is not None else None,
+            "sampler": _jsonable(sampler or {}, "sampler"),
+            "training": _jsonable(training or {}, "training"),
+            "metrics": _jsonable(metrics or {}, "metrics"),
+            **_jsonable(extra, "extra config entries"),
+        }
+        self._hub_mixin_config = self.config  # one dict: the mixin passes it back into save_pretrained(config=)
+
+    # --- the model --------------------------------------------------------------------------------------
+    @property
+    def divergence(self) -> str:
+        return self.config["divergence"]
+
+    @property
+    def has_critic(self) -> bool:
+        return self.critic is not None
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Energy E(x), shape (B,): what Langevin samplers differentiate."""
+        return self.energy(x)
+
+    def energy_of(self, x: Tensor) -> Tensor:
+        return self.energy(x)
+
+    def log_ratio(self, x: Tensor) -> Tensor:
+        """r(x) = H(x) + E(x), the critic's estimate of log p(x)/q(x) (Eq. 16), shape (B,)."""
+        if self.critic is None:
+            raise RuntimeError(
+                f"this model (divergence {self.divergence!r}) has no critic, so no density-ratio estimate: "
+                "log_ratio and rejection sampling need an f-EBM trained with a critic"
+            )
+        return self.critic(x) + self.energy(x)
+
+    @classmethod
+    def from_config(cls, config: dict) -> "EBM":
+        """A freshly initialised model from a config dict (e.g. another model's ``config``)."""
+        return cls(**copy.deepcopy(config))
+
+    def extra_repr(self) -> str:
+        n_e = count_parameters(self.energy)
+        n_c = count_parameters(self.critic) if self.critic is not None else 0
+        return f"divergence={self.divergence!r}, energy_params={n_e}, critic_params={n_c}"
+
+    # --- saving -------------------------------------------------------------------------------------------
+    def save_pretrained(self, save_directory, *, config: dict | None = None, model_card_kwargs=None, **kwargs):
+        """Write model.safetensors, config.json and README.md (always regenerated) into ``save_directory``.
+
+        ``config``: optional entries merged into ``self.config`` first (e.g. fresh ``metrics``); the
+        architecture entries (energy, critic, image_shape) cannot change. ``model_card_kwargs``: see
+        ``generate_model_card``. Other keyword arguments go to the mixin (``push_to_hub=True``, ``repo_id``).
+        """
+        if config:
+            self.update_config(config)
+        save_directory = Path(save_directory)
+        (save_directory / "README.md").unlink(missing_ok=True)  # the mixin never overwrites a card
+        name = (kwargs.get("repo_id") or save_directory.name) if kwargs.get("push_to_hub") else save_directory.name
+        model_card_kwargs = {"name": name, **(model_card_kwargs or {})}
+        return super().save_pretrained(save_directory, model_card_kwargs=model_card_kwargs, **kwargs)
+
+    def push_to_hub(self, repo_id: str, *, model_card_kwargs=None, **kwargs) -> str:
+        """Create the repo if needed and upload the model folder in one commit (see the mixin's docs)."""
+        model_card_kwargs = {"name": repo_id, **(model_card_kwargs or {})}
+        return super().push_to_hub(repo_id, model_card_kwargs=model_card_kwargs, **kwargs)
+
+    def update_config(self, entries: dict) -> None:
+        """Merge metadata entries (metrics, training, sampler...) into the config."""
+        entries = _jsonable(entries, "config")
+        changed = [k for k in ARCHITECTURE_KEYS if k in entries and entries[k] != self.config.get(k)]
+        if changed:
+            raise ValueError(f"cannot change the architecture entries {changed} of an existing model")
+        self.config.update(entries)
+
+    def _save_pretrained(self, save_directory: Path) -> None:
+        safetensors.torch.save_model(self, str(save_directory / WEIGHTS_NAME), metadata={"format": "pt"})
+        (save_directory / CONFIG_NAME).write_text(json.dumps(self.config, indent=2) + "\n", encoding="utf-8")
+
+    def generate_model_card(self, *, name: str | None = None, text: str | None = None, notes: str | None = None,
+                            **_: Any) -> ModelCard:
+        """The README.md: YAML metadata + a body built from the config.
+
+        ``text`` replaces the generated body; ``notes`` (markdown) is added as a section; ``name`` is the
+        checkpoint name or repo id used in the loading snippet.
+        """
+        meta = self._hub_mixin_info.model_card_data.to_yaml()
+        if text is None:
+            n_critic = count_parameters(self.critic) if self.critic is not None else None
+            text = model_card_body(self.config, name=name, notes=notes, n_energy=count_parameters(self.energy),
+                                   n_critic=n_critic)
+        return ModelCard(f"---\n{meta}\n---\n\n{text.strip()}\n")
+
+    # --- loading ------------------------------------------------------------------------------------------
+    @classmethod
+    def _from_pretrained(
+        cls,
+        *,
+        model_id: str,
+        revision: str | None,
+        cache_dir,
+        force_download: bool,
+        local_files_only: bool,
+        token,
+        map_location: str | torch.device = "cpu",
+        strict: bool = True,
+        **model_kwargs,
+    ) -> "EBM":
+        """Build the model from config.json, then load model.safetensors (never a pickle)."""
+        if not model_kwargs:
+            if not os.path.isdir(model_id):
+                # The mixin swallows Hub errors on config.json (missing repo, no access...): surface the real one.
+                hf_hub_download(repo_id=model_id, filename=CONFIG_NAME, revision=revision, cache_dir=cache_dir,
+                                token=token, local_files_only=local_files_only)
+            raise ModelNotFoundError(f"{model_id}: no {CONFIG_NAME}, so this is not a febm model folder")
+        model = cls(**model_kwargs)
+        if os.path.isdir(model_id):
+            weights = Path(model_id) / WEIGHTS_NAME
+            if not weights.is_file():
+                pickles = [p for p in PICKLE_NAMES if (Path(model_id) / p).exists()]
+                raise ModelNotFoundError(_no_safetensors_message(model_id, pickles))
+        else:
+            try:
+                weights = hf_hub_download(
+                    repo_id=model_id, filename=WEIGHTS_NAME, revision=revision, cache_dir=cache_dir,
+                    force_download=force_download, token=token, local_files_only=local_files_only,
+                )
+            except EntryNotFoundError as e:
+                raise ModelNotFoundError(_no_safetensors_message(model_id, [])) from e
+        safetensors.torch.load_model(model, str(weights), strict=strict)
+        # safetensors' device= only changes where the state dict is read to; move the model itself.
+        return model.to(map_location).eval()
+
+
+def model_card_body(config: dict, *, name: str | None = None, notes: str | None = None,
+                    n_energy: int | None = None, n_critic: int | None = None) -> str:
+    """Markdown body of the model card, from config.json alone."""
+    training, metrics, sampler = config.get("training") or {}, config.get("metrics") or {}, config.get("sampler") or {}
+    div, dataset = config.get("divergence"), config.get("dataset") or "unknown data"
+    lines = [
+        f"# f-EBM ({div}) on {dataset}",
+        "",
+        f"An energy-based model trained by minimising the **{div}** f-divergence"
+        f"{' (contrastive-divergence baseline, no critic)' if div == 'cd' else ''} with f-EBM "
+        f"(Yu, Song, Song & Ermon, ICML 2020, [paper]({PAPER_URL})). Low energy means likely.",
+        "",
+        "| | |",
+        "| --- | --- |",
+        f"| divergence | `{div}` |",
+        f"| dataset | {dataset} |",
+        f"| image shape (C, H, W) | {config.get('image_shape')} |",
+        f"| data range | {config.get('data_range')} |",
+        f"| energy network | `{json.dumps(config.get('energy'))}`{_n_params(n_energy)} |",
+        f"| critic network | `{json.dumps(config.get('critic'))}`{_n_params(n_critic)} |",
+        "",
+        "## Training",
+        "",
+    ]
+    command = training.get("command")
+    lines += ["Command:", "", "```", str(command), "```", ""] if command else ["Training command: not recorded.", ""]
+    rest = {k: v for k, v in training.items() if k != "command"}
+    if rest:
+        lines += ["| | |", "| --- | --- |"] + [f"| {k} | {_fmt(v)} |" for k, v in rest.items()] + [""]
+    lines += ["## Metrics", ""]
+    if metrics:
+        lines += ["| metric | value |", "| --- | --- |"] + [f"| {k} | {_fmt(v)} |" for k, v in metrics.items()] + [""]
+    else:
+        lines += ["None recorded.", ""]
+    if sampler:
+        lines += ["## Default sampler", "", "```json", json.dumps(sampler, indent=2), "```", ""]
+    if notes:
+        lines += ["## Notes", "", notes.strip(), ""]
+    lines += [
+        "## How to load",
+        "",
+        "```python",
+        "from febm.model import load_model",
+        f'model = load_model("{name or "<checkpoint name, folder or user/repo>"}")',
+        "energy = model.energy_of(x)          # x: (B, C, H, W) in [0, 1] -> (B,)",
+        *(["log_ratio = model.log_ratio(x)      # estimate of log p(x)/q(x)"] if config.get("critic") else []),
+        "```",
+        "",
+        "Weights are stored as safetensors; `config.json` holds everything above.",
+    ]
+    return "\n".join(lines)
+
+
+def _n_params(n: int | None) -> str:
+    return f" ({n:,} parameters)" if n else ""
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, (dict, list)):
+        return f"`{json.dumps(value)}`"
+    return str(value)
+
+
+def _no_safetensors_message(where: str, pickles: list[str]) -> str:
+    msg = f"{where}: no {WEIGHTS_NAME}. febm loads weights only from safetensors"
+    if pickles:
+        msg += f"; found {pickles}, which is refused: unpickling a checkpoint can run arbitrary code"
+    return msg + "."
+
+
+# --- the checkpoints folder and load_model -----------------------------------------------------------------
+def checkpoints_dir() -> Path:
+    """The folder of shipped models: $FEBM_CHECKPOINTS, else <repository>/checkpoints."""
+    env = os.environ.get("FEBM_CHECKPOINTS")
+    return Path(env).expanduser() if env else Path(__file__).resolve().parents[1] / "checkpoints"
+
+
+def _model_folders() -> list[Path]:
+    root = checkpoints_dir()
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if (p / CONFIG_NAME).is_file() and (p / WEIGHTS_NAME).is_file())
+
+
+def list_models() -> list[dict]:
+    """The models in the checkpoints folder, from their config.json only (no weights are read)."""
+    out = []
+    for folder in _model_folders():
+        try:
+            config = json.loads((folder / CONFIG_NAME).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue  # a broken folder must not hide the others from the app
+        out.append({
+            "name": folder.name,
+            "path": str(folder),
+            "divergence": config.get("divergence"),
+            "dataset": config.get("dataset"),
+            "image_shape": config.get("image_shape"),
+            "has_critic": config.get("critic") is not None,
+            "metrics": config.get("metrics") or {},
+        })
+    return out
+
+
+def resolve_model(name_or_path_or_repo_id: str | os.PathLike) -> tuple[str, str]:
+    """("checkpoint" | "folder" | "hub", location), in the order checkpoints name, local folder, Hub repo id."""
+    name = str(name_or_path_or_repo_id)
+    if name and not Path(name).is_absolute() and (checkpoints_dir() / name).is_dir():
+        return "checkpoint", str(checkpoints_dir() / name)
+    if Path(name).expanduser().is_dir():
+        return "folder", str(Path(name).expanduser())
+    if _REPO_ID.match(name):
+        return "hub", name
+    raise ModelNotFoundError(f"no model {name!r}: {_available()}")
+
+
+def _available() -> str:
+    names = [p.name for p in _model_folders()]
+    where = checkpoints_dir()
+    if not names:
+        return f"the checkpoints folder {where} has no models (set FEBM_CHECKPOINTS to use another one)"
+    return f"available checkpoints in {where}: {', '.join(names)}"
+
+
+def load_model(name_or_path_or_repo_id: str | os.PathLike, revision: str | None = None,
+               device: str | torch.device = "cpu", **hub_kwargs: Any) -> EBM:
+    """Load a model by checkpoints name, local folder, or Hub repo id ("user/repo"), in that order.
+
+    ``revision`` applies to Hub repos only. ``hub_kwargs`` go to ``EBM.from_pretrained`` (cache_dir, token,
+    local_files_only, force_download). The model is returned in eval mode on ``device``.
+    """
+    kind, location = resolve_model(name_or_path_or_repo_id)
+    if kind != "hub":
+        return EBM.from_pretrained(location, map_location=device, **hub_kwargs)
+    try:
+        return EBM.from_pretrained(location, revision=revision, map_location=device, **hub_kwargs)
+    except ModelNotFoundError:
+        raise
+    except (LocalEntryNotFoundError, HfHubHTTPError) as e:
+        offline = " (HF_HUB_OFFLINE is set)" if constants.is_offline_mode() else ""
+        detail = " ".join(line.strip() for line in str(e).splitlines() if line.strip())[:300]
+        raise ModelNotFoundError(
+            f"no model {location!r} in the checkpoints folder, as a local folder, or on the Hub{offline} "
+            f"[{type(e).__name__}: {detail}]; {_available()}"
+        ) from e

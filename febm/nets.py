@@ -1,0 +1,197 @@
+"""Energy and critic networks.
+
+Every network maps a batch to one scalar per example: images (B, C, H, W) in [0, 1], or vectors (B, D),
+to (B,). The f-EBM energy E_theta and the critic H_omega use the same architectures (DESIGN section 3).
+
+Networks are built from JSON-able specs so that a model's config.json fully describes its architecture:
+
+    net = build_net({"kind": "resnet", "width": 32, "stages": 3})
+    build_net(net.spec)  # same architecture; net.spec lists every argument, defaults included
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
+
+ACTIVATIONS = {
+    # Leaky ReLU 0.2 is the authors' choice; the smooth ones give Langevin a smooth gradient field.
+    "lrelu": lambda: nn.LeakyReLU(0.2),
+    "silu": nn.SiLU,
+    "softplus": nn.Softplus,
+    "elu": nn.ELU,
+    "tanh": nn.Tanh,
+}
+
+
+def make_activation(name: str) -> nn.Module:
+    try:
+        return ACTIVATIONS[name]()
+    except KeyError:
+        raise ValueError(f"unknown activation {name!r}; choose one of {sorted(ACTIVATIONS)}") from None
+
+
+def count_parameters(module: nn.Module, trainable_only: bool = True) -> int:
+    """Number of (trainable) parameters; spectral-norm buffers (u, v) are not parameters."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
+
+
+class SpecMixin:
+    """Records the constructor arguments so that ``build_net(net.spec)`` rebuilds the same network."""
+
+    kind: str = ""
+
+    def _record_spec(self, frame_locals: dict) -> None:
+        params = inspect.signature(type(self).__init__).parameters
+        self._spec = {"kind": self.kind, **{name: frame_locals[name] for name in params if name != "self"}}
+
+    @property
+    def spec(self) -> dict:
+        """Every constructor argument, defaults included (JSON-able), plus ``kind``."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in self._spec.items()}
+
+
+def _conv(c_in: int, c_out: int, stride: int, sn: bool) -> nn.Conv2d:
+    conv = nn.Conv2d(c_in, c_out, kernel_size=3, stride=stride, padding=1)
+    # The parametrization API (not the deprecated torch.nn.utils.spectral_norm hook): its state-dict keys
+    # are `parametrizations.weight.original` + `parametrizations.weight.0._u/_v`, saved with the model.
+    return _spectral_norm(conv) if sn else conv
+
+
+class ResBlock(nn.Module):
+    """x + gain * conv(act(conv(act(x)))), no normalisation layers (they break the per-example energy).
+
+    The branch starts near zero through a learnable scalar ``gain`` (initialised at ``branch_gain``), not by
+    zero-initialising the last convolution: spectral normalisation divides a weight by its largest singular
+    value, which is 0/0 for a zero weight.
+    """
+
+    def __init__(self, channels: int, activation: str, sn: bool, branch_gain: float):
+        super().__init__()
+        self.act1, self.act2 = make_activation(activation), make_activation(activation)
+        self.conv1 = _conv(channels, channels, 1, sn)
+        self.conv2 = _conv(channels, channels, 1, sn)
+        self.gain = nn.Parameter(torch.tensor(float(branch_gain)))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.gain * self.conv2(self.act2(self.conv1(self.act1(x))))
+
+
+class ResNetEnergy(SpecMixin, nn.Module):
+    """IGEBM-style ResNet energy: image (B, C, H, W) in [0, 1] -> (B,) scalar.
+
+    Layout: a 3x3 convolution at full resolution (``first_stride=1``: an energy that never looks at single
+    pixels makes pixel noise almost free, DESIGN section 3), then ``stages`` groups of ``blocks_per_stage``
+    residual blocks with a 2x2 average pool between groups, then activation, global sum-pool and a linear head.
+
+    Width: stage s has ``width * width_growth**s`` channels, changed by a 1x1 convolution after each pool.
+    The default doubling keeps the cost of every stage about equal (twice the channels, a quarter of the
+    pixels); ``width_growth=1`` keeps the width constant, as in the authors' CIFAR ResNet.
+
+    Odd sizes work (17x23, 28x28...): pooling uses ``ceil_mode`` so no border row or column is dropped.
+    Under ``torch.autocast`` the sum-pool and the head run in float32: summing hundreds of pixel features is
+    where bfloat16 would lose the energy's precision.
+    """
+
+    kind = "resnet"
+
+    def __init__(
+        self,
+        in_channels: int = 1,
+        width: int = 64,
+        stages: int = 3,
+        blocks_per_stage: int = 1,
+        activation: str = "silu",
+        spectral_norm: bool = True,
+        first_stride: int = 1,
+        width_growth: int = 2,
+        branch_gain: float = 0.1,
+    ):
+        super().__init__()
+        self._record_spec(locals())
+        if stages < 1 or blocks_per_stage < 0 or first_stride not in (1, 2):
+            raise ValueError("need stages >= 1, blocks_per_stage >= 0, first_stride in (1, 2)")
+        make_activation(activation)  # validate early
+        self.first = _conv(in_channels, width, first_stride, spectral_norm)
+        self.stages = nn.ModuleList()
+        channels = width
+        for s in range(stages):
+            layers: list[nn.Module] = []
+            if s > 0:
+                layers.append(nn.AvgPool2d(2, ceil_mode=True))
+                out = width * width_growth**s
+                if out != channels:
+                    conv = nn.Conv2d(channels, out, kernel_size=1)
+                    layers.append(_spectral_norm(conv) if spectral_norm else conv)
+                    channels = out
+            layers += [ResBlock(channels, activation, spectral_norm, branch_gain) for _ in range(blocks_per_stage)]
+            self.stages.append(nn.Sequential(*layers))
+        self.final_act = make_activation(activation)
+        self.head = nn.Linear(channels, 1)
+        self.out_channels = channels
+
+    def features(self, x: Tensor) -> Tensor:
+        """(B, C', H', W') feature map before the pooling and the head."""
+        h = self.first(2.0 * x - 1.0)  # centre [0, 1] data; zero padding then means mid-grey
+        for stage in self.stages:
+            h = stage(h)
+        return self.final_act(h)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.features(x)
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            pooled = h.float().sum(dim=(2, 3))
+            return self.head(pooled).squeeze(-1)
+
+
+class MLPEnergy(SpecMixin, nn.Module):
+    """Small MLP: vectors (B, D) -> (B,); a (B,) input is read as D = 1 (the paper's 1-D experiment).
+
+    The paper's 1-D critic is ``MLPEnergy(1, hidden=64, depth=2, activation="tanh")``.
+    """
+
+    kind = "mlp"
+
+    def __init__(
+        self,
+        in_features: int = 2,
+        hidden: int = 64,
+        depth: int = 2,
+        activation: str = "tanh",
+        spectral_norm: bool = False,
+    ):
+        super().__init__()
+        self._record_spec(locals())
+        layers: list[nn.Module] = []
+        width = in_features
+        for _ in range(depth):
+            linear = nn.Linear(width, hidden)
+            layers += [_spectral_norm(linear) if spectral_norm else linear, make_activation(activation)]
+            width = hidden
+        layers.append(nn.Linear(width, 1))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() == 1:
+            x = x.unsqueeze(-1)
+        return self.net(x.flatten(1)).squeeze(-1)
+
+
+NETS: dict[str, type[nn.Module]] = {"resnet": ResNetEnergy, "mlp": MLPEnergy}
+
+
+def build_net(spec: dict) -> nn.Module:
+    """Build a network from a JSON-able spec ``{"kind": <name in NETS>, **constructor arguments}``."""
+    spec = dict(spec)
+    kind = spec.pop("kind", None)
+    if kind not in NETS:
+        raise ValueError(f"unknown network kind {kind!r}; choose one of {sorted(NETS)}")
+    cls = NETS[kind]
+    allowed = set(inspect.signature(cls.__init__).parameters) - {"self"}
+    unknown = set(spec) - allowed
+    if unknown:
+        raise ValueError(f"unknown arguments {sorted(unknown)} for {kind!r}; allowed: {sorted(allowed)}")
+    return cls(**spec)
