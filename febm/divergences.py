@@ -31,7 +31,8 @@ DEFAULT_MAX_EXPONENT = 10.0
 def bounded_exp(z: Tensor, max_exponent: float = DEFAULT_MAX_EXPONENT) -> Tensor:
     """exp(z) for z <= max_exponent, its tangent line beyond: finite, C^1, increasing, convex."""
     c = max_exponent
-    return torch.where(z <= c, torch.exp(z.clamp(max=c)), math.exp(c) * (1.0 + z - c))
+    # z == c takes the linear branch: clamp's gradient is zero at its bound, the tangent's is e^c
+    return torch.where(z < c, torch.exp(z.clamp(max=c)), math.exp(c) * (1.0 + z - c))
 
 
 class Divergence:
@@ -187,7 +188,8 @@ class NeymanChi2(Divergence):
         return 1.0 - 1.0 / u**2
 
     def f_conjugate(self, t):
-        return torch.where(t < 1.0, 2.0 - 2.0 * torch.sqrt(1.0 - t.clamp(max=1.0)), torch.full_like(t, math.inf))
+        # at t = 1 the supremum is the limit u -> inf, 2 (finite); beyond it diverges
+        return torch.where(t <= 1.0, 2.0 - 2.0 * torch.sqrt(1.0 - t.clamp(max=1.0)), torch.full_like(t, math.inf))
 
     def T(self, r):
         return 1.0 - self._exp(-2.0 * r)
@@ -217,14 +219,15 @@ class Alpha(Divergence):
         return (u ** (a - 1.0) - 1.0) / (a - 1.0)
 
     def f_conjugate(self, t):
-        # u(t) = (1 + (a-1) t)^(1/(a-1)) solves f'(u) = t where 1 + (a-1) t > 0
+        # u(t) = b^(1/(a-1)), b = 1 + (a-1) t, solves f'(u) = t where b > 0, and then
+        # f*(t) = u t - f(u) = (b^(a/(a-1)) - 1) / a. At b = 0 this is the limit of the supremum:
+        # -1/a for a < 0 (u -> inf) and a > 1 (u -> 0), +inf for 0 < a < 1.
         a = self.a
         base = 1.0 + (a - 1.0) * t
-        u = base.clamp(min=1e-30) ** (1.0 / (a - 1.0))
-        value = u * t - self.f(u)
-        if a > 1.0:  # f' is bounded below by -1/(a-1); below that the sup sits at u -> 0
-            return torch.where(base > 0, value, torch.full_like(t, -1.0 / a))
-        return torch.where(base > 0, value, torch.full_like(t, math.inf))
+        value = (base.clamp(min=0.0) ** (a / (a - 1.0)) - 1.0) / a
+        if a > 1.0:  # f' is bounded below by -1/(a-1); below that the sup sits at u -> 0: -f(0) = -1/a
+            return value
+        return torch.where(base >= 0, value, torch.full_like(t, math.inf))
 
     def T(self, r):
         a = self.a

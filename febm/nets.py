@@ -143,7 +143,7 @@ class ResNetEnergy(SpecMixin, nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         h = self.features(x)
         with torch.autocast(device_type=x.device.type, enabled=False):
-            pooled = h.float().sum(dim=(2, 3))
+            pooled = h.to(self.head.weight.dtype).sum(dim=(2, 3))
             return self.head(pooled).squeeze(-1)
 
 

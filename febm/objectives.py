@@ -34,12 +34,20 @@ def critic_loss(div: Divergence, h_pos: Tensor, h_neg: Tensor, e_pos: Tensor, e_
     return -fenchel_value(div, h_pos + e_pos.detach(), h_neg + e_neg.detach())
 
 
-def energy_surrogate(div: Divergence, e_pos: Tensor, e_neg: Tensor, h_pos: Tensor, h_neg: Tensor) -> Tensor:
-    """Loss for the energy E whose gradient is Eq. 18 (minimise it = descend L). Critic enters as constants."""
+def energy_surrogate(
+    div: Divergence, e_pos: Tensor, e_neg: Tensor, h_pos: Tensor, h_neg: Tensor, mean_over_ranks=None
+) -> Tensor:
+    """Loss for the energy E whose gradient is Eq. 18 (minimise it = descend L). Critic enters as constants.
+
+    Its value equals the Fenchel estimate of L: the score term is written as (g - mean g)(E - E.detach()),
+    zero in value, exact in gradient. Under DistributedDataParallel pass ``mean_over_ranks`` (a function
+    averaging a scalar over processes) so that mean g is the global batch's, as in a single process.
+    """
     r_pos = h_pos.detach() + e_pos
     r_neg = h_neg.detach() + e_neg
     g = div.Fstar(r_neg).detach()
-    score_term = ((g - g.mean()) * e_neg).mean()  # E_q[g grad E] - E_q[g] E_q[grad E]
+    g_mean = g.mean() if mean_over_ranks is None else mean_over_ranks(g.mean())
+    score_term = ((g - g_mean) * (e_neg - e_neg.detach())).mean()  # E_q[g grad E] - E_q[g] E_q[grad E]
     return fenchel_value(div, r_pos, r_neg) + score_term
 
 
@@ -73,12 +81,19 @@ class Objective:
         return self.divergence is not None
 
     def critic_loss(self, h_pos: Tensor, h_neg: Tensor, e_pos: Tensor, e_neg: Tensor) -> Tensor:
+        if self.divergence is None:
+            raise ValueError(f"objective {self.name!r} has no critic (check uses_critic first)")
         loss = critic_loss(self.divergence, h_pos, h_neg, e_pos, e_neg)
         return loss + self.l2 * (h_pos.pow(2).mean() + h_neg.pow(2).mean())
 
-    def energy_loss(self, e_pos: Tensor, e_neg: Tensor, h_pos: Tensor | None = None, h_neg: Tensor | None = None) -> Tensor:
+    def energy_loss(
+        self, e_pos: Tensor, e_neg: Tensor, h_pos: Tensor | None = None, h_neg: Tensor | None = None,
+        mean_over_ranks=None,
+    ) -> Tensor:
         if self.divergence is None:
             loss = contrastive_divergence(e_pos, e_neg)
         else:
-            loss = energy_surrogate(self.divergence, e_pos, e_neg, h_pos, h_neg)
+            if h_pos is None or h_neg is None:
+                raise ValueError(f"objective {self.name!r} needs the critic outputs h_pos and h_neg")
+            loss = energy_surrogate(self.divergence, e_pos, e_neg, h_pos, h_neg, mean_over_ranks)
         return loss + self.l2 * (e_pos.pow(2).mean() + e_neg.pow(2).mean())

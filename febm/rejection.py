@@ -9,8 +9,10 @@ acceptance rate.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -25,14 +27,21 @@ class RejectionResult:
 
 def ratio_bound(log_ratio: Tensor, quantile: float | None = None) -> float:
     """Estimate M = sup r from a batch of log-ratios: the maximum, or a quantile in (0, 1]."""
-    r = log_ratio.detach().flatten().float()
+    _check_quantile(quantile)
+    r = log_ratio.detach().flatten()
     if r.numel() == 0:
         raise ValueError("cannot estimate a bound from an empty batch")
+    if not torch.isfinite(r).all():
+        raise ValueError("log-ratios must be finite")
     if quantile is None:
         return r.max().item()
-    if not 0.0 < quantile <= 1.0:
+    # numpy: torch.quantile refuses inputs above 2^24 elements; same (linear) interpolation
+    return float(np.quantile(r.double().cpu().numpy(), quantile))
+
+
+def _check_quantile(quantile: float | None) -> None:
+    if quantile is not None and not 0.0 < quantile <= 1.0:  # also rejects NaN
         raise ValueError(f"quantile must be in (0, 1], got {quantile}")
-    return torch.quantile(r, quantile).item()
 
 
 def rejection_sample(
@@ -53,9 +62,13 @@ def rejection_sample(
         raise ValueError(f"{samples.shape[0]} samples but {log_ratio.shape[0]} log-ratios")
     if not torch.isfinite(log_ratio).all():
         raise ValueError("log-ratios must be finite")
+    _check_quantile(quantile)
     if bound is None:
         bound = ratio_bound(log_ratio, quantile)
-    p_accept = torch.exp((log_ratio.float() - bound).clamp(max=0.0))
+    elif not math.isfinite(bound):
+        raise ValueError(f"the bound must be finite, got {bound}")
+    # subtract in the input's precision (large log-ratios lose their differences in float32)
+    p_accept = torch.exp((log_ratio - bound).clamp(max=0.0).float())
     u = torch.rand(p_accept.shape, generator=generator, device=p_accept.device)
     accepted = u < p_accept
     rate = accepted.float().mean().item() if accepted.numel() else 0.0

@@ -41,12 +41,20 @@ def frozen(energy: EnergyFn):
 
 
 def energy_and_grad(energy: EnergyFn, x: Tensor) -> tuple[Tensor, Tensor]:
-    """E(x) per sample and grad_x E, computed in one forward/backward pass."""
+    """E(x) per sample, shape (B,), and grad_x E, computed in one forward/backward pass."""
     with torch.enable_grad():
         x = x.detach().requires_grad_(True)
         e = energy(x)
+        if e.numel() != x.shape[0]:
+            raise ValueError(f"the energy must return one energy per sample, ({x.shape[0]},); got {tuple(e.shape)}")
+        e = e.reshape(x.shape[0])  # (B, 1) -> (B,): never broadcast against per-sample terms
         (g,) = torch.autograd.grad(e.sum(), x)
     return e.detach(), g
+
+
+def _per_sample(v: Tensor) -> Tensor:
+    """(B, ...) -> (B, n): also for 1-D batches (B,) of scalars."""
+    return v[:, None] if v.dim() == 1 else v.flatten(1)
 
 
 @dataclass
@@ -115,7 +123,7 @@ class LangevinSampler:
             e, g = (None, None) if self.method == "authors" or self.steps == 0 else energy_and_grad(energy, x)
             for _ in steps:
                 x, e, g, acc = step(energy, x, e, g, known, fix, generator)
-                grad_norm += g.flatten(1).norm(dim=1).mean().item()
+                grad_norm += _per_sample(g).norm(dim=1).mean().item()
                 accepted += acc
                 if return_chain:
                     chain.append(x)
@@ -157,12 +165,12 @@ class LangevinSampler:
             d = to - frm + 0.5 * eps * g_frm
             if free is not None:
                 d = d * free
-            return -d.flatten(1).pow(2).sum(1) / (2 * eps)
+            return -_per_sample(d).pow(2).sum(1) / (2 * eps)
 
         log_alpha = -e_prop + e + log_q(x, prop, g_prop) - log_q(prop, x, g)
         if self.clamp is not None:  # the target is exp(-E) restricted to the box: outside, reject
             lo, hi = self.clamp
-            inside = ((prop >= lo) & (prop <= hi)).flatten(1).all(1)
+            inside = _per_sample((prop >= lo) & (prop <= hi)).all(1)
             log_alpha = torch.where(inside, log_alpha, torch.full_like(log_alpha, -math.inf))
         u = torch.rand(log_alpha.shape, generator=generator, device=x.device, dtype=x.dtype)
         accept = torch.log(u) < log_alpha

@@ -15,6 +15,14 @@ if [ ! -d /usr/share/datasets/fashion-mnist ] && command -v apt-get >/dev/null &
     echo "setup: warning: could not install Debian's dataset-fashion-mnist; tests that need it will skip" >&2
 fi
 
+# FID's Inception weights: pytorch-fid downloads them on first use; a machine without internet gets the
+# copy in ../shared/fid (when present) placed in torch hub's standard cache.
+fid_weights=../shared/fid/pt_inception-2015-12-05-6726825d.pth
+fid_cache=${TORCH_HOME:-$HOME/.cache/torch}/hub/checkpoints
+if [ -f "$fid_weights" ] && [ ! -f "$fid_cache/$(basename "$fid_weights")" ]; then
+  mkdir -p "$fid_cache" && cp "$fid_weights" "$fid_cache/"
+fi
+
 [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
 stamp="$VENV/.setup-stamp"
 want=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)

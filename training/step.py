@@ -3,33 +3,60 @@
 from __future__ import annotations
 
 import torch
+import torch.distributed as dist
 from torch import Tensor
 
 from febm.objectives import Objective
 
 
-def febm_step(energy, critic, objective: Objective, x_pos: Tensor, x_neg: Tensor, opt_energy, opt_critic) -> dict:
+def febm_step(
+    energy, critic, objective: Objective, x_pos: Tensor, x_neg: Tensor, opt_energy, opt_critic,
+    max_grad_norm: float | None = None,
+) -> dict:
     """Critic ascent step on L, then energy descent step on the Eq. 18 surrogate.
 
     ``x_neg`` are model samples (detached). The energy forward pass is shared by both steps: the critic
     step treats energies as constants, and the critic's update does not change them. The energy step
-    re-reads the critic after its update, as in Algorithm 1.
+    re-reads the critic after its update, as in Algorithm 1. ``max_grad_norm`` clips each network's
+    gradient norm: the estimators of chi2-type divergences are heavy-tailed while the model is far off.
     """
-    e_pos, e_neg = energy(x_pos), energy(x_neg)
+    x = torch.cat([x_pos, x_neg])  # one forward pass per network over both batches
+    n = x_pos.shape[0]
+    e_pos, e_neg = energy(x).split([n, x.shape[0] - n])
     stats = {"energy_pos": e_pos.mean().item(), "energy_neg": e_neg.mean().item()}
     h_pos = h_neg = None
     if objective.uses_critic:
-        h_pos, h_neg = critic(x_pos), critic(x_neg)
+        h_pos, h_neg = critic(x).split([n, x.shape[0] - n])
         loss_critic = objective.critic_loss(h_pos, h_neg, e_pos, e_neg)
         opt_critic.zero_grad(set_to_none=True)
         loss_critic.backward()
+        _clip(critic, max_grad_norm)
         opt_critic.step()
         with torch.no_grad():
-            h_pos, h_neg = critic(x_pos), critic(x_neg)
+            h_pos, h_neg = critic(x).split([n, x.shape[0] - n])
         stats.update(loss_critic=loss_critic.item(), critic_pos=h_pos.mean().item(), critic_neg=h_neg.mean().item())
-    loss_energy = objective.energy_loss(e_pos, e_neg, h_pos, h_neg)
+    loss_energy = objective.energy_loss(e_pos, e_neg, h_pos, h_neg, mean_over_ranks=_mean_over_ranks())
     opt_energy.zero_grad(set_to_none=True)
     loss_energy.backward()
+    _clip(energy, max_grad_norm)
     opt_energy.step()
     stats["loss_energy"] = loss_energy.item()
     return stats
+
+
+def _mean_over_ranks():
+    """Under torch.distributed, a function averaging a scalar over processes (None in one process)."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return None
+
+    def mean(t: Tensor) -> Tensor:
+        t = t.clone()
+        dist.all_reduce(t)
+        return t / dist.get_world_size()
+
+    return mean
+
+
+def _clip(module, max_norm: float | None) -> None:
+    if max_norm is not None:
+        torch.nn.utils.clip_grad_norm_(module.parameters(), max_norm)

@@ -1,0 +1,411 @@
+"""febm.sampling: Langevin samplers against closed-form Gaussians (joint and conditional), masks, seeds,
+chains, the authors' clipped update, frozen parameters, and the replay buffer."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from febm.sampling import METHODS, LangevinOutput, LangevinSampler, ReplayBuffer
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # small tensors, many steps: one intra-op thread is faster and immune to a busy second core
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+# --- a 2-D Gaussian target: E(x) = 0.5 (x - m)^T P (x - m) -----------------------------------------------------------
+P = torch.tensor([[4.0, 1.2], [1.2, 2.0]], dtype=torch.float64)
+M = torch.tensor([1.0, -0.5], dtype=torch.float64)
+S = torch.linalg.inv(P)  # the target covariance
+CHAINS = 8000
+# standard errors with 8000 chains: mean <= 0.0095, covariance entries <= 0.011; tolerances are ~4-5 of them
+MEAN_TOL, COV_TOL = 0.04, 0.05
+
+
+def quadratic(x: torch.Tensor) -> torch.Tensor:
+    d = x - M
+    return 0.5 * ((d @ P) * d).sum(-1)
+
+
+def ula_stationary_cov(eps: float) -> torch.Tensor:
+    """Exact stationary covariance of ULA on this Gaussian: C = A C A^T + eps I, A = I - eps/2 P."""
+    A = torch.eye(2, dtype=torch.float64) - 0.5 * eps * P
+    # vec(C) = (I - A kron A)^-1 vec(eps I)
+    K = torch.eye(4, dtype=torch.float64) - torch.kron(A, A)
+    return torch.linalg.solve(K, eps * torch.eye(2, dtype=torch.float64).flatten()).view(2, 2)
+
+
+def moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    return x.mean(0), torch.cov(x.T)
+
+
+def start(n: int = CHAINS) -> torch.Tensor:
+    return torch.zeros(n, 2, dtype=torch.float64)  # far from the mean and with zero spread: must converge
+
+
+def test_ula_small_step_recovers_the_gaussian():
+    eps = 0.05
+    # the O(eps) bias of ULA at this step is well inside the tolerance (checked exactly, not assumed)
+    assert (ula_stationary_cov(eps) - S).abs().max() < COV_TOL / 3
+    out = LangevinSampler("ula", steps=150, step_size=eps, clamp=None).run(quadratic, start(), generator=gen(0))
+    assert isinstance(out, LangevinOutput) and out.acceptance is None
+    mean, cov = moments(out.x)
+    assert (mean - M).abs().max() < MEAN_TOL
+    assert (cov - S).abs().max() < COV_TOL
+
+
+def test_mala_exact_where_ula_is_biased():
+    eps = 0.5
+    biased = ula_stationary_cov(eps)
+    assert (biased - S).abs().max() > 5 * COV_TOL  # at this step ULA targets a visibly wrong covariance
+
+    ula = LangevinSampler("ula", steps=60, step_size=eps, clamp=None).run(quadratic, start(), generator=gen(1))
+    _, cov_ula = moments(ula.x)
+    assert (cov_ula - biased).abs().max() < COV_TOL  # ULA lands on its own biased fixed point...
+    assert (cov_ula - S).abs().max() > 3 * COV_TOL  # ...which is not the target
+
+    mala = LangevinSampler("mala", steps=100, step_size=eps, clamp=None).run(quadratic, start(), generator=gen(1))
+    mean, cov = moments(mala.x)
+    assert (mean - M).abs().max() < MEAN_TOL
+    assert (cov - S).abs().max() < COV_TOL  # the Metropolis correction removes the bias
+    assert 0.3 < mala.acceptance < 1.0
+
+
+def test_mala_acceptance_is_reported_and_tracks_the_step():
+    x = start(500)
+    small = LangevinSampler("mala", steps=20, step_size=1e-4, clamp=None).run(quadratic, x, generator=gen(0))
+    large = LangevinSampler("mala", steps=20, step_size=1.5, clamp=None).run(quadratic, x, generator=gen(0))
+    assert 0.99 < small.acceptance <= 1.0
+    assert 0.0 < large.acceptance < 0.9
+    for method in ("authors", "ula"):
+        assert LangevinSampler(method, steps=2).run(quadratic, x).acceptance is None
+
+
+def cond_moments(c2: float) -> tuple[float, float]:
+    """x1 | x2 = c2: mean m1 + S12/S22 (c2 - m2), variance S11 - S12^2/S22."""
+    s11, s12, s22 = S[0, 0].item(), S[0, 1].item(), S[1, 1].item()
+    return M[0].item() + s12 / s22 * (c2 - M[1].item()), s11 - s12**2 / s22
+
+
+@pytest.mark.parametrize("method, eps", [("mala", 0.3), ("ula", 0.04)])
+def test_known_mask_gives_the_conditional_gaussian(method, eps):
+    # first half of the chains observe x2 = 1.5, second half observe x1 = -0.7 (a per-sample mask)
+    n = 2 * CHAINS
+    x = torch.zeros(n, 2, dtype=torch.float64)
+    x[: n // 2, 1] = 1.5
+    x[n // 2 :, 0] = -0.7
+    mask = torch.zeros(n, 2)
+    mask[: n // 2, 1] = 1
+    mask[n // 2 :, 0] = 1
+    steps = 100 if method == "mala" else 150
+    sampler = LangevinSampler(method, steps=steps, step_size=eps, clamp=None)
+    out = sampler.run(quadratic, x, known_mask=mask, generator=gen(2))
+    known = mask.bool()
+    assert torch.equal(out.x[known], x[known])  # bit-identical observed entries
+
+    s11, s12, s22 = S[0, 0].item(), S[0, 1].item(), S[1, 1].item()
+    halves = [
+        (out.x[: n // 2, 0], M[0].item() + s12 / s22 * (1.5 - M[1].item()), s11 - s12**2 / s22),  # x1 | x2 = 1.5
+        (out.x[n // 2 :, 1], M[1].item() + s12 / s11 * (-0.7 - M[0].item()), s22 - s12**2 / s11),  # x2 | x1 = -0.7
+    ]
+    for free, mean, var in halves:
+        if method == "ula":  # ULA's exact stationary variance in 1-D: 1 / (p (1 - eps p / 4)), p = 1 / var
+            p = 1.0 / var
+            biased = 1.0 / (p * (1.0 - eps * p / 4.0))
+            assert abs(biased - var) < 0.012  # small against the tolerance below
+            var = biased
+        # standard errors with 8000 chains: mean <= 0.008, variance <= 0.008
+        assert free.mean().item() == pytest.approx(mean, abs=0.04)
+        assert free.var().item() == pytest.approx(var, abs=0.04)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_known_entries_fixed_along_the_whole_chain(method):
+    x = torch.rand(16, 2, dtype=torch.float64)
+    mask = torch.tensor([[0.0, 1.0]])  # broadcast over the batch
+    out = LangevinSampler(method, steps=7, step_size=0.1, clamp=None).run(
+        quadratic, x, known_mask=mask, generator=gen(0), return_chain=True
+    )
+    assert (out.chain[:, :, 1] == x[:, 1]).all()
+    assert (out.chain[1:, :, 0] != x[:, 0]).any(dim=1).all()  # the free entry moves at every step somewhere
+
+
+# --- reproducibility and chains --------------------------------------------------------------------------------------
+@pytest.mark.parametrize("method", METHODS)
+def test_same_seed_same_output(method):
+    sampler = LangevinSampler(method, steps=10, step_size=0.05, clamp=None if method != "authors" else (0.0, 1.0))
+    x = torch.rand(32, 2, dtype=torch.float64)
+    a = sampler(quadratic, x, generator=gen(123))
+    b = sampler(quadratic, x, generator=gen(123))
+    c = sampler(quadratic, x, generator=gen(124))
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+    assert torch.equal(x, x.clone())  # the input is not modified in place
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_return_chain(method):
+    x = torch.rand(6, 2, dtype=torch.float64)
+    steps = 5
+    sampler = LangevinSampler(method, steps=steps, step_size=0.05, clamp=None)
+    out = sampler.run(quadratic, x, generator=gen(0), return_chain=True)
+    assert out.chain.shape == (steps + 1, *x.shape)
+    assert torch.equal(out.chain[0], x)
+    assert torch.equal(out.chain[-1], out.x)
+    assert LangevinSampler(method, steps=steps).run(quadratic, x).chain is None
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_zero_steps_returns_the_input(method):
+    x = torch.rand(4, 2, dtype=torch.float64)
+    out = LangevinSampler(method, steps=0).run(quadratic, x, return_chain=True)
+    assert torch.equal(out.x, x) and out.x is not x
+    assert out.chain.shape == (1, 4, 2)
+    assert out.grad_norm == 0.0
+
+
+def test_grad_norm_is_the_mean_gradient_norm():
+    x = torch.rand(10, 2, dtype=torch.float64)
+    out = LangevinSampler("ula", steps=1, step_size=0.01, clamp=None).run(quadratic, x, generator=gen(0))
+    # ULA reports the gradient at the new point (the one the next step uses)
+    expected = ((out.x - M) @ P).norm(dim=1).mean().item()
+    assert out.grad_norm == pytest.approx(expected, rel=1e-12)
+
+
+# --- the authors' sampler --------------------------------------------------------------------------------------------
+def test_authors_sampler_stays_in_the_clamp_range():
+    x = 3.0 * torch.randn(8, 1, 5, 7)  # far outside [0, 1]
+    energy = lambda v: ((v - 0.5) ** 2).sum((1, 2, 3)) * 50  # noqa: E731
+    sampler = LangevinSampler("authors", steps=5, step_size=10.0, noise=0.2, grad_clip=0.01)
+    out = sampler.run(energy, x, generator=gen(0), return_chain=True)
+    assert out.x.min() >= 0.0 and out.x.max() <= 1.0
+    assert ((out.chain[1:] >= 0) & (out.chain[1:] <= 1)).all()
+    out = LangevinSampler("authors", steps=5, clamp=(-0.25, 0.75)).run(energy, x, generator=gen(0))
+    assert out.x.min() >= -0.25 and out.x.max() <= 0.75
+
+
+def test_authors_gradient_clip_is_per_element():
+    # a huge gradient of per-element sign w: each step moves each entry by exactly -step*clip*w plus the noise
+    w = torch.where(torch.rand(4, 1, 5, 7) < 0.5, -1.0, 1.0).double()
+    energy = lambda v: 1e6 * (w * v).sum((1, 2, 3))  # noqa: E731
+    x = torch.rand(4, 1, 5, 7, dtype=torch.float64)
+    step, clip, noise, steps = 10.0, 0.01, 0.005, 4
+    out = LangevinSampler("authors", steps=steps, step_size=step, noise=noise, grad_clip=clip, clamp=None).run(
+        energy, x, generator=gen(5), return_chain=True
+    )
+    g = gen(5)  # the same stream: one normal draw of x's shape per step
+    for k in range(steps):
+        z = torch.randn(x.shape, generator=g, dtype=x.dtype)
+        move = out.chain[k + 1] - out.chain[k]
+        np.testing.assert_allclose(move.numpy(), (noise * z - step * clip * w).numpy(), atol=1e-12)
+        assert ((move - noise * z).abs() <= step * clip + 1e-12).all()
+    assert out.grad_norm == pytest.approx(1e6 * math.sqrt(35), rel=1e-12)  # raw, unclipped norm reported
+
+
+def test_authors_without_clip_takes_the_full_gradient_step():
+    x = torch.rand(3, 2, dtype=torch.float64)
+    step, noise = 0.1, 0.01
+    sampler = LangevinSampler("authors", steps=1, step_size=step, noise=noise, grad_clip=None, clamp=None)
+    out = sampler.run(quadratic, x, generator=gen(9))
+    y = x + noise * torch.randn(x.shape, generator=gen(9), dtype=x.dtype)  # gradient taken after the noise
+    np.testing.assert_allclose(out.x.numpy(), (y - step * (y - M) @ P).numpy(), atol=1e-14)
+
+
+class TinyEnergy(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 2, 3, padding=1)
+        self.scale = nn.Parameter(torch.tensor(1.0))
+        self.fixed = nn.Parameter(torch.tensor(0.5), requires_grad=False)
+        self.seen = []
+
+    def forward(self, x):
+        self.seen.append([p.requires_grad for p in (self.conv.weight, self.scale)])
+        return self.scale * self.conv(x).pow(2).sum((1, 2, 3)) + self.fixed
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_module_parameters_frozen_only_during_sampling(method):
+    energy = TinyEnergy()
+    x = torch.rand(3, 1, 5, 7)
+    LangevinSampler(method, steps=3, step_size=0.01).run(energy, x, generator=gen(0))
+    assert energy.seen and all(flags == [False, False] for flags in energy.seen)  # frozen while sampling
+    assert energy.conv.weight.requires_grad and energy.conv.bias.requires_grad and energy.scale.requires_grad
+    assert not energy.fixed.requires_grad  # a parameter that was frozen before stays frozen
+    assert all(p.grad is None for p in energy.parameters())
+    # and the energy is still trainable afterwards
+    energy(x).sum().backward()
+    assert energy.scale.grad is not None
+
+
+def test_sampling_works_under_no_grad():
+    x = torch.rand(4, 2, dtype=torch.float64)
+    with torch.no_grad():
+        a = LangevinSampler("mala", steps=3, step_size=0.1, clamp=None)(quadratic, x, generator=gen(0))
+    b = LangevinSampler("mala", steps=3, step_size=0.1, clamp=None)(quadratic, x, generator=gen(0))
+    assert torch.equal(a, b) and not a.requires_grad
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"method": "hmc"},
+        {"method": "ULA"},
+        {"steps": -1},
+        {"step_size": 0.0},
+        {"step_size": -1.0},
+        {"step_size": float("nan")},
+    ],
+)
+def test_invalid_settings(kwargs):
+    with pytest.raises(ValueError):
+        LangevinSampler(**kwargs)
+
+
+def test_settings_round_trip():
+    s = LangevinSampler("mala", steps=7, step_size=0.2, clamp=[0, 1])
+    assert s.clamp == (0.0, 1.0)
+    assert LangevinSampler(**s.to_dict()) == s
+
+
+# --- shapes ----------------------------------------------------------------------------------------------------------
+def image_energy(x):
+    return 20.0 * ((x - 0.3) ** 2).sum((1, 2, 3))
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("mask_shape", [(5, 7), (1, 1, 5, 7), (4, 1, 5, 7)])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_mask_broadcasting_on_odd_image_shapes(method, mask_shape, channels):
+    x = 0.2 + 0.6 * torch.rand(4, channels, 5, 7, generator=gen(0))  # MALA proposals stay inside [0, 1]
+    mask = (torch.rand(mask_shape, generator=gen(1)) < 0.4).float()
+    sampler = LangevinSampler(method, steps=3, step_size=0.001 if method != "authors" else 10.0, noise=0.01)
+    out = sampler.run(image_energy, x, known_mask=mask, generator=gen(2), return_chain=True)
+    assert out.x.shape == x.shape and out.chain.shape == (4, *x.shape)
+    known = mask.bool().expand_as(x)
+    assert torch.equal(out.x[known], x[known])
+    assert (out.x[~known] != x[~known]).float().mean() > 0.5  # free pixels move (MALA may reject a few chains)
+    assert out.x.min() >= 0 and out.x.max() <= 1
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_one_dimensional_batches(method):
+    # (B,) inputs, as in the paper's 1-D experiment: E(x) = x^2 / 2
+    x = torch.zeros(2000, dtype=torch.float64)
+    out = LangevinSampler(method, steps=200, step_size=0.3 if method != "authors" else 0.1, noise=0.3, clamp=None).run(
+        lambda v: 0.5 * v**2, x, generator=gen(0)
+    )
+    assert out.x.shape == (2000,)
+    if method == "mala":
+        assert out.x.var().item() == pytest.approx(1.0, abs=0.15)
+
+
+def test_energy_with_a_trailing_unit_dimension():
+    # E returning (B, 1) must not broadcast against (B,) inside MALA
+    x = torch.zeros(500, 2, dtype=torch.float64)
+    kw = dict(steps=30, step_size=0.4, clamp=None)
+    a = LangevinSampler("mala", **kw).run(quadratic, x, generator=gen(3))
+    b = LangevinSampler("mala", **kw).run(lambda v: quadratic(v)[:, None], x, generator=gen(3))
+    assert torch.equal(a.x, b.x) and a.acceptance == b.acceptance
+
+
+def test_energy_with_wrong_output_shape_is_rejected():
+    with pytest.raises(ValueError, match="one energy per sample"):
+        LangevinSampler("ula", steps=1, clamp=None).run(lambda v: v.sum(), torch.zeros(4, 2))
+
+
+# --- replay buffer ---------------------------------------------------------------------------------------------------
+def test_buffer_capacity_shape_and_range():
+    buf = ReplayBuffer(50, (1, 5, 7), data_range=(-1.0, 2.0), generator=gen(0))
+    assert buf.samples.shape == (50, 1, 5, 7)
+    assert buf.samples.min() >= -1.0 and buf.samples.max() <= 2.0
+    x, idx = buf.sample(20, generator=gen(1))
+    assert x.shape == (20, 1, 5, 7) and idx.shape == (20,) and idx.dtype == torch.int64
+    assert idx.min() >= 0 and idx.max() < 50
+    assert x.min() >= -1.0 and x.max() <= 2.0
+    # filled with uniform noise: moments of U(-1, 2)
+    assert buf.samples.mean().item() == pytest.approx(0.5, abs=0.05)
+    assert buf.samples.var().item() == pytest.approx(9 / 12, abs=0.05)
+
+
+def test_buffer_restart_prob_one_gives_fresh_noise():
+    buf = ReplayBuffer(10, (3,), restart_prob=1.0, generator=gen(0))
+    buf.update(torch.arange(10), torch.full((10, 3), 7.0))  # a value uniform noise never produces
+    x, _ = buf.sample(4000, generator=gen(1))
+    assert (x != 7.0).all() and x.min() >= 0 and x.max() <= 1
+    assert x.mean().item() == pytest.approx(0.5, abs=0.02)
+    assert x.var().item() == pytest.approx(1 / 12, abs=0.01)
+
+
+def test_buffer_restart_prob_zero_returns_stored_samples_and_update_writes_back():
+    buf = ReplayBuffer(10, (2,), restart_prob=0.0, generator=gen(0))
+    stored = torch.arange(20, dtype=torch.float32).view(10, 2)
+    buf.update(torch.arange(10), stored)
+    x, idx = buf.sample(30, generator=gen(1))
+    assert torch.equal(x, stored[idx])
+    x[:] = -5.0  # a copy: editing the draw does not edit the buffer
+    assert torch.equal(buf.samples, stored)
+    buf.update(idx[:3], torch.full((3, 2), 42.0))
+    assert (buf.samples[idx[:3]] == 42.0).all()
+    untouched = torch.ones(10, dtype=torch.bool)
+    untouched[idx[:3]] = False
+    assert torch.equal(buf.samples[untouched], stored[untouched])
+
+
+def test_buffer_restart_fraction():
+    buf = ReplayBuffer(100, (1,), restart_prob=0.25, generator=gen(0))
+    buf.update(torch.arange(100), torch.full((100, 1), 9.0))
+    x, _ = buf.sample(8000, generator=gen(1))
+    assert (x < 9.0).float().mean().item() == pytest.approx(0.25, abs=0.025)
+
+
+def test_buffer_state_dict_round_trip():
+    a = ReplayBuffer(12, (1, 3, 3), generator=gen(0))
+    a.update(torch.arange(4), torch.full((4, 1, 3, 3), 0.25))
+    state = a.state_dict()
+    state_copy = state["samples"].clone()
+    b = ReplayBuffer(12, (1, 3, 3), generator=gen(99))
+    assert not torch.equal(a.samples, b.samples)
+    b.load_state_dict(state)
+    assert torch.equal(a.samples, b.samples)
+    a.update(torch.arange(12), torch.zeros(12, 1, 3, 3))  # state_dict and load are copies
+    assert torch.equal(state["samples"], state_copy) and torch.equal(b.samples, state_copy)
+    b.update(torch.arange(12), a.samples)
+    assert torch.equal(b.sample(5, generator=gen(4))[0], a.sample(5, generator=gen(4))[0])
+
+
+@pytest.mark.parametrize("shape", [(11, 1, 3, 3), (12, 1, 3, 4), (12, 9), (12, 1, 3, 3, 1)])
+def test_buffer_load_wrong_shape_raises(shape):
+    buf = ReplayBuffer(12, (1, 3, 3))
+    with pytest.raises(ValueError, match="does not match"):
+        buf.load_state_dict({"samples": torch.zeros(shape)})
+
+
+def test_buffer_seeded_reproducibility():
+    a, b = ReplayBuffer(30, (2, 3), generator=gen(7)), ReplayBuffer(30, (2, 3), generator=gen(7))
+    assert torch.equal(a.samples, b.samples)
+    xa, ia = a.sample(25, generator=gen(8))
+    xb, ib = b.sample(25, generator=gen(8))
+    assert torch.equal(xa, xb) and torch.equal(ia, ib)
+    xc, ic = a.sample(25, generator=gen(9))
+    assert not torch.equal(ia, ic)
+    assert not torch.equal(ReplayBuffer(30, (2, 3), generator=gen(8)).samples, a.samples)
+
+
+@pytest.mark.parametrize("kwargs", [{"capacity": 0}, {"restart_prob": -0.1}, {"restart_prob": 1.5}])
+def test_buffer_invalid_settings(kwargs):
+    with pytest.raises(ValueError):
+        ReplayBuffer(**{"capacity": 5, "shape": (2,), **kwargs})

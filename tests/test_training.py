@@ -1,0 +1,185 @@
+"""Image training pipeline: run folder, resume after SIGKILL, stability guard, CLI errors."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from febm.model import load_model
+from training.checkpoint import load_state, save_state
+from training.run import main
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def standin(tmp_path_factory) -> str:
+    """A folder of 40 small grayscale images: the stand-in data set for training tests."""
+    folder = tmp_path_factory.mktemp("standin")
+    rng = np.random.default_rng(0)
+    for i in range(40):
+        img = np.zeros((12, 12), np.uint8)
+        img[2 + i % 5 : 9 + i % 3, 3:9] = 200 + i
+        img = np.clip(img + rng.integers(0, 30, img.shape), 0, 255).astype(np.uint8)
+        Image.fromarray(img, "L").save(folder / f"{i:02d}.png")
+    return f"folder:{folder}"
+
+
+def tiny_args(standin, run_dir, *extra):
+    return ["--preset", "tiny", "--div", "js", "--dataset", standin, "--run-dir", str(run_dir), "--no-progress", *extra]
+
+
+def test_tiny_run_writes_run_folder_and_loadable_model(standin, tmp_path):
+    run = tmp_path / "run"
+    assert main(tiny_args(standin, run)) == 0
+    options = json.loads((run / "options.json").read_text())
+    assert options["div"] == "js" and options["max_steps"] == 6
+    lines = [json.loads(ln) for ln in (run / "stats.jsonl").read_text().splitlines()]
+    assert [ln["step"] for ln in lines] == [1, 2, 3, 4, 5, 6]
+    for key in ("loss_energy", "loss_critic", "energy_pos", "energy_neg", "critic_pos", "critic_neg",
+                "langevin_grad_norm", "step_time"):
+        assert key in lines[-1] and np.isfinite(lines[-1][key])
+    assert sorted(p.name for p in (run / "samples").glob("*.png")) == ["buffer_000003.png", "buffer_000006.png"]
+    model = load_model(run / "model")
+    assert model.config["divergence"] == "js"
+    assert model.config["training"]["steps"] == 6
+    assert "--preset tiny" in model.config["training"]["command"]
+    assert "python -m training.run" in (run / "model" / "README.md").read_text()
+    x = torch.rand(3, 1, 12, 12)
+    assert model.log_ratio(x).shape == (3,)
+
+
+def test_cd_run_has_no_critic(standin, tmp_path):
+    assert main(tiny_args(standin, tmp_path / "cd", "--div", "cd", "--max-steps", "2")) == 0
+    model = load_model(tmp_path / "cd" / "model")
+    assert model.critic is None and model.config["divergence"] == "cd"
+
+
+def _state_step(path: Path) -> int:
+    try:
+        return load_state(path)["step"]
+    except Exception:  # not written yet
+        return -1
+
+
+def _run_cli(args, **kw):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-m", "training.run", *args], cwd=REPO, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **kw)
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_is_bit_identical(standin, tmp_path):
+    extra = ["--max-steps", "9", "--checkpoint-every", "3"]
+    ref = _run_cli(tiny_args(standin, tmp_path / "ref", *extra))
+    assert ref.wait(timeout=300) == 0, ref.stderr.read().decode()
+
+    killed = _run_cli(tiny_args(standin, tmp_path / "killed", *extra))
+    deadline = time.time() + 300
+    while _state_step(tmp_path / "killed" / "state.safetensors") < 3 and time.time() < deadline:
+        time.sleep(0.05)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    assert _state_step(tmp_path / "killed" / "state.safetensors") < 9, "the run finished before it was killed"
+
+    resumed = _run_cli(["--resume", str(tmp_path / "killed"), "--no-progress"])
+    assert resumed.wait(timeout=300) == 0, resumed.stderr.read().decode()
+    a, b = load_state(tmp_path / "ref" / "state.safetensors"), load_state(tmp_path / "killed" / "state.safetensors")
+    assert a["step"] == b["step"] == 9
+    for part in ("model", "ema", "buffer"):
+        for k, v in a[part].items():
+            assert torch.equal(v, b[part][k]), f"{part}.{k} differs after resume"
+    steps = [json.loads(ln).get("step") for ln in (tmp_path / "killed" / "stats.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, 10)), "stats.jsonl must have each step once after resume"
+
+
+def test_stability_guard_rolls_back_with_lower_lr(standin, tmp_path):
+    run = tmp_path / "blowup"
+    assert main(tiny_args(standin, run, "--inject-nan-at", "5", "--checkpoint-every", "3")) == 0
+    records = [json.loads(ln) for ln in (run / "stats.jsonl").read_text().splitlines()]
+    events = [r for r in records if r.get("event") == "rollback"]
+    assert len(events) == 1 and events[0]["to_step"] == 3 and events[0]["lr_scale"] == 0.5
+    state = load_state(run / "state.safetensors")
+    assert state["step"] == 6 and state["lr_scale"] == 0.5
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+def test_non_finite_checkpoint_is_never_written(standin, tmp_path):
+    from training.loop import Trainer, TrainConfig
+    from training.run import PRESETS
+
+    cfg = TrainConfig(**{**PRESETS["tiny"], "dataset": standin, "run_dir": str(tmp_path)})
+    trainer = Trainer(cfg, tmp_path, progress=False)
+    with torch.no_grad():
+        next(trainer.model.energy.parameters()).fill_(float("nan"))
+    with pytest.raises(RuntimeError, match="non-finite"):
+        trainer.save_checkpoint()
+    assert not (tmp_path / "state.safetensors").exists()
+
+
+def test_state_file_round_trip(tmp_path):
+    state = {"step": 3, "x": torch.arange(4.0), "nested": {0: {"m": torch.ones(2)}, "lr": 1e-3}, "l": [1, torch.zeros(1)],
+             "none": None, "inf": float("inf")}
+    save_state(tmp_path / "s.safetensors", state)
+    back = load_state(tmp_path / "s.safetensors")
+    assert back["step"] == 3 and torch.equal(back["x"], state["x"]) and list(back["nested"]) == [0, "lr"]
+    assert torch.equal(back["nested"][0]["m"], torch.ones(2)) and back["none"] is None and back["inf"] == float("inf")
+    assert not list(tmp_path.glob(".*tmp")), "no temporary file left behind"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--div", "nope"], "valid names"),
+    (["--batch-size", "0"], "--batch-size must be >= 1"),
+    (["--preset", "huge"], "invalid choice"),
+])
+def test_bad_arguments_give_clear_errors(args, message, capsys):
+    with pytest.raises(SystemExit):
+        main([*args, "--no-progress"])
+    assert message in capsys.readouterr().err
+
+
+def test_resume_needs_a_run_folder(tmp_path):
+    with pytest.raises(SystemExit, match="options.json"):
+        main(["--resume", str(tmp_path / "nothing")])
+
+
+def test_missing_dataset_says_how_to_get_it(tmp_path, monkeypatch):
+    from training.data import DatasetNotFoundError
+
+    with pytest.raises(DatasetNotFoundError):
+        main(["--preset", "tiny", "--dataset", "cifar10", "--data-root", str(tmp_path), "--no-progress",
+              "--run-dir", str(tmp_path / "run")])
+    assert not (tmp_path / "run").exists(), "a failed start leaves no half-written run folder"
+
+
+from hub_server import hub_server  # noqa: E402,F401  (pytest fixture)
+
+
+def test_push_to_hub_then_load_back(standin, tmp_path, hub_server):  # noqa: F811
+    run = tmp_path / "pushed"
+    assert main(tiny_args(standin, run, "--max-steps", "2", "--push-to-hub", "someone/tiny-js")) == 0
+    assert "model.safetensors" in hub_server.files("someone/tiny-js")
+    card = hub_server.files("someone/tiny-js")["README.md"].decode()
+    assert "js" in card and "python -m training.run" in card
+    local, remote = load_model(run / "model"), load_model("someone/tiny-js")
+    for (k, a), (k2, b) in zip(local.state_dict().items(), remote.state_dict().items()):
+        assert k == k2 and torch.equal(a, b)
+
+
+def test_evaluate_reports_metrics_and_sampler(standin, tmp_path):
+    from training.evaluate import evaluate
+
+    run = tmp_path / "ev"
+    assert main(tiny_args(standin, run, "--max-steps", "2")) == 0
+    res = evaluate(str(run / "model"), fid_samples=12, steps=3, fid=False, progress=False)
+    assert res["samples"] == 12 and res["sampler"]["steps"] == 3 and res["sampler"]["method"] == "authors"
+    for key in ("pca_fd", "energy_test", "energy_samples"):
+        assert np.isfinite(res[key])

@@ -1,0 +1,378 @@
+"""Algorithm 1 on images: the training loop, its run folder, checkpoints, resume, stability guard, DDP.
+
+A run folder holds everything a run writes:
+
+    options.json       the TrainConfig (resume reads it back)
+    stats.jsonl        one JSON line every ``log_every`` steps (+ events such as roll-backs)
+    samples/*.png      replay-buffer grids every ``sample_every`` steps
+    state.safetensors  the full training state (atomic; see training/checkpoint.py)
+    model/             the exported model (EMA energy + critic), a Hub-style folder
+
+The same code runs under ``python`` and under ``torchrun``: each rank samples its own negatives with its
+own replay buffer on the unwrapped networks; DistributedDataParallel averages parameter gradients; rank 0
+writes.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import platform
+import socket
+import sys
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from febm.model import EBM
+from febm.objectives import Objective
+from febm.sampling import LangevinSampler, ReplayBuffer
+from training import data as datasets
+from training.checkpoint import all_finite, load_state, save_state
+from training.step import febm_step
+
+STATE_FILE = "state.safetensors"
+
+
+@dataclass
+class TrainConfig:
+    """Every hyper-parameter of a run; ``python -m training.run --help`` documents them."""
+
+    div: str = "js"
+    dataset: str = "fashion-mnist"
+    data_root: str | None = None
+    run_dir: str | None = None
+    # networks (febm.nets.ResNetEnergy); the critic defaults to the energy's architecture
+    width: int = 32
+    stages: int = 3
+    blocks_per_stage: int = 1
+    activation: str = "silu"
+    spectral_norm: bool = True
+    first_stride: int = 1
+    critic_width: int | None = None
+    # optimisation (authors: Adam 3e-4, betas (0, 0.999), L2 on outputs 1.0)
+    batch_size: int = 64
+    lr: float = 3e-4
+    critic_lr: float | None = None
+    beta1: float = 0.0
+    beta2: float = 0.999
+    l2: float = 1.0
+    max_grad_norm: float | None = None
+    ema: float = 0.999
+    dequantize: bool = True
+    # training sampler (authors: 60 steps, step 10, noise 0.005, clip 0.01, buffer 10k, 5% restarts)
+    sampler: str = "authors"
+    langevin_steps: int = 60
+    step_size: float = 10.0
+    noise: float = 0.005
+    grad_clip: float | None = 0.01
+    buffer_size: int = 10000
+    restart_prob: float = 0.05
+    # sampler defaults stored in the model for generation (chains from noise need more steps)
+    sample_steps: int = 200
+    # length and bookkeeping
+    max_steps: int = 1000
+    time_budget: float | None = None  # minutes for this invocation
+    seed: int = 0
+    device: str = "auto"
+    bf16: bool | None = None  # default: on for CUDA
+    compile: bool = False
+    log_every: int = 10
+    sample_every: int = 500
+    checkpoint_every: int = 200
+    push_to_hub: str | None = None
+    # stability guard
+    energy_limit: float = 1e4
+    max_rollbacks: int = 5
+    rollback_lr_factor: float = 0.5
+    inject_nan_at: int | None = None  # tests only: poison the energy at this step
+    command: str = ""
+    preset: str | None = None
+
+    def sampler_settings(self) -> LangevinSampler:
+        return LangevinSampler(self.sampler, self.langevin_steps, self.step_size, self.noise, self.grad_clip, (0.0, 1.0))
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+# --- set-up -----------------------------------------------------------------------------------------------
+def pick_device(name: str) -> torch.device:
+    if name != "auto":
+        return torch.device(name)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def init_distributed(device: torch.device) -> tuple[int, int, torch.device]:
+    """(rank, world_size, device) — torchrun sets WORLD_SIZE; plain python is a world of one."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 1, device
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    if not dist.is_initialized():
+        dist.init_process_group(backend)
+    rank, local = dist.get_rank(), int(os.environ.get("LOCAL_RANK", "0"))
+    if device.type == "cuda":
+        device = torch.device("cuda", local)
+        torch.cuda.set_device(device)
+    return rank, world, device
+
+
+def build_model(cfg: TrainConfig, info: dict) -> EBM:
+    net = {"kind": "resnet", "in_channels": info["channels"], "width": cfg.width, "stages": cfg.stages,
+           "blocks_per_stage": cfg.blocks_per_stage, "activation": cfg.activation,
+           "spectral_norm": cfg.spectral_norm, "first_stride": cfg.first_stride}
+    critic = None if cfg.div == "cd" else {**net, "width": cfg.critic_width or cfg.width}
+    size = info["image_size"]
+    sampler = {**cfg.sampler_settings().to_dict(), "steps": cfg.sample_steps}
+    return EBM(cfg.div, net, critic, dataset=cfg.dataset, image_shape=[info["channels"], size, size],
+               data_range=[0.0, 1.0], sampler=sampler)
+
+
+def default_run_dir(cfg: TrainConfig) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"{cfg.dataset.replace(':', '_').replace('/', '_')}-{cfg.div.replace(':', '')}-{stamp}"
+
+
+# --- the trainer ------------------------------------------------------------------------------------------
+class Trainer:
+    """Holds the run's state; ``state_dict`` is exactly what a resume needs."""
+
+    def __init__(self, cfg: TrainConfig, run_dir: Path, *, progress: bool = True):
+        self.cfg, self.run_dir, self.progress = cfg, run_dir, progress
+        self.device = pick_device(cfg.device)
+        self.rank, self.world, self.device = init_distributed(self.device)
+        self.bf16 = cfg.bf16 if cfg.bf16 is not None else self.device.type == "cuda"
+        if cfg.batch_size % self.world:
+            raise ValueError(f"batch size {cfg.batch_size} is not divisible by {self.world} processes")
+        self.local_batch = cfg.batch_size // self.world
+        torch.manual_seed(cfg.seed + self.rank)
+
+        info = datasets.dataset_info(cfg.dataset)
+        self.data = datasets.load_dataset(cfg.dataset, "train", cfg.data_root).images
+        info = {**info, "channels": self.data.shape[1], "image_size": self.data.shape[-1]}
+        self.model = build_model(cfg, info).to(self.device)
+        self.ema = copy.deepcopy(self.model.energy).requires_grad_(False)
+        self.objective = Objective(cfg.div, l2=cfg.l2)
+        self.sampler = cfg.sampler_settings()
+        betas = (cfg.beta1, cfg.beta2)
+        self.opt_energy = torch.optim.Adam(self.model.energy.parameters(), lr=cfg.lr, betas=betas)
+        critic_params = self.model.critic.parameters() if self.model.critic is not None else []
+        self.opt_critic = torch.optim.Adam(critic_params, lr=cfg.critic_lr or cfg.lr, betas=betas) if self.model.critic is not None else None
+        # each rank: its own data order, Langevin noise and buffer (seeded by rank)
+        self.gen = torch.Generator().manual_seed(cfg.seed * 1000 + self.rank)
+        self.noise_gen = torch.Generator(self.device).manual_seed(cfg.seed * 1000 + self.rank + 2)  # Langevin noise
+        self.batches = datasets.batches(self.data, self.local_batch, torch.Generator().manual_seed(cfg.seed * 1000 + self.rank + 1))
+        self.buffer = ReplayBuffer(cfg.buffer_size, tuple(self.data.shape[1:]), cfg.restart_prob, generator=self.gen)
+        self.step, self.lr_scale, self.rollbacks, self.elapsed = 0, 1.0, 0, 0.0
+
+        energy, critic = self.model.energy, self.model.critic
+        if self.world > 1:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            energy = DDP(energy, device_ids=ids)
+            critic = DDP(critic, device_ids=ids) if critic is not None else None
+        if cfg.compile:
+            energy = torch.compile(energy)
+            critic = torch.compile(critic) if critic is not None else None
+        self.train_energy, self.train_critic = energy, critic
+
+    # --- state ------------------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {
+            "step": self.step, "lr_scale": self.lr_scale, "rollbacks": self.rollbacks, "elapsed": self.elapsed,
+            "model": self.model.state_dict(), "ema": self.ema.state_dict(),
+            "opt_energy": self.opt_energy.state_dict(),
+            "opt_critic": self.opt_critic.state_dict() if self.opt_critic is not None else None,
+            "buffer": self.buffer.state_dict(), "batches": self.batches.state_dict(),
+            "gen": self.gen.get_state(), "noise_gen": self.noise_gen.get_state(), "torch_rng": torch.get_rng_state(),
+        }
+
+    def load_state_dict(self, s: dict) -> None:
+        self.step, self.lr_scale, self.rollbacks, self.elapsed = s["step"], s["lr_scale"], s["rollbacks"], s["elapsed"]
+        self.model.load_state_dict(s["model"])
+        self.ema.load_state_dict(s["ema"])
+        self.opt_energy.load_state_dict(s["opt_energy"])
+        if self.opt_critic is not None:
+            self.opt_critic.load_state_dict(s["opt_critic"])
+        self.buffer.load_state_dict(s["buffer"])
+        self.batches.load_state_dict(s["batches"])
+        self.gen.set_state(s["gen"])
+        self.noise_gen.set_state(s["noise_gen"].to("cpu"))
+        torch.set_rng_state(s["torch_rng"])
+        self._apply_lr()
+
+    def _apply_lr(self) -> None:
+        for opt, base in ((self.opt_energy, self.cfg.lr), (self.opt_critic, self.cfg.critic_lr or self.cfg.lr)):
+            if opt is not None:
+                for group in opt.param_groups:
+                    group["lr"] = base * self.lr_scale
+
+    def save_checkpoint(self) -> None:
+        """Atomic, rank 0 only, and never a non-finite state."""
+        if self.rank != 0:
+            return
+        state = self.state_dict()
+        if not all_finite(state["model"]) or not all_finite(state["ema"]):
+            raise RuntimeError("refusing to write a non-finite checkpoint")
+        save_state(self.run_dir / STATE_FILE, state)
+
+    # --- one iteration ----------------------------------------------------------------------------------
+    def train_step(self) -> dict:
+        cfg, dev = self.cfg, self.device
+        x_pos = next(self.batches).to(dev)
+        x_pos = datasets.dequantize(x_pos, self.gen) if cfg.dequantize else datasets.to_float(x_pos)
+        x_init, idx = self.buffer.sample(self.local_batch, self.gen)
+        self.model.energy.eval()  # spectral norm: no power iterations inside the chain
+        out = self.sampler.run(self.model.energy, x_init.to(dev), generator=self.noise_gen)
+        self.model.energy.train()
+        self.buffer.update(idx, out.x)
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=self.bf16):
+            stats = febm_step(self.train_energy, self.train_critic, self.objective, x_pos, out.x,
+                              self.opt_energy, self.opt_critic, max_grad_norm=cfg.max_grad_norm)
+        if cfg.inject_nan_at is not None and self.step + 1 == cfg.inject_nan_at and self.rollbacks == 0:
+            with torch.no_grad():
+                next(self.model.energy.parameters()).fill_(float("nan"))
+        with torch.no_grad():
+            for p_ema, p in zip(self.ema.parameters(), self.model.energy.parameters()):
+                p_ema.lerp_(p, 1.0 - cfg.ema)
+            for b_ema, b in zip(self.ema.buffers(), self.model.energy.buffers()):
+                b_ema.copy_(b)
+        stats["langevin_grad_norm"] = out.grad_norm
+        return stats
+
+    def diverged(self, stats: dict) -> str | None:
+        if not all(math.isfinite(v) for v in stats.values()):
+            return "non-finite loss or energy"
+        if max(abs(stats["energy_pos"]), abs(stats["energy_neg"])) > self.cfg.energy_limit:
+            return f"energies beyond {self.cfg.energy_limit:g}"
+        if not all(torch.isfinite(p).all() for p in self.model.parameters()):
+            return "non-finite parameters"
+        return None
+
+    def roll_back(self, reason: str) -> None:
+        """Return to the last good checkpoint with a lower learning rate, and log it."""
+        self.rollbacks += 1
+        if self.rollbacks > self.cfg.max_rollbacks:
+            raise RuntimeError(f"training diverged {self.rollbacks} times ({reason}); giving up")
+        if self.world > 1:
+            dist.barrier()
+        rollbacks, lr_scale = self.rollbacks, self.lr_scale * self.cfg.rollback_lr_factor
+        at = self.step
+        self.load_state_dict(load_state(self.run_dir / STATE_FILE))
+        self.rollbacks, self.lr_scale = rollbacks, lr_scale
+        self._apply_lr()
+        self.log({"event": "rollback", "reason": reason, "at_step": at, "to_step": self.step, "lr_scale": lr_scale})
+
+    # --- outputs ----------------------------------------------------------------------------------------
+    def log(self, record: dict) -> None:
+        if self.rank == 0:
+            with open(self.run_dir / "stats.jsonl", "a") as f:
+                f.write(json.dumps(record) + "\n")
+
+    def save_samples(self) -> None:
+        if self.rank != 0:
+            return
+        from torchvision.utils import save_image
+
+        (self.run_dir / "samples").mkdir(exist_ok=True)
+        save_image(self.buffer.samples[:64], self.run_dir / "samples" / f"buffer_{self.step:06d}.png", nrow=8)
+
+    def export(self) -> Path:
+        """Write the model folder: EMA energy, critic, config with the training record."""
+        model = EBM(**self.model.config).to("cpu")
+        model.load_state_dict({k: v.cpu() for k, v in self.model.state_dict().items()})
+        model.energy.load_state_dict({k: v.cpu() for k, v in self.ema.state_dict().items()})
+        model.update_config({"training": {
+            "command": self.cfg.command, "preset": self.cfg.preset, "steps": self.step,
+            "wall_time_minutes": round(self.elapsed / 60, 1), "batch_size": self.cfg.batch_size,
+            "processes": self.world, "device": str(self.device),
+            "machine": f"{platform.machine()} {platform.system()}, {os.cpu_count()} CPU threads"
+                       + (f", {torch.cuda.get_device_name()}" if self.device.type == "cuda" else ""),
+            "ema": self.cfg.ema, "options": asdict(self.cfg),
+        }})
+        folder = self.run_dir / "model"
+        model.save_pretrained(folder)
+        return folder
+
+
+def _truncate_stats(path: Path, step: int) -> None:
+    """On resume, drop log lines written after the checkpoint (they will be written again)."""
+    if not path.exists():
+        return
+    keep = [ln for ln in path.read_text().splitlines() if json.loads(ln).get("step", 0) <= step]
+    path.write_text("".join(ln + "\n" for ln in keep))
+
+
+def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> Path:
+    """Run (or continue) training; returns the exported model folder."""
+    run_dir = Path(cfg.run_dir) if cfg.run_dir else default_run_dir(cfg)
+    cfg.run_dir = str(run_dir)
+    rank0 = int(os.environ.get("RANK", "0")) == 0
+    trainer = Trainer(cfg, run_dir, progress=progress)  # loads data first: a bad start writes nothing
+    if rank0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "options.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
+    if resume and (run_dir / STATE_FILE).exists():
+        trainer.load_state_dict(load_state(run_dir / STATE_FILE))
+        if rank0:
+            _truncate_stats(run_dir / "stats.jsonl", trainer.step)
+    else:
+        trainer.save_checkpoint()  # step 0: the guard always has a state to roll back to
+    if trainer.world > 1:
+        dist.barrier()
+
+    bar = None
+    if progress and rank0:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=cfg.max_steps, initial=trainer.step, desc=f"f-EBM {cfg.div}", dynamic_ncols=True)
+    started = time.time()
+    budget = cfg.time_budget * 60 if cfg.time_budget else math.inf
+    while trainer.step < cfg.max_steps and time.time() - started < budget:
+        t0 = time.time()
+        stats = trainer.train_step()
+        reason = trainer.diverged(stats)
+        if reason is not None:
+            trainer.roll_back(reason)
+            if bar is not None:
+                bar.n = trainer.step
+            continue
+        trainer.step += 1
+        trainer.elapsed += time.time() - t0
+        if trainer.step % cfg.log_every == 0 or trainer.step == cfg.max_steps:
+            trainer.log({"step": trainer.step, **{k: round(v, 6) for k, v in stats.items()},
+                         "step_time": round(time.time() - t0, 4), "lr_scale": trainer.lr_scale})
+        if trainer.step % cfg.sample_every == 0:
+            trainer.save_samples()
+        if trainer.step % cfg.checkpoint_every == 0:
+            trainer.save_checkpoint()
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(e_pos=f"{stats['energy_pos']:.3f}", e_neg=f"{stats['energy_neg']:.3f}")
+    if bar is not None:
+        bar.close()
+    trainer.save_checkpoint()
+    trainer.save_samples()
+    folder = None
+    if rank0:
+        folder = trainer.export()
+        if cfg.push_to_hub:
+            EBM.from_pretrained(folder).push_to_hub(cfg.push_to_hub)
+    if trainer.world > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+    return folder

@@ -1,0 +1,142 @@
+"""Train an f-EBM on images: ``python -m training.run --div rkl``.
+
+    python -m training.run --div js --preset fmnist-cpu            # the CPU recipe (about an hour)
+    python -m training.run --resume runs/fashion-mnist-js-...      # continue a run exactly
+    torchrun --nproc-per-node=4 -m training.run --preset cifar10-gpu --div js --dataset cifar10
+    python -m training.run --div js --push-to-hub you/fmnist-js    # upload the final model folder
+
+Every field of training.loop.TrainConfig is a flag (``--langevin-steps 40``); a preset sets defaults
+and explicit flags override it. Objectives: cd (contrastive divergence), kl, rkl, js, sh, chi2, neyman,
+alpha:<a>.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import types
+import typing
+from dataclasses import fields
+from pathlib import Path
+
+from febm.objectives import OBJECTIVE_NAMES
+from training.loop import TrainConfig, train
+
+PRESETS: dict[str, dict] = {
+    # a few steps in seconds, for tests and smoke checks
+    "tiny": dict(width=8, stages=2, batch_size=8, langevin_steps=5, sample_steps=10, buffer_size=64,
+                 max_steps=6, log_every=1, sample_every=3, checkpoint_every=3),
+    # the CPU recipe for Fashion-MNIST (2 cores, about an hour)
+    "fmnist-cpu": dict(width=32, stages=3, activation="silu", batch_size=64, langevin_steps=40,
+                       step_size=10.0, noise=0.005, grad_clip=0.01, max_steps=6000, time_budget=60,
+                       sample_every=250, checkpoint_every=250, sample_steps=200),
+    # the authors' CIFAR-10 settings: 128 filters, leaky ReLU, batch 128 per GPU x 4, 60 Langevin steps
+    "cifar10-gpu": dict(dataset="cifar10", width=128, stages=3, blocks_per_stage=2, activation="lrelu",
+                        batch_size=512, lr=3e-4, langevin_steps=60, step_size=10.0, noise=0.005, grad_clip=0.01,
+                        buffer_size=10000, restart_prob=0.05, max_steps=100000, sample_every=1000,
+                        checkpoint_every=1000, sample_steps=200),
+}
+
+HELP = {
+    "div": f"training objective: {', '.join(OBJECTIVE_NAMES)}",
+    "dataset": "fashion-mnist, mnist, cifar10, celeba, or folder:PATH",
+    "run_dir": "run folder (default runs/<dataset>-<div>-<time>)",
+    "critic_width": "critic width (default: the energy's)",
+    "critic_lr": "critic learning rate (default: --lr)",
+    "l2": "weight of the squared-output penalty on both networks",
+    "max_grad_norm": "clip each network's gradient norm (default: off)",
+    "sample_steps": "Langevin steps stored as the model's default for generation",
+    "time_budget": "stop after this many minutes (this invocation)",
+    "device": "auto (cuda, then mps, then cpu), or a torch device",
+    "bf16": "bf16 autocast for the parameter updates (default: on for CUDA)",
+    "inject_nan_at": "testing only: poison the energy at this step to exercise the stability guard",
+    "push_to_hub": "upload the final model folder to this Hub repo id",
+}
+_INTERNAL = {"command", "preset"}
+
+
+def _parser_type(annotation):
+    """int | None -> int, etc.; 'none' on the command line gives None for optional fields."""
+    hint = typing.get_type_hints(TrainConfig)[annotation]
+    args = [a for a in typing.get_args(hint) if a is not type(None)] if isinstance(hint, types.UnionType) else [hint]
+    base = args[0]
+    if base is bool:
+        return bool
+    optional = isinstance(hint, types.UnionType)
+
+    def convert(text: str):
+        return None if optional and text.lower() == "none" else base(text)
+
+    convert.__name__ = base.__name__
+    return convert
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m training.run", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", choices=sorted(PRESETS), help="named defaults (flags override them)")
+    parser.add_argument("--resume", metavar="RUN_DIR", help="continue this run exactly from its last checkpoint")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    defaults = TrainConfig()
+    for f in fields(TrainConfig):
+        if f.name in _INTERNAL:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        kind = _parser_type(f.name)
+        default = getattr(defaults, f.name)
+        text = HELP.get(f.name, "")
+        if kind is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=f"{text} (default {default})")
+        else:
+            parser.add_argument(flag, type=kind, default=None, help=f"{text} (default {default})".strip())
+    return parser
+
+
+def config_from_args(args: argparse.Namespace, argv: list[str]) -> tuple[TrainConfig, bool]:
+    """Resolve preset < explicit flags; with --resume, the run's options.json < explicit flags."""
+    explicit = {f.name: getattr(args, f.name) for f in fields(TrainConfig)
+                if f.name not in _INTERNAL and getattr(args, f.name) is not None}
+    command = "python -m training.run " + shlex.join(argv)
+    if args.resume:
+        options = Path(args.resume) / "options.json"
+        if not options.exists():
+            raise SystemExit(f"error: {options} not found: --resume needs a run folder written by training.run")
+        base = json.loads(options.read_text())
+        base.update(explicit, run_dir=str(Path(args.resume)))
+        return TrainConfig.from_dict(base), True
+    base = dict(PRESETS.get(args.preset, {}))
+    base.update(explicit, command=command, preset=args.preset)
+    return TrainConfig.from_dict(base), False
+
+
+def validate(cfg: TrainConfig) -> None:
+    from febm.objectives import Objective
+
+    if cfg.div != "cd":
+        Objective(cfg.div)  # raises with the list of valid names
+    for name in ("batch_size", "max_steps", "log_every", "sample_every", "checkpoint_every", "buffer_size", "width"):
+        if getattr(cfg, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1")
+    if not 0.0 <= cfg.ema < 1.0:
+        raise ValueError("--ema must be in [0, 1)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    cfg, resume = config_from_args(args, argv)
+    try:
+        validate(cfg)
+    except ValueError as err:
+        parser.error(str(err))
+    folder = train(cfg, resume=resume, progress=not args.no_progress)
+    if folder is not None:
+        print(f"model written to {folder}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
