@@ -147,6 +147,45 @@ class ResNetEnergy(SpecMixin, nn.Module):
             return self.head(pooled).squeeze(-1)
 
 
+class ConvEnergy(SpecMixin, nn.Module):
+    """A small, fast energy for CPU training: a full-resolution 3x3 stem, then strided convolutions.
+
+    stem (C -> width, stride 1) -> act -> [conv 4x4 stride 2, doubling the width -> act] x ``downsamples``
+    -> global sum-pool -> linear. The stem looks at every pixel through a nonlinearity (an energy that never
+    does makes pixel noise almost free, DESIGN section 3) but costs only C x width x 9 multiply-adds per
+    pixel; the rest runs at 1/4, 1/16, ... of the pixels. About 5x cheaper per Langevin step than
+    ``ResNetEnergy`` at the same width.
+    """
+
+    kind = "conv"
+
+    def __init__(
+        self,
+        in_channels: int = 1,
+        width: int = 16,
+        downsamples: int = 3,
+        activation: str = "silu",
+        spectral_norm: bool = True,
+    ):
+        super().__init__()
+        self._record_spec(locals())
+        if downsamples < 1:
+            raise ValueError("need downsamples >= 1")
+        layers: list[nn.Module] = [_conv(in_channels, width, 1, spectral_norm), make_activation(activation)]
+        channels = width
+        for _ in range(downsamples):
+            conv = nn.Conv2d(channels, 2 * channels, kernel_size=4, stride=2, padding=1)
+            layers += [_spectral_norm(conv) if spectral_norm else conv, make_activation(activation)]
+            channels *= 2
+        self.body = nn.Sequential(*layers)
+        self.head = nn.Linear(channels, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.body(2.0 * x - 1.0)
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            return self.head(h.to(self.head.weight.dtype).sum(dim=(2, 3))).squeeze(-1)
+
+
 class MLPEnergy(SpecMixin, nn.Module):
     """Small MLP: vectors (B, D) -> (B,); a (B,) input is read as D = 1 (the paper's 1-D experiment).
 
@@ -180,7 +219,7 @@ class MLPEnergy(SpecMixin, nn.Module):
         return self.net(x.flatten(1)).squeeze(-1)
 
 
-NETS: dict[str, type[nn.Module]] = {"resnet": ResNetEnergy, "mlp": MLPEnergy}
+NETS: dict[str, type[nn.Module]] = {"resnet": ResNetEnergy, "conv": ConvEnergy, "mlp": MLPEnergy}
 
 
 def build_net(spec: dict) -> nn.Module:

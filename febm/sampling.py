@@ -119,8 +119,8 @@ class LangevinSampler:
 
             steps = tqdm(steps, desc=f"Langevin ({self.method})", leave=False)
         with frozen(energy):
-            # authors' rule evaluates the gradient after its noise: no gradient needed up front
-            e, g = (None, None) if self.method == "authors" or self.steps == 0 else energy_and_grad(energy, x)
+            # only MALA carries the gradient from step to step; the others evaluate it where they need it
+            e, g = energy_and_grad(energy, x) if self.method == "mala" and self.steps > 0 else (None, None)
             for _ in steps:
                 x, e, g, acc = step(energy, x, e, g, known, fix, generator)
                 grad_norm += _per_sample(g).norm(dim=1).mean().item()
@@ -152,8 +152,9 @@ class LangevinSampler:
 
     def _ula_step(self, energy, x, e, g, known, fix, generator):
         eps = self.step_size
+        e, g = energy_and_grad(energy, x)
         x = fix(self._clamp(x - 0.5 * eps * g + math.sqrt(eps) * self._noise(x, generator)))
-        return (x, *energy_and_grad(energy, x), 0.0)
+        return x, e, g, 0.0
 
     def _mala_step(self, energy, x, e, g, known, fix, generator):
         eps = self.step_size

@@ -48,7 +48,9 @@ class TrainConfig:
     dataset: str = "fashion-mnist"
     data_root: str | None = None
     run_dir: str | None = None
-    # networks (febm.nets.ResNetEnergy); the critic defaults to the energy's architecture
+    # networks (febm.nets: "resnet" = ResNetEnergy, "conv" = the small ConvEnergy, where stages = downsamples);
+    # the critic defaults to the energy's architecture
+    arch: str = "resnet"
     width: int = 32
     stages: int = 3
     blocks_per_stage: int = 1
@@ -81,6 +83,7 @@ class TrainConfig:
     time_budget: float | None = None  # minutes for this invocation
     seed: int = 0
     device: str = "auto"
+    channels_last: bool = True  # NHWC convolutions: about 1.3x faster Langevin steps on CPU
     bf16: bool | None = None  # default: on for CUDA
     compile: bool = False
     log_every: int = 10
@@ -131,9 +134,15 @@ def init_distributed(device: torch.device) -> tuple[int, int, torch.device]:
 
 
 def build_model(cfg: TrainConfig, info: dict) -> EBM:
-    net = {"kind": "resnet", "in_channels": info["channels"], "width": cfg.width, "stages": cfg.stages,
-           "blocks_per_stage": cfg.blocks_per_stage, "activation": cfg.activation,
-           "spectral_norm": cfg.spectral_norm, "first_stride": cfg.first_stride}
+    common = {"in_channels": info["channels"], "width": cfg.width, "activation": cfg.activation,
+              "spectral_norm": cfg.spectral_norm}
+    if cfg.arch == "conv":
+        net = {"kind": "conv", **common, "downsamples": cfg.stages}
+    elif cfg.arch == "resnet":
+        net = {"kind": "resnet", **common, "stages": cfg.stages, "blocks_per_stage": cfg.blocks_per_stage,
+               "first_stride": cfg.first_stride}
+    else:
+        raise ValueError(f"unknown --arch {cfg.arch!r}; choose resnet or conv")
     critic = None if cfg.div == "cd" else {**net, "width": cfg.critic_width or cfg.width}
     size = info["image_size"]
     sampler = {**cfg.sampler_settings().to_dict(), "steps": cfg.sample_steps}
@@ -164,6 +173,8 @@ class Trainer:
         self.data = datasets.load_dataset(cfg.dataset, "train", cfg.data_root).images
         info = {**info, "channels": self.data.shape[1], "image_size": self.data.shape[-1]}
         self.model = build_model(cfg, info).to(self.device)
+        self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+        self.model.to(memory_format=self.memory_format)
         self.ema = copy.deepcopy(self.model.energy).requires_grad_(False)
         self.objective = Objective(cfg.div, l2=cfg.l2)
         self.sampler = cfg.sampler_settings()
@@ -233,11 +244,12 @@ class Trainer:
     # --- one iteration ----------------------------------------------------------------------------------
     def train_step(self) -> dict:
         cfg, dev = self.cfg, self.device
-        x_pos = next(self.batches).to(dev)
+        x_pos = next(self.batches).to(dev, memory_format=self.memory_format)
         x_pos = datasets.dequantize(x_pos, self.gen) if cfg.dequantize else datasets.to_float(x_pos)
         x_init, idx = self.buffer.sample(self.local_batch, self.gen)
         self.model.energy.eval()  # spectral norm: no power iterations inside the chain
-        out = self.sampler.run(self.model.energy, x_init.to(dev), generator=self.noise_gen)
+        x_init = x_init.to(dev, memory_format=self.memory_format)
+        out = self.sampler.run(self.model.energy, x_init, generator=self.noise_gen)
         self.model.energy.train()
         self.buffer.update(idx, out.x)
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=self.bf16):
@@ -309,6 +321,15 @@ class Trainer:
         return folder
 
 
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak GPU memory on CUDA, else the process's peak resident memory (Linux: ru_maxrss in KiB)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def _truncate_stats(path: Path, step: int) -> None:
     """On resume, drop log lines written after the checkpoint (they will be written again)."""
     if not path.exists():
@@ -355,7 +376,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> P
         trainer.elapsed += time.time() - t0
         if trainer.step % cfg.log_every == 0 or trainer.step == cfg.max_steps:
             trainer.log({"step": trainer.step, **{k: round(v, 6) for k, v in stats.items()},
-                         "step_time": round(time.time() - t0, 4), "lr_scale": trainer.lr_scale})
+                         "step_time": round(time.time() - t0, 4), "lr_scale": trainer.lr_scale,
+                         "peak_memory_mb": round(peak_memory_mb(trainer.device), 1)})
         if trainer.step % cfg.sample_every == 0:
             trainer.save_samples()
         if trainer.step % cfg.checkpoint_every == 0:

@@ -40,6 +40,8 @@ PRESETS: dict[str, dict] = {
 }
 
 HELP = {
+    "arch": "energy/critic network: resnet (ResNetEnergy) or conv (the small, fast ConvEnergy)",
+    "stages": "resnet: resolution stages; conv: stride-2 downsamplings",
     "div": f"training objective: {', '.join(OBJECTIVE_NAMES)}",
     "dataset": "fashion-mnist, mnist, cifar10, celeba, or folder:PATH",
     "run_dir": "run folder (default runs/<dataset>-<div>-<time>)",
