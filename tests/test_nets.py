@@ -119,3 +119,22 @@ def test_count_parameters_ignores_spectral_norm_buffers():
     n_buffers = sum(b.numel() for b in net.buffers())
     assert n_buffers > 0
     assert count_parameters(net) == sum(p.numel() for p in net.parameters())
+
+
+@pytest.mark.parametrize("size", [(28, 28), (32, 32), (17, 23), (5, 3)])
+def test_conv_energy_shapes_gradients_and_spec(size):
+    from febm.nets import ConvEnergy
+
+    net = ConvEnergy(in_channels=3, width=4, downsamples=3)
+    x = torch.rand(2, 3, *size, requires_grad=True)
+    e = net(x)
+    assert e.shape == (2,) and e.dtype == torch.float32
+    (g,) = torch.autograd.grad(e.sum(), x)
+    assert g.shape == x.shape and torch.isfinite(g).all() and g.abs().sum() > 0
+    again = build_net(json.loads(json.dumps(net.spec)))
+    again.load_state_dict(net.state_dict())
+    assert torch.equal(again.eval()(x.detach()), net.eval()(x.detach()))
+    # the stem sees single pixels at full resolution: changing one pixel changes the energy
+    y = x.detach().clone()
+    y[:, :, 0, 0] += 0.1
+    assert not torch.equal(net(y), net(x.detach()))
