@@ -19,14 +19,6 @@ LOG2 = math.log(2.0)
 HYP = settings(max_examples=20, deadline=None, derandomize=True)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # tiny tensors: one intra-op thread is faster and immune to a busy second core
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def t64(x) -> torch.Tensor:
     return torch.as_tensor(x, dtype=torch.float64)

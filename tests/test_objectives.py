@@ -16,13 +16,6 @@ from febm.objectives import Objective, contrastive_divergence, critic_loss, ener
 ALL = ["kl", "rkl", "js", "sh", "chi2", "neyman", "alpha:0.5", "alpha:2", "alpha:-1"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def assert_close(actual, expected, rtol=1e-10, atol=1e-12):
     a = actual.detach().numpy() if torch.is_tensor(actual) else np.asarray(actual)

@@ -13,14 +13,6 @@ from torch import nn
 from febm.sampling import METHODS, LangevinOutput, LangevinSampler, ReplayBuffer
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # small tensors, many steps: one intra-op thread is faster and immune to a busy second core
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def gen(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
