@@ -11,7 +11,7 @@ from febm.objectives import Objective
 
 def febm_step(
     energy, critic, objective: Objective, x_pos: Tensor, x_neg: Tensor, opt_energy, opt_critic,
-    max_grad_norm: float | None = None,
+    max_grad_norm: float | None = None, update_energy: bool = True,
 ) -> dict:
     """Critic ascent step on L, then energy descent step on the Eq. 18 surrogate.
 
@@ -19,6 +19,7 @@ def febm_step(
     step treats energies as constants, and the critic's update does not change them. The energy step
     re-reads the critic after its update, as in Algorithm 1. ``max_grad_norm`` clips each network's
     gradient norm: the estimators of chi2-type divergences are heavy-tailed while the model is far off.
+    ``update_energy=False`` makes it a critic-only step (a warm-up that lets the critic catch up).
     """
     x = torch.cat([x_pos, x_neg])  # one forward pass per network over both batches
     n = x_pos.shape[0]
@@ -32,6 +33,8 @@ def febm_step(
         loss_critic.backward()
         _clip(critic, max_grad_norm)
         opt_critic.step()
+        if not update_energy:
+            return stats
         with torch.no_grad():
             h_pos, h_neg = critic(x).split([n, x.shape[0] - n])
         stats.update(loss_critic=loss_critic.item(), critic_pos=h_pos.mean().item(), critic_neg=h_neg.mean().item())

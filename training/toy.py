@@ -175,18 +175,6 @@ def config_for(div: str, **overrides) -> ToyConfig:
     return ToyConfig(div=div, **{**DIVERGENCE_SETTINGS.get(div, {}), **overrides})
 
 
-def critic_step(energy, critic, objective: Objective, x_pos, x_neg, opt_critic) -> None:
-    """One critic-only ascent step on L (the warm-up): febm_step without the energy update."""
-    x = torch.cat([x_pos, x_neg])
-    with torch.no_grad():
-        e_pos, e_neg = energy(x).split([len(x_pos), len(x_neg)])
-    h_pos, h_neg = critic(x).split([len(x_pos), len(x_neg)])
-    loss = objective.critic_loss(h_pos, h_neg, e_pos, e_neg)
-    opt_critic.zero_grad(set_to_none=True)
-    loss.backward()
-    opt_critic.step()
-
-
 def train(cfg: ToyConfig) -> tuple[GaussianEnergy, ToyCritic, dict]:
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -197,7 +185,7 @@ def train(cfg: ToyConfig) -> tuple[GaussianEnergy, ToyCritic, dict]:
     draw = lambda: (sample_p(cfg.batch, gen), energy.sample(cfg.batch, gen))  # noqa: E731
 
     for _ in range(cfg.warmup if objective.uses_critic else 0):
-        critic_step(energy, critic, objective, *draw(), opt_h)
+        febm_step(energy, critic, objective, *draw(), opt_e, opt_h, update_energy=False)
     decay_from = cfg.steps - cfg.average_last
     mu_sum = sigma_sum = 0.0
     for step in range(cfg.steps):
