@@ -180,8 +180,9 @@ class Trainer:
         self.sampler = cfg.sampler_settings()
         betas = (cfg.beta1, cfg.beta2)
         self.opt_energy = torch.optim.Adam(self.model.energy.parameters(), lr=cfg.lr, betas=betas)
-        critic_params = self.model.critic.parameters() if self.model.critic is not None else []
-        self.opt_critic = torch.optim.Adam(critic_params, lr=cfg.critic_lr or cfg.lr, betas=betas) if self.model.critic is not None else None
+        self.opt_critic = None
+        if self.model.critic is not None:
+            self.opt_critic = torch.optim.Adam(self.model.critic.parameters(), lr=cfg.critic_lr or cfg.lr, betas=betas)
         # each rank: its own data order, Langevin noise and buffer (seeded by rank)
         self.gen = torch.Generator().manual_seed(cfg.seed * 1000 + self.rank)
         self.noise_gen = torch.Generator(self.device).manual_seed(cfg.seed * 1000 + self.rank + 2)  # Langevin noise
