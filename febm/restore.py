@@ -1,21 +1,194 @@
-"""The public restoration API: generate (and, as they land, denoise / inpaint) with a trained EBM."""
+"""The public restoration API: generate, denoise and inpaint with a trained EBM.
+
+    images = generate(model, n=16, seed=0)                    # (n, C, H, W) in [0, 1]
+    clean  = denoise(model, noisy, sigma=0.2, seed=0)         # sigma=None estimates it from the image
+    filled = inpaint(model, image, known_mask, seed=0)        # known_mask: 1 = observed, 0 = fill
+
+All three run Langevin chains on an energy: the model's E(x) for ``generate``, the posterior energy
+E(x) + T ||x - y||^2 / (2 sigma^2) for ``denoise`` (see ``temperature``), and E(x) with the observed
+pixels held fixed for ``inpaint``. Their defaults (sampler, steps, number of chains) come from the model's
+config. ``details=True`` returns a :class:`Restoration` (images, the chain for display, the sigma used,
+the rejection-sampling acceptance rate) instead of the images alone.
+
+Inputs are float tensors (C, H, W) or (B, C, H, W) in [0, 1] of the model's image shape; ``febm.imageio``
+converts other images (PIL, numpy, any size or mode) at the edges.
+"""
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from .model import EBM
+from .rejection import ratio_bound, rejection_sample
 from .sampling import LangevinSampler
 
 
+@dataclass
+class Restoration:
+    images: Tensor  # (B, C, H, W) in [0, 1]
+    chain: Tensor | None = None  # (steps + 1, B, C, H, W): the first chain of each image, for display
+    sigma: Tensor | None = None  # denoise: the noise level used per image, (B,)
+    acceptance_rate: float | None = None  # generate(rejection=True): accepted / proposed
+    sample: Tensor | None = None  # denoise/inpaint: the first chain's sample (== images when mean=False)
+
+
+# --- settings ------------------------------------------------------------------------------------------------
 def model_sampler(model: EBM, **overrides) -> LangevinSampler:
     """The model's default Langevin settings (from its config), with ``overrides`` (None = keep)."""
     settings = {**model.config.get("sampler", {}), **{k: v for k, v in overrides.items() if v is not None}}
+    settings.pop("chains", None)
+    settings.pop("temperature", None)
     settings.setdefault("clamp", model.config.get("data_range", (0.0, 1.0)))
     return LangevinSampler(**settings)
 
 
+def temperature(model: EBM, sampler: LangevinSampler | None = None) -> float:
+    """T such that the sampler draws from exp(-E/T): the scale that puts E and a likelihood in one unit.
+
+    ULA and MALA sample exp(-E) (T = 1). The authors' sampler x <- x - s grad E + n z is ULA with
+    eps = n^2 on the energy E / T with T = n^2 / (2 s): for s = 10, n = 0.005 that is T = 1.25e-6 — the
+    learned density is very sharp, and a likelihood term must be scaled by T to keep its weight.
+    ``config["sampler"]["temperature"]`` overrides it (a value tuned on validation data).
+    """
+    configured = model.config.get("sampler", {}).get("temperature")
+    if configured is not None:
+        return float(configured)
+    sampler = sampler or model_sampler(model)
+    if sampler.method == "authors":
+        return sampler.noise ** 2 / (2.0 * sampler.step_size)
+    return 1.0
+
+
+def _generator(seed: int | None, device: torch.device) -> torch.Generator:
+    gen = torch.Generator(device)
+    gen.manual_seed(seed if seed is not None else torch.seed())
+    return gen
+
+
+def _device(model: EBM) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _range(model: EBM) -> tuple[float, float]:
+    lo, hi = model.config.get("data_range", (0.0, 1.0))
+    return float(lo), float(hi)
+
+
+def _uniform(model: EBM, shape: tuple[int, ...], gen: torch.Generator) -> Tensor:
+    lo, hi = _range(model)
+    return lo + (hi - lo) * torch.rand(shape, generator=gen, device=_device(model))
+
+
+# --- input checks ------------------------------------------------------------------------------------------
+def check_images(model: EBM, images: Tensor, what: str = "image") -> Tensor:
+    """(C, H, W) or (B, C, H, W) float in the data range, of the model's shape -> (B, C, H, W) on its device."""
+    if not isinstance(images, Tensor):
+        raise TypeError(f"{what} must be a torch.Tensor (use febm.imageio.to_model_tensor for PIL/numpy), "
+                        f"got {type(images).__name__}")
+    if images.numel() == 0:
+        raise ValueError(f"{what} is empty: shape {tuple(images.shape)}")
+    if images.dim() == 3:
+        images = images[None]
+    shape = tuple(model.config["image_shape"])
+    if images.dim() != 4 or tuple(images.shape[1:]) != shape:
+        raise ValueError(f"{what} must have shape (C, H, W) or (B, C, H, W) = (..., {', '.join(map(str, shape))}) "
+                         f"for this model, got {tuple(images.shape)} (febm.imageio resizes other sizes)")
+    if not images.is_floating_point():
+        raise TypeError(f"{what} must be a float tensor in [0, 1], got {images.dtype} "
+                        "(divide 8-bit images by 255, or use febm.imageio)")
+    if not torch.isfinite(images).all():
+        raise ValueError(f"{what} contains NaN or infinite values")
+    lo, hi = _range(model)
+    if images.min() < lo or images.max() > hi:
+        raise ValueError(f"{what} values must lie in [{lo:g}, {hi:g}], got [{images.min().item():.4g}, "
+                         f"{images.max().item():.4g}]")
+    return images.to(_device(model), torch.float32)
+
+
+def check_mask(known_mask: Tensor, images: Tensor) -> Tensor:
+    """A 0/1 mask of shape (H, W), (1|C, H, W) or (B, 1|C, H, W) -> bool (B, C, H, W); 1 = observed."""
+    if not isinstance(known_mask, Tensor):
+        raise TypeError(f"known_mask must be a torch.Tensor, got {type(known_mask).__name__}")
+    b, c, h, w = images.shape
+    mask = known_mask
+    if mask.dim() == 2:
+        mask = mask[None]
+    if mask.dim() == 3:
+        mask = mask[None]
+    ok = mask.dim() == 4 and mask.shape[0] in (1, b) and mask.shape[1] in (1, c) and tuple(mask.shape[2:]) == (h, w)
+    if not ok:
+        raise ValueError(f"known_mask shape {tuple(known_mask.shape)} does not match the image {(b, c, h, w)}: "
+                         "use (H, W), (1 or C, H, W) or (B, 1 or C, H, W)")
+    if mask.is_floating_point() and not torch.isfinite(mask).all():
+        raise ValueError("known_mask contains NaN or infinite values")
+    if not ((mask == 0) | (mask == 1)).all():
+        raise ValueError("known_mask must contain only 0 (fill) and 1 (observed)")
+    mask = mask.to(images.device).bool().expand(b, c, h, w)
+    per_image = mask.flatten(1)
+    if per_image.all(dim=1).any():
+        raise ValueError("known_mask marks every pixel of an image as observed: there is nothing to inpaint")
+    if not per_image.any(dim=1).all():
+        raise ValueError("known_mask marks no pixel of an image as observed: there is nothing to condition on "
+                         "(use generate for unconditional samples)")
+    return mask
+
+
+def _check_count(name: str, value: int, minimum: int = 1) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+# --- noise level ---------------------------------------------------------------------------------------------
+def estimate_sigma(images: Tensor) -> Tensor:
+    """Std of additive Gaussian noise per image, (B,): Immerkaer's estimator (CVIU 1996).
+
+    Convolves with the Laplacian-difference kernel [[1,-2,1],[-2,4,-2],[1,-2,1]], which annihilates locally
+    planar image content, and reads sigma from the mean absolute response, averaged over channels. Edges add
+    a small upward bias; noise clipped at the ends of the range (dark backgrounds) gives a low one.
+    """
+    if images.dim() == 3:
+        images = images[None]
+    b, c, h, w = images.shape
+    if h < 3 or w < 3:
+        raise ValueError(f"estimating sigma needs images of at least 3x3 pixels, got {h}x{w}")
+    kernel = torch.tensor([[1.0, -2.0, 1.0], [-2.0, 4.0, -2.0], [1.0, -2.0, 1.0]], device=images.device)
+    response = nn.functional.conv2d(images.float().reshape(b * c, 1, h, w), kernel[None, None])
+    sigma = math.sqrt(math.pi / 2.0) / 6.0 * response.abs().mean(dim=(1, 2, 3))
+    return sigma.reshape(b, c).mean(dim=1)
+
+
+# --- the chains ---------------------------------------------------------------------------------------------
+class PosteriorEnergy(nn.Module):
+    """E(x) + weight * ||x - y||^2 / 2 per image: Langevin on it samples p(x | y) for Gaussian noise."""
+
+    def __init__(self, energy: nn.Module, observed: Tensor, weight: Tensor):
+        super().__init__()
+        self.energy, self.observed, self.weight = energy, observed, weight
+
+    def forward(self, x: Tensor) -> Tensor:
+        data = (x - self.observed).pow(2).flatten(1).sum(dim=1)
+        return self.energy(x) + 0.5 * self.weight * data
+
+
+def _run(sampler: LangevinSampler, energy: nn.Module, x0: Tensor, chains: int, *, known: Tensor | None,
+         gen: torch.Generator, mean: bool, return_chain: bool, progress: bool) -> tuple[Tensor, Tensor, Tensor | None]:
+    """Run ``chains`` chains per image (one batch): (their mean or the first, the first, the first's chain)."""
+    b = x0.shape[0]
+    out = sampler.run(energy, x0, known_mask=known, generator=gen, return_chain=return_chain, progress=progress)
+    x = out.x.reshape(chains, b // chains, *x0.shape[1:])
+    chain = out.chain[:, : b // chains] if out.chain is not None else None
+    return (x.mean(dim=0) if mean else x[0]), x[0], chain
+
+
+def _repeat(t: Tensor | None, chains: int) -> Tensor | None:
+    return None if t is None else t.repeat(chains, *([1] * (t.dim() - 1)))
+
+
+# --- generate -----------------------------------------------------------------------------------------------
 @torch.no_grad()
 def generate(
     model: EBM,
@@ -24,22 +197,152 @@ def generate(
     seed: int | None = 0,
     steps: int | None = None,
     method: str | None = None,
+    rejection: bool = False,
+    rejection_quantile: float | None = None,
+    max_proposals: int | None = None,
     batch_size: int = 256,
-    progress: bool = False,
-) -> Tensor:
-    """n samples (n, C, H, W) in the data range: Langevin chains from uniform noise on the model's energy."""
-    if n < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
-    sampler = model_sampler(model, steps=steps, method=method)
-    device = next(model.parameters()).device
-    gen = torch.Generator(device)
-    gen.manual_seed(seed if seed is not None else torch.seed())
-    lo, hi = model.config.get("data_range", (0.0, 1.0))
-    shape = tuple(model.config["image_shape"])
+    return_chain: bool = False,
+    progress: bool = True,
+    details: bool = False,
+) -> Tensor | Restoration:
+    """n samples (n, C, H, W) in the data range: Langevin chains from uniform noise on the model's energy.
+
+    ``rejection=True`` keeps each sample with probability min(1, exp(r - M)), r = H + E the learned
+    log-ratio log p/q and M its maximum (or ``rejection_quantile``) over the first batch of proposals,
+    proposing until n are accepted (at most ``max_proposals``, default 100 n); the acceptance rate is in
+    the ``details=True`` result. ``seed=None`` draws a fresh seed.
+    """
+    _check_count("n", n)
+    _check_count("batch_size", batch_size)
     model.eval()
-    out = []
-    for start in range(0, n, batch_size):
-        m = min(batch_size, n - start)
-        x = lo + (hi - lo) * torch.rand((m, *shape), generator=gen, device=device)
-        out.append(sampler.run(model.energy, x, generator=gen, progress=progress).x)
-    return torch.cat(out)
+    sampler = model_sampler(model, steps=steps, method=method)
+    gen = _generator(seed, _device(model))
+    shape = tuple(model.config["image_shape"])
+
+    def propose(m: int, with_chain: bool) -> tuple[Tensor, Tensor | None]:
+        x0 = _uniform(model, (m, *shape), gen)
+        images, _, chain = _run(sampler, model.energy, x0, 1, known=None, gen=gen, mean=False,
+                                return_chain=with_chain, progress=progress)
+        return images, chain
+
+    if not rejection:
+        parts = [propose(min(batch_size, n - s), return_chain) for s in range(0, n, batch_size)]
+        images = torch.cat([p[0] for p in parts])
+        chain = torch.cat([p[1] for p in parts], dim=1) if return_chain else None
+        return Restoration(images, chain) if details else images
+    return _generate_with_rejection(model, n, propose, gen, batch_size, rejection_quantile,
+                                    max_proposals or 100 * n, return_chain, details)
+
+
+def _generate_with_rejection(model, n, propose, gen, batch_size, quantile, max_proposals, return_chain, details):
+    if not model.has_critic:
+        raise ValueError(f"rejection sampling needs the learned density ratio, but this model (divergence "
+                         f"{model.divergence!r}) has no critic")
+    kept, kept_chains, proposed, bound = [], [], 0, None
+    while sum(len(k) for k in kept) < n:
+        if proposed >= max_proposals:
+            raise RuntimeError(f"rejection sampling accepted {sum(len(k) for k in kept)} of {proposed} proposals, "
+                               f"short of n = {n}: raise max_proposals or use a rejection_quantile below 1")
+        m = max(batch_size, 64) if bound is None else batch_size
+        x, chain = propose(m, return_chain)
+        r = model.log_ratio(x)
+        if bound is None:  # M from the first (largest) batch, then fixed so that every batch is filtered alike
+            bound = ratio_bound(r, quantile)
+        result = rejection_sample(x, r, bound=bound, generator=gen)
+        kept.append(result.samples)
+        if return_chain:
+            kept_chains.append(chain[:, result.accepted])
+        proposed += m
+    accepted = sum(len(k) for k in kept)
+    images = torch.cat(kept)[:n]
+    chain = torch.cat(kept_chains, dim=1)[:, :n] if return_chain else None
+    rate = accepted / proposed
+    return Restoration(images, chain, acceptance_rate=rate) if details else images
+
+
+# --- denoise ------------------------------------------------------------------------------------------------
+@torch.no_grad()
+def denoise(
+    model: EBM,
+    noisy: Tensor,
+    sigma: float | Tensor | None = None,
+    *,
+    seed: int | None = 0,
+    steps: int | None = None,
+    method: str | None = None,
+    chains: int | None = None,
+    mean: bool = True,
+    temperature_scale: float = 1.0,
+    return_chain: bool = False,
+    progress: bool = True,
+    details: bool = False,
+) -> Tensor | Restoration:
+    """Sample p(x | y) ∝ exp(-E(x)/T - ||y - x||^2 / (2 sigma^2)) for y = x + N(0, sigma^2), starting at y.
+
+    ``sigma``: the noise std in [0, 1] units — a number, a (B,) tensor, or None to estimate it per image
+    (:func:`estimate_sigma`). ``chains`` chains per image (default from the model's config, else 1);
+    ``mean=True`` returns their average (the posterior-mean estimate, best in PSNR), ``False`` the first
+    chain's sample. T is the sampler's temperature (:func:`temperature`), times ``temperature_scale``.
+    """
+    y = check_images(model, noisy, "noisy image")
+    b = y.shape[0]
+    if sigma is None:
+        sigma_t = estimate_sigma(y).clamp(min=1e-3)
+    else:
+        sigma_t = torch.as_tensor(sigma, dtype=torch.float32, device=y.device).flatten()
+        if sigma_t.numel() not in (1, b):
+            raise ValueError(f"sigma must be a number or one value per image ({b}), got {sigma_t.numel()} values")
+        if not torch.isfinite(sigma_t).all() or (sigma_t <= 0).any():
+            raise ValueError(f"sigma must be > 0 (the noise std in [0, 1] units), got {sigma}")
+        sigma_t = sigma_t.expand(b).clone()
+    sampler, chains = _settings(model, steps, method, chains)
+    gen = _generator(seed, y.device)
+    weight = temperature(model, sampler) * temperature_scale / sigma_t.pow(2)
+    energy = PosteriorEnergy(model.energy, _repeat(y, chains), _repeat(weight, chains))
+    model.eval()
+    images, sample, chain = _run(sampler, energy, _repeat(y, chains), chains, known=None, gen=gen, mean=mean,
+                                 return_chain=return_chain, progress=progress)
+    return Restoration(images, chain, sigma=sigma_t, sample=sample) if details else images
+
+
+def _settings(model: EBM, steps, method, chains) -> tuple[LangevinSampler, int]:
+    sampler = model_sampler(model, steps=steps, method=method)
+    chains = chains if chains is not None else int(model.config.get("sampler", {}).get("chains", 1))
+    _check_count("chains", chains)
+    return sampler, chains
+
+
+# --- inpaint ------------------------------------------------------------------------------------------------
+@torch.no_grad()
+def inpaint(
+    model: EBM,
+    image: Tensor,
+    known_mask: Tensor,
+    *,
+    seed: int | None = 0,
+    steps: int | None = None,
+    method: str | None = None,
+    chains: int | None = None,
+    mean: bool = True,
+    return_chain: bool = False,
+    progress: bool = True,
+    details: bool = False,
+) -> Tensor | Restoration:
+    """Fill the pixels where ``known_mask`` is 0 by Langevin on E(x) with the observed pixels held fixed.
+
+    The fill starts from uniform noise; observed pixels are returned bit-identical. ``chains``/``mean`` as
+    in :func:`denoise` (the mean of several fills is the posterior mean, the first chain one sample).
+    """
+    x = check_images(model, image, "image")
+    known = check_mask(known_mask, x)
+    sampler, chains = _settings(model, steps, method, chains)
+    gen = _generator(seed, x.device)
+    x = _repeat(x, chains)
+    known = _repeat(known, chains)
+    x0 = torch.where(known, x, _uniform(model, tuple(x.shape), gen))
+    model.eval()
+    images, sample, chain = _run(sampler, model.energy, x0, chains, known=known, gen=gen, mean=mean,
+                                 return_chain=return_chain, progress=progress)
+    b = images.shape[0]
+    images = torch.where(known[:b], x[:b], images)  # exact, also after averaging
+    return Restoration(images, chain, sample=sample) if details else images

@@ -1,0 +1,214 @@
+"""The restoration API on tiny untrained models: shapes, ranges, seeds, masks, errors, closed forms."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from febm.model import EBM
+from febm.restore import (
+    PosteriorEnergy,
+    Restoration,
+    denoise,
+    estimate_sigma,
+    generate,
+    inpaint,
+    temperature,
+)
+
+NET = {"kind": "conv", "in_channels": 1, "width": 4, "downsamples": 2}
+SHAPE = (1, 13, 11)  # odd sizes catch shape bugs
+SAMPLER = {"method": "authors", "steps": 3, "step_size": 10.0, "noise": 0.005, "grad_clip": 0.01}
+
+
+def make_model(divergence="js", shape=SHAPE, **sampler):
+    net = {**NET, "in_channels": shape[0]}
+    return EBM(divergence, energy=net, critic=None if divergence == "cd" else net, dataset="test",
+               image_shape=list(shape), sampler={**SAMPLER, **sampler}).eval()
+
+
+@pytest.fixture
+def model():
+    return make_model()
+
+
+@pytest.fixture
+def images():
+    return torch.rand(2, *SHAPE, generator=torch.Generator().manual_seed(1))
+
+
+def test_generate_shape_range_and_seed(model):
+    a = generate(model, 5, seed=3, progress=False)
+    assert a.shape == (5, *SHAPE) and a.dtype == torch.float32
+    assert 0 <= a.min() and a.max() <= 1
+    assert torch.equal(a, generate(model, 5, seed=3, progress=False))
+    assert not torch.equal(a, generate(model, 5, seed=4, progress=False))
+
+
+def test_generate_batches_and_chain(model):
+    out = generate(model, 5, seed=0, batch_size=2, return_chain=True, progress=False, details=True)
+    assert isinstance(out, Restoration)
+    assert out.images.shape == (5, *SHAPE)
+    assert out.chain.shape == (SAMPLER["steps"] + 1, 5, *SHAPE)
+    assert torch.equal(out.chain[-1], out.images)
+
+
+def test_generate_rejection_reports_rate_and_keeps_n(model):
+    out = generate(model, 6, seed=0, rejection=True, batch_size=32, progress=False, details=True)
+    assert out.images.shape == (6, *SHAPE)
+    assert 0 < out.acceptance_rate <= 1
+    # a bound at the lowest quantile accepts almost everything
+    easy = generate(model, 6, seed=0, rejection=True, rejection_quantile=1e-6, batch_size=32, progress=False,
+                    details=True)
+    assert easy.acceptance_rate > out.acceptance_rate or out.acceptance_rate == 1
+
+
+def test_generate_rejection_needs_a_critic():
+    with pytest.raises(ValueError, match="no critic"):
+        generate(make_model("cd"), 2, rejection=True, progress=False)
+
+
+def test_generate_rejection_gives_up_with_a_clear_error(model):
+    with pytest.raises(RuntimeError, match="max_proposals"):
+        generate(model, 64, seed=0, rejection=True, batch_size=8, max_proposals=8, progress=False)
+
+
+@pytest.mark.parametrize("n", [0, -1, 1.5, True])
+def test_generate_rejects_bad_n(model, n):
+    with pytest.raises(ValueError, match="n must be"):
+        generate(model, n)
+
+
+def test_denoise_shape_seed_and_sigma(model, images):
+    noisy = (images + 0.1 * torch.randn_like(images)).clamp(0, 1)
+    a = denoise(model, noisy, sigma=0.1, seed=0, progress=False)
+    assert a.shape == noisy.shape and 0 <= a.min() and a.max() <= 1
+    assert torch.equal(a, denoise(model, noisy, sigma=0.1, seed=0, progress=False))
+    single = denoise(model, noisy[0], sigma=0.1, seed=0, progress=False)  # (C, H, W) is one image
+    assert single.shape == (1, *SHAPE)
+    out = denoise(model, noisy, sigma=None, progress=False, details=True)
+    assert out.sigma.shape == (2,) and (out.sigma > 0).all()
+
+
+def test_denoise_chains_mean_is_the_average_of_the_chains(model, images):
+    out = denoise(model, images, sigma=0.2, chains=3, seed=0, progress=False, return_chain=True, details=True)
+    one = denoise(model, images, sigma=0.2, chains=3, mean=False, seed=0, progress=False)
+    assert out.images.shape == images.shape and out.chain.shape == (4, 2, *SHAPE)
+    assert torch.equal(one, out.chain[-1]) and torch.equal(one, out.sample)  # the first chain's sample
+    assert not torch.equal(one, out.images)
+
+
+class Quadratic(nn.Module):
+    """E(x) = ||x - m||^2 / (2 s^2): a Gaussian prior N(m, s^2 I)."""
+
+    def __init__(self, m: float, s: float):
+        super().__init__()
+        self.m, self.s = m, s
+        self.dummy = nn.Parameter(torch.zeros(()))
+
+    def forward(self, x):
+        return (x - self.m).pow(2).flatten(1).sum(1) / (2 * self.s ** 2) + 0 * self.dummy
+
+
+def test_denoise_posterior_mean_matches_the_gaussian_closed_form():
+    """Prior N(m, s^2), y = x + N(0, sigma^2): E[x | y] = (y s^2 + m sigma^2) / (s^2 + sigma^2)."""
+    m, s, sigma = 0.5, 0.1, 0.1
+    model = make_model(method="mala", steps=400, step_size=0.002)
+    model.energy = Quadratic(m, s)
+    assert temperature(model) == 1.0  # MALA samples exp(-E)
+    y = torch.full((1, *SHAPE), 0.7)
+    out = denoise(model, y, sigma=sigma, chains=64, seed=0, progress=False)
+    expected = (0.7 * s ** 2 + m * sigma ** 2) / (s ** 2 + sigma ** 2)  # 0.6
+    assert out.mean().item() == pytest.approx(expected, abs=0.01)
+
+
+def test_authors_temperature_scales_the_likelihood():
+    model = make_model()
+    assert temperature(model) == pytest.approx(0.005 ** 2 / 20)
+    model.config["sampler"]["temperature"] = 0.5
+    assert temperature(model) == 0.5
+
+
+def test_posterior_energy_adds_the_weighted_data_term():
+    y = torch.zeros(2, 1, 2, 2)
+    post = PosteriorEnergy(Quadratic(0.0, 1.0), y, torch.tensor([1.0, 4.0]))
+    x = torch.ones(2, 1, 2, 2)
+    assert torch.allclose(post(x), torch.tensor([2.0 + 2.0, 2.0 + 8.0]))
+
+
+@pytest.mark.parametrize("sigma,match", [(0.0, "> 0"), (-0.1, "> 0"), (float("nan"), "> 0"), ([0.1, 0.2, 0.3], "per image")])
+def test_denoise_rejects_bad_sigma(model, images, sigma, match):
+    with pytest.raises(ValueError, match=match):
+        denoise(model, images, sigma=sigma, progress=False)
+
+
+def test_inpaint_keeps_observed_pixels_bit_identical(model, images):
+    known = torch.ones(1, 1, *SHAPE[1:])
+    known[..., 3:9, 2:7] = 0
+    out = inpaint(model, images, known, seed=0, chains=2, progress=False)
+    assert out.shape == images.shape
+    keep = known.bool().expand_as(images)
+    assert torch.equal(out[keep], images[keep])
+    assert not torch.equal(out[~keep], images[~keep])
+    assert torch.equal(out, inpaint(model, images, known, seed=0, chains=2, progress=False))
+    one = inpaint(model, images, known, seed=0, chains=2, mean=False, progress=False)
+    assert torch.equal(one[keep], images[keep])
+
+
+@pytest.mark.parametrize("mask_shape", [SHAPE[1:], SHAPE, (2, *SHAPE), (1, 1, *SHAPE[1:])])
+def test_inpaint_accepts_mask_layouts(model, images, mask_shape):
+    known = torch.ones(mask_shape)
+    known[..., 0, 0] = 0
+    assert inpaint(model, images, known, progress=False).shape == images.shape
+
+
+@pytest.mark.parametrize("mask,match", [
+    (torch.ones(SHAPE[1:]), "nothing to inpaint"),
+    (torch.zeros(SHAPE[1:]), "no pixel"),
+    (torch.ones(5, 5), "does not match"),
+    (torch.full(SHAPE[1:], 0.5), "only 0"),
+    (torch.full(SHAPE[1:], float("nan")), "NaN"),
+])
+def test_inpaint_rejects_bad_masks(model, images, mask, match):
+    with pytest.raises(ValueError, match=match):
+        inpaint(model, images, mask, progress=False)
+
+
+@pytest.mark.parametrize("fn", ["denoise", "inpaint"])
+@pytest.mark.parametrize("bad,error,match", [
+    (torch.rand(1, 1, 5, 5), ValueError, "shape"),
+    (torch.empty(0, *SHAPE), ValueError, "empty"),
+    (torch.full((1, *SHAPE), float("nan")), ValueError, "NaN"),
+    (torch.full((1, *SHAPE), 1.5), ValueError, r"\[0, 1\]"),
+    (torch.full((1, *SHAPE), -0.1), ValueError, r"\[0, 1\]"),
+    (torch.zeros((1, *SHAPE), dtype=torch.uint8), TypeError, "float"),
+    ("an image", TypeError, "torch.Tensor"),
+])
+def test_bad_images_get_clear_errors(model, fn, bad, error, match):
+    known = torch.ones(SHAPE[1:])
+    known[0, 0] = 0
+    call = (lambda x: denoise(model, x, sigma=0.1, progress=False)) if fn == "denoise" else \
+        (lambda x: inpaint(model, x, known, progress=False))
+    with pytest.raises(error, match=match):
+        call(bad)
+
+
+def test_estimate_sigma_recovers_gaussian_noise():
+    gen = torch.Generator().manual_seed(0)
+    yy, xx = torch.meshgrid(torch.linspace(0, 1, 64), torch.linspace(0, 1, 64), indexing="ij")
+    smooth = (0.3 + 0.2 * xx + 0.2 * yy)[None, None].repeat(3, 1, 1, 1)  # planar: annihilated by the kernel
+    for sigma in (0.02, 0.1, 0.2):
+        noisy = smooth + sigma * torch.randn(smooth.shape, generator=gen)
+        assert torch.allclose(estimate_sigma(noisy), torch.full((3,), sigma), rtol=0.05)
+
+
+def test_rgb_model_runs_all_three():
+    model = make_model(shape=(3, 9, 10))
+    x = torch.rand(1, 3, 9, 10)
+    known = torch.ones(9, 10)
+    known[2:5, 2:5] = 0
+    assert generate(model, 2, progress=False).shape == (2, 3, 9, 10)
+    assert denoise(model, x, sigma=0.1, progress=False).shape == (1, 3, 9, 10)
+    assert inpaint(model, x, known, progress=False).shape == (1, 3, 9, 10)
+    assert math.isfinite(estimate_sigma(x).item())
