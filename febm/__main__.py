@@ -1,0 +1,217 @@
+"""Restore images from the command line: ``python -m febm generate|denoise|inpaint|models``.
+
+    python -m febm models                                          # the models in the checkpoints folder
+    python -m febm generate --n 16 --out samples.png               # a 4x4 grid of new samples
+    python -m febm denoise noisy.jpg --out clean.png               # the noise level is estimated
+    python -m febm denoise clean.png --add-noise 0.2 --out out.png # a test: also writes out_noisy.png
+    python -m febm inpaint photo.png --mask mask.png --out filled.png   # painted (white) pixels are filled
+    python -m febm inpaint photo.png --preset center --out filled.png
+
+Inputs of any size, format and mode are converted to the model's image shape (febm.imageio); results are
+PNG files at the model's resolution (--restore-size: resized back to the input's size). Errors print one
+line, "error: ...", and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import warnings
+from pathlib import Path
+
+from .imageio import (
+    PRESET_MASKS,
+    add_noise,
+    check_output,
+    from_model_tensor,
+    load_image,
+    mask_to_known,
+    preset_mask,
+    save_image,
+    to_model_tensor,
+)
+from .model import EBM, checkpoints_dir, list_models, load_model
+from .restore import denoise, generate, inpaint
+from .sampling import METHODS
+
+DEFAULT_MODEL = "fmnist-js"
+
+
+# --- shared steps ------------------------------------------------------------------------------------------------
+def _load(args: argparse.Namespace) -> EBM:
+    name = args.model
+    if name is None:
+        names = [m["name"] for m in list_models()]
+        if not names:
+            raise ValueError(f"no models in {checkpoints_dir()}: pass --model NAME_OR_PATH_OR_REPO "
+                             "or set FEBM_CHECKPOINTS to a folder of models")
+        name = DEFAULT_MODEL if DEFAULT_MODEL in names else names[0]
+    return load_model(name, device=args.device)
+
+
+def _sampling(args: argparse.Namespace) -> dict:
+    """The keyword arguments every restore function takes."""
+    return {"seed": args.seed, "steps": args.steps, "method": args.sampler, "progress": not args.no_progress}
+
+
+def _write(images, path: Path, placement=None, restore_size: bool = False) -> None:
+    save_image(from_model_tensor(images, placement, restore_size=restore_size), path)
+    print(f"wrote {path}")
+
+
+def _sibling(path: Path, suffix: str) -> Path:
+    return path.with_name(f"{path.stem}{suffix}{path.suffix}")
+
+
+# --- commands ----------------------------------------------------------------------------------------------------
+def run_generate(args: argparse.Namespace) -> None:
+    from torchvision.utils import make_grid  # here: importing torchvision takes seconds
+
+    out = check_output(args.out)
+    model = _load(args)
+    result = generate(model, args.n, rejection=args.rejection, details=True, **_sampling(args))
+    if args.rejection:
+        print(f"acceptance rate: {result.acceptance_rate:.3f}")
+    if args.separate:
+        for i, image in enumerate(result.images):
+            _write(image, _sibling(out, f"_{i:03d}"))
+    else:  # make_grid makes 3 channels of gray images: keep the first
+        grid = make_grid(result.images, nrow=math.ceil(math.sqrt(args.n)), padding=2, pad_value=1.0)
+        _write(grid[: result.images.shape[1]], out)
+
+
+def run_denoise(args: argparse.Namespace) -> None:
+    out = check_output(args.out)
+    model = _load(args)
+    image, placement = to_model_tensor(load_image(args.input), model)
+    if args.add_noise is not None:
+        image = add_noise(image, args.add_noise, seed=args.seed)
+    result = denoise(model, image, args.sigma, chains=args.chains, mean=not args.sample, details=True,
+                     **_sampling(args))
+    print(f"sigma: {result.sigma[0].item():.4f} ({'given' if args.sigma is not None else 'estimated'})")
+    if args.add_noise is not None:
+        _write(image, _sibling(out, "_noisy"), placement, args.restore_size)
+    _write(result.images, out, placement, args.restore_size)
+
+
+def run_inpaint(args: argparse.Namespace) -> None:
+    if args.mask_observed and args.mask is None:
+        raise ValueError("--mask-observed applies to --mask, not to --preset")
+    out = check_output(args.out)
+    model = _load(args)
+    image, placement = to_model_tensor(load_image(args.input), model)
+    if args.mask is not None:
+        known = mask_to_known(load_image(args.mask), model, painted_is_fill=not args.mask_observed,
+                              placement=placement)
+    else:
+        known = preset_mask(args.preset, model, seed=args.seed)
+    filled = inpaint(model, image, known, chains=args.chains, mean=not args.sample, **_sampling(args))
+    _write(filled, out, placement, args.restore_size)
+
+
+def run_models(args: argparse.Namespace) -> None:
+    models = list_models()
+    if not models:
+        print(f"no models in {checkpoints_dir()} (set FEBM_CHECKPOINTS to use another folder)")
+        return
+    rows = [("name", "divergence", "dataset", "metrics")] + [
+        (m["name"], str(m["divergence"]), str(m["dataset"]),
+         ", ".join(f"{k}={v:.4g}" for k, v in m["metrics"].items()
+                   if isinstance(v, (int, float)) and not isinstance(v, bool)) or "-")
+        for m in models
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+
+
+# --- the parser ----------------------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m febm", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--model", metavar="NAME_OR_PATH_OR_REPO",
+                        help=f"a model in the checkpoints folder (see the models command), a model folder, or a "
+                             f"Hub repo id user/name (default: {DEFAULT_MODEL} if present, else the first model)")
+    common.add_argument("--seed", type=int, default=0, help="random seed: the same seed gives the same output "
+                                                            "(default 0)")
+    common.add_argument("--steps", type=int, help="Langevin steps (default: the model's)")
+    common.add_argument("--sampler", choices=METHODS,
+                        help="Langevin update rule (default: the model's): authors = the training sampler, "
+                             "ula = unadjusted Langevin, mala = Metropolis-adjusted Langevin")
+    common.add_argument("--no-progress", action="store_true", help="no progress bar")
+    common.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda, cuda:1 (default cpu)")
+
+    restoring = argparse.ArgumentParser(add_help=False)
+    restoring.add_argument("input", metavar="INPUT", help="the image: any file PIL reads, any size and mode")
+    restoring.add_argument("--out", required=True, metavar="OUT.png", help="the result (PNG)")
+    restoring.add_argument("--chains", type=int, help="Langevin chains per image, averaged (default: the model's)")
+    restoring.add_argument("--sample", action="store_true",
+                           help="return one posterior sample instead of the mean of the chains")
+    restoring.add_argument("--restore-size", action="store_true",
+                           help="resize the result back to the input's size (blurry for a small model); "
+                                "default: the model's resolution")
+
+    p = commands.add_parser("generate", parents=[common], help="sample new images from the model",
+                            description="Sample new images: Langevin chains from uniform noise on the model's "
+                                        "energy.")
+    p.add_argument("--n", type=int, default=16, help="number of samples (default 16)")
+    p.add_argument("--out", default="samples.png", metavar="OUT.png", help="output PNG (default samples.png)")
+    layout = p.add_mutually_exclusive_group()
+    layout.add_argument("--grid", dest="separate", action="store_false",
+                        help="write one grid image, ceil(sqrt(n)) per row (the default)")
+    layout.add_argument("--separate", action="store_true",
+                        help="write one file per sample: OUT_000.png, OUT_001.png, ...")
+    p.add_argument("--rejection", action="store_true",
+                   help="keep samples by rejection sampling on the learned density ratio (models with a critic); "
+                        "prints the acceptance rate")
+    p.set_defaults(run=run_generate, separate=False)
+
+    p = commands.add_parser("denoise", parents=[common, restoring], help="remove Gaussian noise from an image",
+                            description="Remove additive Gaussian noise: Langevin on the posterior p(x | noisy).")
+    p.add_argument("--sigma", type=float, metavar="S",
+                   help="noise std in [0, 1] units (an 8-bit std divided by 255); default: estimated from the image")
+    p.add_argument("--add-noise", type=float, metavar="S",
+                   help="first add Gaussian noise of std S (seeded by --seed), to test the model on a clean image; "
+                        "also writes the noisy input as OUT_noisy.png")
+    p.set_defaults(run=run_denoise)
+
+    p = commands.add_parser("inpaint", parents=[common, restoring], help="fill in the masked part of an image",
+                            description="Fill the masked pixels: Langevin with the observed pixels held fixed.")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--mask", metavar="MASK",
+                        help="an image of the input's size whose painted pixels are filled: non-zero (white) "
+                             "pixels, or, in a mask with transparency, the non-transparent ones")
+    source.add_argument("--preset", choices=PRESET_MASKS, help="a built-in mask of the pixels to fill")
+    p.add_argument("--mask-observed", action="store_true",
+                   help="the painted pixels of --mask are the observed ones; the others are filled")
+    p.set_defaults(run=run_inpaint)
+
+    p = commands.add_parser("models", help="list the models in the checkpoints folder",
+                            description="List the models in the checkpoints folder ($FEBM_CHECKPOINTS, else "
+                                        "checkpoints/).")
+    p.set_defaults(run=run_models)
+    return parser
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        with warnings.catch_warnings():  # restores the default display afterwards
+            warnings.showwarning = _show_warning
+            args.run(args)
+    except (ValueError, OSError, RuntimeError) as e:  # bad input, missing files or models, devices
+        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

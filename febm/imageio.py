@@ -1,0 +1,338 @@
+"""Images at the edges: PIL / numpy / files <-> the model's float tensors, masks, preset masks, synthetic noise.
+
+    image = load_image("photo.jpg")                           # clear errors for missing, corrupt, huge files
+    x, placement = to_model_tensor(image, model)              # (1, C, H, W) in [0, 1] at the model's size
+    known = mask_to_known(load_image("mask.png"), model, placement=placement)   # painted = fill -> 0
+    save_image(from_model_tensor(result), "result.png")       # 8-bit PNG, written atomically
+
+Inside febm images are float tensors (B, C, H, W) in [0, 1] and masks are ``known_mask`` (1 = observed, 0 =
+fill). Transparent pixels are composited onto black, the background of Fashion-MNIST.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import uuid
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+from torch import Tensor
+
+MAX_PIXELS = 40_000_000
+RESOLUTION_RATIO = 4  # ResolutionWarning when a side is this many times larger or smaller than the model's
+PRESET_MASKS = ("center", "left-half", "right-half", "top-half", "bottom-half", "random-50", "random-80")
+FITS = ("resize", "center")
+LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601
+# PIL modes -> the 8-bit mode they are read in; others (CMYK, YCbCr, HSV, LAB, RGBX...) are read as RGB.
+# "P" goes through RGBA so that a palette's transparent entry is kept.
+_READ_AS = {"1": "L", "L": "L", "LA": "LA", "La": "LA", "P": "RGBA", "PA": "RGBA", "RGBA": "RGBA", "RGBa": "RGBA"}
+
+
+class ResolutionWarning(UserWarning):
+    """The input's size is far from the model's: resizing loses detail (or cannot add any)."""
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a model-sized tensor came from: what maps results and masks back onto the input."""
+
+    size: tuple[int, int]  # the input's (width, height), PIL order
+    mode: str  # the input's PIL mode; for arrays and tensors "L", "LA", "RGB" or "RGBA" by channel count
+    box: tuple[int, int, int, int]  # the region (left, upper, right, lower) that was resized to the model's size
+
+
+# --- files --------------------------------------------------------------------------------------------------
+def check_pil(image: Image.Image, max_pixels: int = MAX_PIXELS, *, what: str = "image") -> Image.Image:
+    """``image`` if it has pixels and at most ``max_pixels`` of them (PIL knows the size before decoding)."""
+    width, height = image.size
+    if width == 0 or height == 0:
+        raise ValueError(f"{what} is empty ({width}x{height} pixels)")
+    if width * height > max_pixels:
+        raise ValueError(f"{what} has too many pixels: {width}x{height} = {width * height:,} > "
+                         f"max_pixels = {max_pixels:,}")
+    return image
+
+
+def load_image(path: str | os.PathLike, *, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Open and decode an image file (any format PIL reads), upright per its EXIF orientation.
+
+    Raises FileNotFoundError for a missing file and ValueError for a file that is not a readable image or
+    has more than ``max_pixels`` pixels (checked before decoding; PIL's own decompression-bomb limit,
+    ``Image.MAX_IMAGE_PIXELS``, also applies).
+    """
+    path = Path(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            image = Image.open(path)
+        except FileNotFoundError:
+            raise FileNotFoundError(f"no such file: {path}") from None
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+            raise ValueError(f"{path} has too many pixels: {e}") from None
+        except (OSError, SyntaxError, ValueError) as e:  # UnidentifiedImageError is an OSError
+            raise ValueError(f"{path} is not a readable image: {e}") from None
+    with image:
+        check_pil(image, max_pixels, what=str(path))
+        try:
+            image.load()
+            return ImageOps.exif_transpose(image)  # a decoded copy, independent of the file
+        except Exception as e:  # decoders raise many types on corrupt data (OSError, EOFError, struct.error...)
+            raise ValueError(f"{path} is not a readable image: {e}") from None
+
+
+def check_output(path: str | os.PathLike) -> Path:
+    """The checks ``save_image`` makes (a .png name in an existing folder), to fail before a long run."""
+    path = Path(path)
+    if path.suffix.lower() != ".png":
+        raise ValueError(f"{path}: images are written as PNG (lossless), so the name must end in .png")
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"no such folder: {path.parent}")
+    return path
+
+
+def save_image(image: Tensor | Image.Image, path: str | os.PathLike) -> Path:
+    """Write a PIL image, or a tensor (see :func:`from_model_tensor`), as a PNG file.
+
+    Atomic: the PNG goes to a temporary file in the same folder, then replaces ``path``; on error nothing
+    is left behind and an existing ``path`` is unchanged.
+    """
+    path = check_output(path)
+    if isinstance(image, Tensor):
+        image = from_model_tensor(image)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with open(tmp, "xb") as f:
+            image.save(f, format="PNG")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+# --- images -> tensors --------------------------------------------------------------------------------------
+def _shape(model_or_shape) -> tuple[int, ...]:
+    """A model's ``config["image_shape"]``, or a shape given directly."""
+    config = getattr(model_or_shape, "config", None)
+    shape = config.get("image_shape") if config is not None else model_or_shape
+    if shape is None:
+        raise ValueError("the model's config has no image_shape")
+    return tuple(int(s) for s in shape)
+
+
+def _model_shape(model_or_shape) -> tuple[int, int, int]:
+    shape = _shape(model_or_shape)
+    if len(shape) != 3 or shape[0] not in (1, 3):
+        raise ValueError(f"expected a model or an image shape [C, H, W] with C = 1 or 3, got {list(shape)}")
+    return shape
+
+
+def _pil_array(image: Image.Image) -> np.ndarray:
+    """(H, W, C): 8-bit L/LA/RGB/RGBA; 16-bit modes (I;16*, I) scaled by 65535 to float; F as it is."""
+    if image.mode.startswith("I"):
+        return np.clip(np.asarray(image, dtype=np.float32) / 65535.0, 0.0, 1.0)[..., None]
+    if image.mode == "F":
+        return np.asarray(image, dtype=np.float32)[..., None]
+    a = np.asarray(image.convert(_READ_AS.get(image.mode, "RGB")))
+    return a if a.ndim == 3 else a[..., None]
+
+
+def _as_array(image) -> tuple[np.ndarray, str]:
+    """A PIL image, numpy array (H, W[, C]) or tensor ([1, ]C, H, W) / (H, W) -> ((H, W, C) array, mode)."""
+    if isinstance(image, Image.Image):
+        return _pil_array(check_pil(image)), image.mode
+    if isinstance(image, Tensor):
+        t = image.detach().cpu()
+        t = t.float() if t.is_floating_point() else t
+        t = t[0] if t.dim() == 4 and t.shape[0] == 1 else t
+        a = t.permute(1, 2, 0).numpy() if t.dim() == 3 else t.numpy()
+    elif isinstance(image, np.ndarray):
+        a = image
+    else:
+        raise TypeError(f"expected a PIL image, a numpy array or a torch tensor, got {type(image).__name__}")
+    a = a[..., None] if a.ndim == 2 else a
+    if a.ndim != 3 or not 1 <= a.shape[2] <= 4 or a.size == 0:
+        raise ValueError(f"expected a non-empty image of shape (H, W) or (H, W, C) with C in 1-4 "
+                         f"(tensors: (C, H, W)), got {tuple(image.shape)}")
+    return a, ("L", "LA", "RGB", "RGBA")[a.shape[2] - 1]
+
+
+def _unit_float(a: np.ndarray) -> np.ndarray:
+    """uint8 / 255, uint16 / 65535, bool as 0/1, floats checked to lie in [0, 1]; as float32."""
+    if a.dtype == np.uint8:
+        return a.astype(np.float32) / 255.0
+    if a.dtype == np.uint16:
+        return a.astype(np.float32) / 65535.0
+    if a.dtype == np.bool_:
+        return a.astype(np.float32)
+    if not np.issubdtype(a.dtype, np.floating):
+        raise TypeError(f"image arrays must be uint8, uint16, bool or float in [0, 1], got {a.dtype}")
+    a = a.astype(np.float32)
+    if not np.isfinite(a).all() or a.min() < 0.0 or a.max() > 1.0:
+        raise ValueError(f"float images must lie in [0, 1], got values in [{a.min():.4g}, {a.max():.4g}] "
+                         "(divide 8-bit values by 255)")
+    return a
+
+
+def _composite(a: np.ndarray) -> np.ndarray:
+    """Drop the alpha channel (of LA, RGBA) by compositing onto black: colour * alpha."""
+    return a[..., :-1] * a[..., -1:] if a.shape[2] in (2, 4) else a
+
+
+def _to_channels(a: np.ndarray, channels: int) -> np.ndarray:
+    """RGB -> gray by BT.601 luma, gray -> RGB by replication."""
+    if a.shape[2] == channels:
+        return a
+    if channels == 1:
+        return (a @ np.asarray(LUMA, dtype=np.float32))[..., None]
+    return np.repeat(a, 3, axis=2)
+
+
+def _crop_box(width: int, height: int, target: tuple[int, int], fit: str) -> tuple[int, int, int, int]:
+    """The region to resize: the whole image ("resize") or its centre at the target's aspect ratio ("center")."""
+    if fit not in FITS:
+        raise ValueError(f"unknown fit {fit!r}; valid: {', '.join(FITS)}")
+    if fit == "resize":
+        return 0, 0, width, height
+    tw, th = target
+    crop_w = max(1, min(width, round(height * tw / th)))
+    crop_h = max(1, min(height, round(width * th / tw)))
+    left, top = (width - crop_w) // 2, (height - crop_h) // 2
+    return left, top, left + crop_w, top + crop_h
+
+
+def _resize(image: Image.Image, size: tuple[int, int], box: tuple[int, int, int, int] | None = None) -> Image.Image:
+    """Crop to ``box`` (no pixels from outside it), then resize: box filter (area average) to shrink,
+    Lanczos otherwise; a same-size resize is an exact copy."""
+    image = image.crop(box) if box is not None else image
+    shrink = image.width >= size[0] and image.height >= size[1]
+    return image.resize(size, Image.Resampling.BOX if shrink else Image.Resampling.LANCZOS)
+
+
+def to_model_tensor(image, model_or_shape, *, fit: str = "resize") -> tuple[Tensor, Placement]:
+    """Any image -> ((1, C, H, W) float32 in [0, 1] of the model's shape, its Placement).
+
+    ``image``: a PIL image of any mode (1, L, LA, P, RGB, RGBA, I;16, I, F, CMYK, YCbCr...), a numpy array
+    (H, W) or (H, W, C) of uint8, uint16 or float in [0, 1], or a tensor (C, H, W) / (H, W) in [0, 1]; any
+    size. Alpha is composited onto black; 16-bit values are divided by 65535; colour becomes gray by BT.601
+    luma for a grayscale model, gray is replicated for an RGB one. ``fit="resize"`` resizes the whole image
+    to the model's size (aspect ratio not kept); ``"center"`` first crops the centre to the model's aspect
+    ratio. A :class:`ResolutionWarning` is raised when a side is more than 4x larger or smaller than the
+    model's. ``model_or_shape``: an EBM or [C, H, W].
+    """
+    channels, height, width = _model_shape(model_or_shape)
+    raw, mode = _as_array(image)
+    a = _to_channels(_composite(_unit_float(raw)), channels)
+    placement = Placement((a.shape[1], a.shape[0]), mode, _crop_box(a.shape[1], a.shape[0], (width, height), fit))
+    ratios = (a.shape[1] / width, a.shape[0] / height)
+    if any(r > RESOLUTION_RATIO or r < 1 / RESOLUTION_RATIO for r in ratios):
+        warnings.warn(f"the image is {a.shape[1]}x{a.shape[0]} pixels but the model works at {width}x{height}: "
+                      f"resizing by more than {RESOLUTION_RATIO}x, the result is at the model's resolution",
+                      ResolutionWarning, stacklevel=2)
+    planes = [np.asarray(_resize(Image.fromarray(np.ascontiguousarray(a[..., c])), (width, height), placement.box))
+              for c in range(channels)]
+    return torch.from_numpy(np.clip(np.stack(planes), 0.0, 1.0))[None], placement  # Lanczos overshoots
+
+
+def from_model_tensor(t: Tensor, placement: Placement | None = None, *, restore_size: bool = False) -> Image.Image:
+    """(C, H, W) or (1, C, H, W) in [0, 1] -> an 8-bit PIL image, "L" (C = 1) or "RGB" (C = 3).
+
+    ``restore_size=True`` resizes it to the input region it came from (``placement.box``: the whole input
+    for fit="resize", the crop for fit="center"). Upscaling a small model's result (28x28) is blurry, which
+    is why the default keeps the model's resolution.
+    """
+    t = t[0] if t.dim() == 4 and t.shape[0] == 1 else t
+    if t.dim() != 3 or t.shape[0] not in (1, 3):
+        raise ValueError(f"expected a tensor (C, H, W) or (1, C, H, W) with C = 1 or 3, got {tuple(t.shape)}")
+    a = (t.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    image = Image.fromarray(a[..., 0] if a.shape[2] == 1 else a)
+    if restore_size:
+        if placement is None:
+            raise ValueError("restore_size=True needs the Placement returned by to_model_tensor")
+        left, top, right, bottom = placement.box
+        image = _resize(image, (right - left, bottom - top))
+    return image
+
+
+# --- masks ---------------------------------------------------------------------------------------------------
+def _painted(a: np.ndarray) -> np.ndarray:
+    """(H, W) bool: alpha > 0 where the mask has transparency, else any non-zero channel."""
+    if a.shape[2] in (2, 4):
+        alpha = a[..., -1]
+        opaque = np.iinfo(a.dtype).max if np.issubdtype(a.dtype, np.integer) else 1
+        if (alpha < opaque).any():
+            return alpha > 0
+        a = a[..., :-1]  # an opaque mask (e.g. black and white saved as RGBA) is read by its colour
+    return (a != 0).any(axis=2)
+
+
+def mask_to_known(mask, model_or_shape, *, painted_is_fill: bool = True,
+                  placement: Placement | None = None) -> Tensor:
+    """A drawn mask -> ``known_mask`` (1, 1, H, W) float 0/1 at the model's size (1 = observed).
+
+    ``mask``: PIL (any mode), numpy or tensor, as for :func:`to_model_tensor`. Painted pixels are the
+    non-zero ones, or, when the mask has transparent pixels (a paint layer), the non-transparent ones.
+    ``painted_is_fill=True`` (the app's and CLI's convention): painted pixels are filled; ``False``: painted
+    pixels are the observed ones. With the image's ``placement`` the mask must have the image's size and
+    goes through the same crop. Resized with nearest neighbour, so the mask stays binary.
+    """
+    _, height, width = _model_shape(model_or_shape)
+    raw, _ = _as_array(mask)
+    painted = _painted(raw)
+    size = (painted.shape[1], painted.shape[0])
+    if placement is not None and size != placement.size:
+        raise ValueError(f"the mask is {size[0]}x{size[1]} pixels but the image is "
+                         f"{placement.size[0]}x{placement.size[1]}: they must have the same size")
+    box = placement.box if placement is not None else (0, 0, *size)
+    small = Image.fromarray(painted.astype(np.uint8) * 255).crop(box).resize((width, height), Image.Resampling.NEAREST)
+    known = (np.asarray(small) == 0) if painted_is_fill else (np.asarray(small) > 0)
+    return torch.from_numpy(known.astype(np.float32))[None, None]
+
+
+def preset_mask(kind: str, shape, *, seed: int = 0) -> Tensor:
+    """A named ``known_mask`` (1, 1, H, W) for the app and benchmarks (0 = fill); kinds in PRESET_MASKS.
+
+    "center": a centred box of half the height and width; "left-half" ... "bottom-half": that half
+    (the smaller one for odd sizes); "random-50" / "random-80": that percentage of the pixels, drawn with
+    ``seed``. ``shape``: a model, [C, H, W] or [H, W].
+    """
+    if kind not in PRESET_MASKS:
+        raise ValueError(f"unknown mask preset {kind!r}; valid: {', '.join(PRESET_MASKS)}")
+    height, width = _shape(shape)[-2:]
+    known = torch.ones(height, width)
+    if kind.startswith("random-"):
+        n = round(height * width * int(kind.removeprefix("random-")) / 100)
+        gen = torch.Generator().manual_seed(seed)
+        known.view(-1)[torch.randperm(height * width, generator=gen)[:n]] = 0
+    else:
+        h, w = height // 2, width // 2
+        top, left = (height - h) // 2, (width - w) // 2
+        region = {
+            "center": (slice(top, top + h), slice(left, left + w)),
+            "left-half": (slice(None), slice(0, w)),
+            "right-half": (slice(None), slice(width - w, None)),
+            "top-half": (slice(0, h), slice(None)),
+            "bottom-half": (slice(height - h, None), slice(None)),
+        }[kind]
+        known[region] = 0
+    return known[None, None]
+
+
+# --- synthetic degradations -------------------------------------------------------------------------------------
+def add_noise(images: Tensor, sigma: float, *, seed: int = 0, clip: bool = True) -> Tensor:
+    """``images`` + N(0, sigma^2) per pixel, clipped to [0, 1] unless ``clip=False``.
+
+    The noise is drawn on the CPU from a generator seeded with ``seed``: the same noise on every device.
+    """
+    if not images.is_floating_point():
+        raise TypeError(f"images must be a float tensor in [0, 1], got {images.dtype}")
+    if not (math.isfinite(sigma) and sigma >= 0):
+        raise ValueError(f"the noise std must be a finite number >= 0, got {sigma}")
+    noise = torch.randn(images.shape, generator=torch.Generator().manual_seed(seed))
+    noisy = images + sigma * noise.to(images)
+    return noisy.clamp(0, 1) if clip else noisy

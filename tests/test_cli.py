@@ -1,0 +1,168 @@
+"""``python -m febm``: each command end to end on a tiny model; errors are one line and exit status 2."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from febm.__main__ import main
+from febm.imageio import to_model_tensor
+from febm.model import EBM
+
+NET = {"kind": "resnet", "in_channels": 1, "width": 4, "stages": 2}
+FAST = ["--steps", "2", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    """A checkpoints folder with one tiny model, fmnist-js, and test images of an odd size (23x17)."""
+    root = tmp_path_factory.mktemp("cli")
+    torch.manual_seed(0)
+    EBM("js", energy=NET, critic=NET, dataset="fashion-mnist", image_shape=[1, 28, 28],
+        sampler={"method": "authors", "steps": 3, "step_size": 10.0, "noise": 0.005, "grad_clip": 0.01},
+        metrics={"fid": 123.4, "fid_protocol": "1k samples"}).save_pretrained(root / "checkpoints" / "fmnist-js")
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (17, 23, 3), dtype=np.uint8)).save(root / "in.png")
+    mask = np.zeros((17, 23), np.uint8)
+    mask[5:12, 6:18] = 255
+    Image.fromarray(mask).save(root / "mask.png")
+    return root
+
+
+@pytest.fixture
+def checkpoints(folder, monkeypatch):
+    monkeypatch.setenv("FEBM_CHECKPOINTS", str(folder / "checkpoints"))
+    return folder / "checkpoints"
+
+
+def febm(folder, *args):
+    env = {**os.environ, "FEBM_CHECKPOINTS": str(folder / "checkpoints"), "HF_HUB_OFFLINE": "1",
+           "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "febm", *map(str, args)], env=env, cwd=folder,
+                          capture_output=True, text=True, timeout=300)
+
+
+def size(path):
+    with Image.open(path) as image:
+        return image.size, image.mode
+
+
+# --- the commands, as subprocesses ----------------------------------------------------------------------------------
+def test_models(folder):
+    result = febm(folder, "models")
+    assert result.returncode == 0, result.stderr
+    header, row = result.stdout.splitlines()
+    assert header.split() == ["name", "divergence", "dataset", "metrics"]
+    assert row.split() == ["fmnist-js", "js", "fashion-mnist", "fid=123.4"]
+
+
+def test_generate_grid_with_rejection(folder):
+    result = febm(folder, "generate", "--n", 5, "--out", "grid.png", "--rejection", *FAST)
+    assert result.returncode == 0, result.stderr
+    assert "acceptance rate: " in result.stdout
+    assert size(folder / "grid.png") == ((3 * 30 + 2, 2 * 30 + 2), "L")  # 3 per row, 28 px + 2 px padding
+
+
+def test_generate_separate(folder):
+    result = febm(folder, "generate", "--n", 3, "--out", "one.png", "--separate", *FAST)
+    assert result.returncode == 0, result.stderr
+    for i in range(3):
+        assert size(folder / f"one_{i:03d}.png") == ((28, 28), "L")
+    assert not (folder / "one.png").exists()
+
+
+def test_denoise_with_synthetic_noise(folder):
+    result = febm(folder, "denoise", "in.png", "--out", "clean.png", "--add-noise", 0.1, "--restore-size", *FAST)
+    assert result.returncode == 0, result.stderr
+    assert "sigma: " in result.stdout and "(estimated)" in result.stdout
+    assert size(folder / "clean.png") == ((23, 17), "L")
+    assert size(folder / "clean_noisy.png") == ((23, 17), "L")
+
+
+def test_denoise_given_sigma_one_sample(folder):
+    result = febm(folder, "denoise", "in.png", "--out", "sample.png", "--sigma", 0.1, "--chains", 2, "--sample",
+                  *FAST)
+    assert result.returncode == 0, result.stderr
+    assert "sigma: 0.1000 (given)" in result.stdout
+    assert size(folder / "sample.png") == ((28, 28), "L")
+    assert not (folder / "sample_noisy.png").exists()
+
+
+def test_inpaint_with_a_painted_mask_keeps_the_observed_pixels(folder):
+    result = febm(folder, "inpaint", "in.png", "--mask", "mask.png", "--out", "filled.png", *FAST)
+    assert result.returncode == 0, result.stderr
+    assert size(folder / "filled.png") == ((28, 28), "L")
+    x, _ = to_model_tensor(Image.open(folder / "in.png"), [1, 28, 28])
+    expected = (x[0, 0] * 255).round().numpy()
+    filled = np.asarray(Image.open(folder / "filled.png")).astype(np.float32)
+    assert np.array_equal(filled[:6], expected[:6])  # rows above the painted box (rows 5-11 of 17)
+    assert not np.array_equal(filled[10:16, 9:19], expected[10:16, 9:19])  # inside it: filled in
+
+
+def test_inpaint_with_a_preset(folder):
+    result = febm(folder, "inpaint", "in.png", "--preset", "center", "--out", "centre.png", *FAST)
+    assert result.returncode == 0, result.stderr
+    assert size(folder / "centre.png") == ((28, 28), "L")
+
+
+def test_errors_exit_2_with_one_line_and_no_traceback(folder):
+    result = febm(folder, "denoise", "in.png", "--model", "nope", "--out", "x.png", *FAST)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.startswith("error: no model 'nope'") and result.stderr.count("\n") == 1
+
+
+# --- errors and help, in process (same code path, no interpreter start-up) ----------------------------------------
+@pytest.mark.parametrize("args,message", [
+    (["denoise", "missing.png", "--out", "x.png"], "no such file: missing.png"),
+    (["denoise", "mask.png", "--out", "x.png", "--sigma", "0"], "sigma must be > 0"),
+    (["denoise", "mask.png", "--out", "x.png", "--sigma", "-0.1"], "sigma must be > 0"),
+    (["denoise", "mask.png", "--out", "x.jpg"], "must end in .png"),
+    (["denoise", "mask.png", "--out", "no/x.png"], "no such folder: no"),
+    (["denoise", "corrupt.png", "--out", "x.png"], "corrupt.png is not a readable image"),
+    (["inpaint", "in.png", "--mask", "small.png", "--out", "x.png"], "the mask is 5x5 pixels but the image is 23x17"),
+    (["inpaint", "in.png", "--mask", "corrupt.png", "--out", "x.png"], "corrupt.png is not a readable image"),
+    (["inpaint", "in.png", "--mask", "blank.png", "--out", "x.png"], "nothing to inpaint"),
+    (["inpaint", "in.png", "--preset", "center", "--mask-observed", "--out", "x.png"], "--mask-observed applies"),
+    (["generate", "--n", "0", "--out", "x.png"], "n must be an integer >= 1"),
+    (["generate", "--model", "nope", "--out", "x.png"], "no model 'nope'"),
+])
+def test_bad_input_is_one_error_line(folder, checkpoints, monkeypatch, capsys, args, message):
+    monkeypatch.chdir(folder)
+    (folder / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    Image.new("L", (5, 5), 255).save(folder / "small.png")
+    Image.new("L", (23, 17), 0).save(folder / "blank.png")
+    assert main([*args, *FAST]) == 2
+    out, err = capsys.readouterr()
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1, err
+    assert not (folder / "x.png").exists() and not (folder / "x.jpg").exists()
+
+
+def test_no_models(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("FEBM_CHECKPOINTS", str(tmp_path))
+    assert main(["generate", "--out", str(tmp_path / "x.png")]) == 2
+    assert "error: no models in" in capsys.readouterr().err
+    assert main(["models"]) == 0
+    assert "no models in" in capsys.readouterr().out
+
+
+def test_resolution_warning_is_one_line(folder, checkpoints, monkeypatch, capsys):
+    monkeypatch.chdir(folder)
+    Image.new("L", (200, 150), 128).save(folder / "big.png")
+    assert main(["denoise", "big.png", "--out", "big_out.png", "--sigma", "0.1", *FAST]) == 0
+    err = capsys.readouterr().err
+    assert err.startswith("warning: the image is 200x150 pixels") and err.count("\n") == 1
+
+
+def test_help_explains_every_command(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert all(command in out for command in ("generate", "denoise", "inpaint", "models"))
+    with pytest.raises(SystemExit):
+        main(["inpaint", "--help"])
+    out = capsys.readouterr().out
+    assert all(option in out for option in ("--mask", "--preset", "--mask-observed", "--chains", "--sample"))

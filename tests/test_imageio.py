@@ -1,0 +1,312 @@
+"""febm.imageio: PIL / numpy / tensors / files <-> model tensors, masks, presets, noise. Odd sizes throughout."""
+
+import os
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from febm.imageio import (
+    LUMA,
+    PRESET_MASKS,
+    Placement,
+    ResolutionWarning,
+    add_noise,
+    check_pil,
+    from_model_tensor,
+    load_image,
+    mask_to_known,
+    preset_mask,
+    save_image,
+    to_model_tensor,
+)
+
+GRAY, RGB = [1, 17, 23], [3, 17, 23]  # model shapes [C, H, W]: 23 wide, 17 high
+MODEL = [1, 28, 28]
+
+
+def rng_uint8(*shape, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, shape, dtype=np.uint8)
+
+
+# --- round trips and conversions ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("kind", ["pil", "numpy"])
+def test_uint8_gray_round_trip_is_exact(kind):
+    a = rng_uint8(17, 23)
+    x, placement = to_model_tensor(Image.fromarray(a) if kind == "pil" else a, GRAY)
+    assert x.shape == (1, 1, 17, 23) and x.dtype == torch.float32
+    assert placement == Placement((23, 17), "L", (0, 0, 23, 17))
+    out = from_model_tensor(x)
+    assert out.mode == "L" and np.array_equal(np.asarray(out), a)
+
+
+def test_rgb_round_trip_is_exact():
+    a = rng_uint8(17, 23, 3)
+    x, _ = to_model_tensor(a, RGB)
+    out = from_model_tensor(x[0])
+    assert out.mode == "RGB" and np.array_equal(np.asarray(out), a)
+
+
+def test_tensors_in():
+    t = torch.rand(1, 17, 23)
+    assert torch.equal(to_model_tensor(t, GRAY)[0][0], t)
+    assert torch.equal(to_model_tensor(t[0], GRAY)[0][0], t)
+    assert to_model_tensor(torch.rand(3, 17, 23), GRAY)[0].shape == (1, 1, 17, 23)
+
+
+def _image(mode):
+    rgb = Image.fromarray(rng_uint8(17, 23, 3))
+    if mode == "I;16":
+        return Image.fromarray(np.random.default_rng(0).integers(0, 65536, (17, 23), dtype=np.uint16))
+    if mode == "I":
+        return _image("I;16").convert("I")
+    if mode == "F":
+        return Image.fromarray(np.random.default_rng(0).random((17, 23), dtype=np.float32))
+    if mode == "P":
+        return rgb.convert("P", palette=Image.Palette.ADAPTIVE, colors=16)
+    return rgb.convert(mode)
+
+
+@pytest.mark.parametrize("mode", ["1", "L", "LA", "P", "RGB", "RGBA", "I;16", "I", "F", "CMYK", "YCbCr"])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_every_pil_mode_gives_the_model_shape_in_range(mode, channels):
+    image = _image(mode)
+    assert image.mode == mode
+    x, placement = to_model_tensor(image, [channels, 28, 28])
+    assert x.shape == (1, channels, 28, 28) and x.dtype == torch.float32
+    assert 0 <= x.min() and x.max() <= 1 and x.std() > 0
+    assert placement.mode == mode and placement.size == (23, 17)
+
+
+def test_colour_to_gray_is_bt601_luma_and_gray_to_colour_replicates():
+    red = np.zeros((17, 23, 3), np.uint8)
+    red[..., 0] = 255
+    assert torch.allclose(to_model_tensor(red, GRAY)[0], torch.full((1, 1, 17, 23), LUMA[0]))
+    gray = rng_uint8(17, 23)
+    x, _ = to_model_tensor(gray, RGB)
+    assert torch.equal(x[:, 0], x[:, 1]) and torch.equal(x[:, 0], x[:, 2])
+
+
+def test_alpha_is_composited_onto_black():
+    a = np.zeros((17, 23, 4), np.uint8)
+    a[..., :3] = (200, 100, 50)
+    a[..., 3] = 128
+    a[:, :5, 3] = 0  # transparent: black
+    x, _ = to_model_tensor(Image.fromarray(a), GRAY)
+    expected = np.dot((200, 100, 50), LUMA) / 255 * 128 / 255
+    assert torch.allclose(x[..., 5:], torch.tensor(expected, dtype=torch.float32), atol=1e-6)
+    assert x[..., :5].max() == 0
+    la = Image.fromarray(np.stack([np.full((17, 23), 255, np.uint8), np.full((17, 23), 51, np.uint8)], -1))
+    assert la.mode == "LA"
+    assert torch.allclose(to_model_tensor(la, GRAY)[0], torch.tensor(0.2))
+
+
+def test_sixteen_bit_is_scaled_by_65535(tmp_path):
+    a = np.array([[0, 32768, 65535]] * 5, dtype=np.uint16)
+    expected = torch.tensor([0.0, 32768 / 65535, 1.0])
+    for image in (a, Image.fromarray(a), Image.fromarray(a).convert("I")):
+        x, _ = to_model_tensor(image, [1, 5, 3])
+        assert torch.allclose(x[0, 0, 0], expected)
+    Image.fromarray(a).save(tmp_path / "16bit.png")
+    loaded = load_image(tmp_path / "16bit.png")
+    assert loaded.mode == "I;16"
+    assert torch.allclose(to_model_tensor(loaded, [1, 5, 3])[0][0, 0, 0], expected)
+
+
+def test_bad_arrays_are_refused():
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        to_model_tensor(np.full((17, 23), 2.0), GRAY)
+    with pytest.raises(TypeError, match="uint8"):
+        to_model_tensor(np.zeros((17, 23), np.int64), GRAY)
+    with pytest.raises(ValueError, match="shape"):
+        to_model_tensor(np.zeros((17, 23, 5), np.uint8), GRAY)
+    with pytest.raises(TypeError, match="PIL image"):
+        to_model_tensor([[0.5]], GRAY)
+    with pytest.raises(ValueError, match="C = 1 or 3"):
+        to_model_tensor(np.zeros((17, 23), np.uint8), [2, 17, 23])
+
+
+# --- sizes -----------------------------------------------------------------------------------------------------
+def test_resize_to_the_model_and_back():
+    a = rng_uint8(17, 23)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # 17x23 -> 28x28 is no ResolutionWarning
+        x, placement = to_model_tensor(a, MODEL)
+    assert x.shape == (1, 1, 28, 28) and placement.box == (0, 0, 23, 17)
+    assert from_model_tensor(x, placement).size == (28, 28)  # the model's resolution by default
+    assert from_model_tensor(x, placement, restore_size=True).size == (23, 17)
+    with pytest.raises(ValueError, match="Placement"):
+        from_model_tensor(x, restore_size=True)
+
+
+def test_downscaling_averages():
+    a = np.zeros((34, 46), np.uint8)
+    a[:, 1::2] = 255  # stripes average to gray under a box filter
+    x, _ = to_model_tensor(a, GRAY)
+    assert torch.allclose(x, torch.tensor(0.5), atol=1e-6)
+
+
+def test_center_fit_crops_to_the_model_aspect_ratio():
+    a = np.zeros((21, 41), np.uint8)
+    a[:, 10:31] = 255  # the central square is white, the sides black
+    x, placement = to_model_tensor(a, MODEL, fit="center")
+    assert placement.box == (10, 0, 31, 21) and placement.size == (41, 21)
+    assert torch.allclose(x, torch.tensor(1.0))
+    assert from_model_tensor(x, placement, restore_size=True).size == (21, 21)
+    with pytest.raises(ValueError, match="resize, center"):
+        to_model_tensor(a, MODEL, fit="tile")
+
+
+@pytest.mark.parametrize("size,warns", [((200, 100), True), ((5, 30), True), ((100, 60), False), ((23, 17), False)])
+def test_resolution_warning(size, warns):
+    image = Image.new("L", size)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        to_model_tensor(image, MODEL)
+    assert [w.category for w in caught] == ([ResolutionWarning] if warns else [])
+    if warns:
+        assert f"{size[0]}x{size[1]}" in str(caught[0].message)
+
+
+# --- files -------------------------------------------------------------------------------------------------------
+def test_load_image_errors_are_clear(tmp_path, monkeypatch):
+    with pytest.raises(FileNotFoundError, match="missing.png"):
+        load_image(tmp_path / "missing.png")
+    (tmp_path / "text.png").write_text("not an image")
+    with pytest.raises(ValueError, match="text.png is not a readable image"):
+        load_image(tmp_path / "text.png")
+    Image.fromarray(rng_uint8(100, 100)).save(tmp_path / "full.png")
+    data = (tmp_path / "full.png").read_bytes()
+    (tmp_path / "truncated.png").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="truncated.png is not a readable image"):
+        load_image(tmp_path / "truncated.png")
+    with pytest.raises(ValueError, match=r"full.png has too many pixels: 100x100 = 10,000 > max_pixels = 5,000"):
+        load_image(tmp_path / "full.png", max_pixels=5000)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # PIL's own decompression-bomb guard, same error
+    with pytest.raises(ValueError, match="full.png has too many pixels"):
+        load_image(tmp_path / "full.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 6000)  # the warning band (1-2x the limit) too
+    with pytest.raises(ValueError, match="full.png has too many pixels"):
+        load_image(tmp_path / "full.png")
+
+
+def test_load_image_returns_the_decoded_pixels(tmp_path):
+    a = rng_uint8(17, 23, 3)
+    Image.fromarray(a).save(tmp_path / "x.png")
+    image = load_image(tmp_path / "x.png")
+    assert np.array_equal(np.asarray(image), a)
+
+
+def test_check_pil():
+    with pytest.raises(ValueError, match="empty"):
+        check_pil(Image.new("L", (0, 5)))
+    with pytest.raises(ValueError, match="too many pixels"):
+        check_pil(Image.new("L", (100, 100)), max_pixels=5000)
+    image = Image.new("L", (17, 23))
+    assert check_pil(image) is image
+
+
+def test_save_image_is_atomic(tmp_path, monkeypatch):
+    x = torch.rand(1, 17, 23)
+    path = save_image(x, tmp_path / "out.png")
+    assert os.listdir(tmp_path) == ["out.png"]
+    assert np.array_equal(np.asarray(Image.open(path)), np.asarray(from_model_tensor(x)))
+    before = path.read_bytes()
+
+    def broken_save(self, fp, format=None, **params):
+        fp.write(b"\x89PNG half")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(Image.Image, "save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        save_image(torch.rand(1, 17, 23), path)
+    assert os.listdir(tmp_path) == ["out.png"] and path.read_bytes() == before
+    with pytest.raises(OSError, match="disk full"):
+        save_image(x, tmp_path / "new.png")
+    assert os.listdir(tmp_path) == ["out.png"]
+
+
+def test_save_image_refuses_bad_paths(tmp_path):
+    with pytest.raises(ValueError, match=r"\.png"):
+        save_image(torch.rand(1, 5, 5), tmp_path / "out.jpg")
+    with pytest.raises(FileNotFoundError, match="no such folder"):
+        save_image(torch.rand(1, 5, 5), tmp_path / "missing" / "out.png")
+
+
+# --- masks -------------------------------------------------------------------------------------------------------
+def test_painted_pixels_are_filled_by_default():
+    painted = np.zeros((17, 23), np.uint8)
+    painted[2:9, 3:20] = 255
+    known = mask_to_known(Image.fromarray(painted), GRAY)
+    assert known.shape == (1, 1, 17, 23) and known.dtype == torch.float32
+    assert torch.equal(known[0, 0], torch.from_numpy(painted == 0).float())
+    observed = mask_to_known(painted > 0, GRAY, painted_is_fill=False)
+    assert torch.equal(observed, 1 - known)
+
+
+def test_paint_layer_alpha_marks_painted_pixels():
+    layer = np.zeros((17, 23, 4), np.uint8)
+    layer[..., :3] = 255  # white but transparent: not painted
+    layer[4:8, 5:9] = (0, 0, 0, 255)  # a black stroke: painted
+    known = mask_to_known(Image.fromarray(layer), GRAY)
+    assert known.sum() == 17 * 23 - 16 and known[0, 0, 4:8, 5:9].max() == 0
+    opaque = np.zeros((17, 23, 4), np.uint8)  # black and white saved as RGBA: read by colour
+    opaque[..., 3] = 255
+    opaque[4:8, 5:9, :3] = 255
+    assert torch.equal(mask_to_known(Image.fromarray(opaque), GRAY), known)
+
+
+def test_mask_follows_the_image_placement():
+    image = np.zeros((34, 46), np.uint8)
+    mask = np.zeros((34, 46), np.uint8)
+    mask[:17, :23] = 255  # top-left quarter
+    _, placement = to_model_tensor(image, GRAY)
+    known = mask_to_known(mask, GRAY, placement=placement)
+    assert torch.equal(known.unique(), torch.tensor([0.0, 1.0]))
+    assert known[0, 0, :8, :11].max() == 0 and known[0, 0, 9:, 12:].min() == 1
+    with pytest.raises(ValueError, match="the mask is 23x17 pixels but the image is 46x34"):
+        mask_to_known(np.zeros((17, 23), np.uint8), GRAY, placement=placement)
+    _, centre = to_model_tensor(np.zeros((21, 41), np.uint8), MODEL, fit="center")
+    side = np.zeros((21, 41), bool)
+    side[:, :10] = True  # painted only outside the centre crop
+    assert mask_to_known(side, MODEL, placement=centre).min() == 1
+
+
+@pytest.mark.parametrize("shape", [[1, 17, 23], [28, 28]])
+@pytest.mark.parametrize("kind", PRESET_MASKS)
+def test_preset_masks(kind, shape):
+    h, w = shape[-2:]
+    known = preset_mask(kind, shape)
+    assert known.shape == (1, 1, h, w) and torch.equal(known.unique(), torch.tensor([0.0, 1.0]))
+    unknown = int((known == 0).sum())
+    expected = {"center": (h // 2) * (w // 2), "left-half": h * (w // 2), "right-half": h * (w // 2),
+                "top-half": (h // 2) * w, "bottom-half": (h // 2) * w,
+                "random-50": round(0.5 * h * w), "random-80": round(0.8 * h * w)}[kind]
+    assert unknown == expected
+    assert torch.equal(preset_mask(kind, shape), known)
+
+
+def test_preset_mask_places_and_seeds():
+    known = preset_mask("left-half", [17, 23])[0, 0]
+    assert known[:, :11].max() == 0 and known[:, 11:].min() == 1
+    known = preset_mask("center", [17, 23])[0, 0]
+    assert known[4:12, 6:17].max() == 0 and known.sum() == 17 * 23 - 8 * 11
+    assert not torch.equal(preset_mask("random-50", [17, 23], seed=1), preset_mask("random-50", [17, 23]))
+    with pytest.raises(ValueError, match="center, left-half"):
+        preset_mask("circle", [17, 23])
+
+
+# --- noise -------------------------------------------------------------------------------------------------------
+def test_add_noise_is_seeded_and_clipped():
+    x = torch.full((2, 1, 17, 23), 0.5)
+    noisy = add_noise(x, 0.1, seed=3)
+    assert torch.equal(noisy, add_noise(x, 0.1, seed=3))
+    assert not torch.equal(noisy, add_noise(x, 0.1, seed=4))
+    assert abs((noisy - x).std().item() - 0.1) < 0.01
+    assert add_noise(x, 1.0).min() == 0 and add_noise(x, 1.0).max() == 1
+    assert add_noise(x, 1.0, clip=False).max() > 1
+    assert torch.equal(add_noise(x, 0.0), x)
+    with pytest.raises(ValueError, match=">= 0"):
+        add_noise(x, -0.1)
