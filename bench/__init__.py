@@ -1,0 +1,1 @@
+"""Benchmarks (never run by the tests): python -m bench.<name>."""
