@@ -28,12 +28,13 @@ from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, LocalEntr
 from torch import Tensor, nn
 
 from .nets import build_net, count_parameters
+from .sampling import PCAGaussian
 
 FORMAT_VERSION = 1
 WEIGHTS_NAME = constants.SAFETENSORS_SINGLE_FILE  # "model.safetensors"
 CONFIG_NAME = constants.CONFIG_NAME  # "config.json"
 PICKLE_NAMES = ("pytorch_model.bin", "model.pt", "model.pth", "checkpoint.pt")
-ARCHITECTURE_KEYS = ("energy", "critic", "image_shape")
+ARCHITECTURE_KEYS = ("energy", "critic", "image_shape", "start")
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 PAPER_URL = "https://arxiv.org/abs/2003.03463"
 
@@ -69,6 +70,9 @@ class EBM(
             alter a saved model.
         dataset, image_shape [C, H, W], data_range [lo, hi]: the data the model was trained on.
         sampler: default Langevin settings (method, steps, step_size, noise, grad_clip, clamp...).
+        start: where chains start: {"kind": "uniform"} (noise over the data range, the default) or
+            {"kind": "pca", "components": k} (``febm.sampling.PCAGaussian``, fitted by the trainer; its
+            parameters are buffers saved with the weights).
         training: the training record (command, steps, wall_time, machine...).
         metrics: evaluation results, e.g. {"fid": 42.0, "fid_protocol": "..."}.
         **extra: further JSON-able config entries, kept and saved as they are.
@@ -87,6 +91,7 @@ class EBM(
         image_shape: list[int] | None = None,
         data_range: list[float] = (0.0, 1.0),
         sampler: dict | None = None,
+        start: dict | None = None,
         training: dict | None = None,
         metrics: dict | None = None,
         format_version: int = FORMAT_VERSION,
@@ -101,6 +106,14 @@ class EBM(
             raise ValueError("contrastive divergence ('cd') trains no critic: pass critic=None")
         self.energy = build_net(energy)
         self.critic = build_net(critic) if critic is not None else None
+        start = dict(start or {"kind": "uniform"})
+        self.start = None
+        if start["kind"] == "pca":
+            if image_shape is None:
+                raise ValueError("a 'pca' start distribution needs image_shape")
+            self.start = PCAGaussian(tuple(image_shape), int(start["components"]), tuple(data_range))
+        elif start["kind"] != "uniform":
+            raise ValueError(f"unknown start distribution {start['kind']!r}; valid: uniform, pca")
         if image_shape is not None:
             image_shape = [int(s) for s in image_shape]
             for name, net in (("energy", self.energy), ("critic", self.critic)):
@@ -116,6 +129,7 @@ class EBM(
             "energy": self.energy.spec,
             "critic": self.critic.spec if self.critic is not None else None,
             "sampler": _jsonable(sampler or {}, "sampler"),
+            "start": _jsonable(start, "start"),
             "training": _jsonable(training or {}, "training"),
             "metrics": _jsonable(metrics or {}, "metrics"),
             **_jsonable(extra, "extra config entries"),
@@ -134,6 +148,14 @@ class EBM(
     def forward(self, x: Tensor) -> Tensor:
         """Energy E(x), shape (B,): what Langevin samplers differentiate."""
         return self.energy(x)
+
+    def initial_samples(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """n starting points for Langevin chains, (n, C, H, W) on the model's device (see ``start``)."""
+        if self.start is not None:
+            return self.start.sample(n, generator)
+        lo, hi = self.config["data_range"]
+        device = next(self.parameters()).device
+        return lo + (hi - lo) * torch.rand((n, *self.config["image_shape"]), generator=generator, device=device)
 
     def energy_of(self, x: Tensor) -> Tensor:
         return self.energy(x)

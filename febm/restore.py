@@ -78,11 +78,6 @@ def _range(model: EBM) -> tuple[float, float]:
     return float(lo), float(hi)
 
 
-def _uniform(model: EBM, shape: tuple[int, ...], gen: torch.Generator) -> Tensor:
-    lo, hi = _range(model)
-    return lo + (hi - lo) * torch.rand(shape, generator=gen, device=_device(model))
-
-
 # --- input checks ------------------------------------------------------------------------------------------
 def check_images(model: EBM, images: Tensor, what: str = "image") -> Tensor:
     """(C, H, W) or (B, C, H, W) float in the data range, of the model's shape -> (B, C, H, W) on its device."""
@@ -205,7 +200,8 @@ def generate(
     progress: bool = True,
     details: bool = False,
 ) -> Tensor | Restoration:
-    """n samples (n, C, H, W) in the data range: Langevin chains from uniform noise on the model's energy.
+    """n samples (n, C, H, W) in the data range: Langevin chains on the model's energy, started from its
+    start distribution (``model.initial_samples``: uniform noise, or a data-fitted Gaussian).
 
     ``rejection=True`` keeps each sample with probability min(1, exp(r - M)), r = H + E the learned
     log-ratio log p/q and M its maximum (or ``rejection_quantile``) over the first batch of proposals,
@@ -217,10 +213,9 @@ def generate(
     model.eval()
     sampler = model_sampler(model, steps=steps, method=method)
     gen = _generator(seed, _device(model))
-    shape = tuple(model.config["image_shape"])
 
     def propose(m: int, with_chain: bool) -> tuple[Tensor, Tensor | None]:
-        x0 = _uniform(model, (m, *shape), gen)
+        x0 = model.initial_samples(m, gen)
         images, _, chain = _run(sampler, model.energy, x0, 1, known=None, gen=gen, mean=False,
                                 return_chain=with_chain, progress=progress)
         return images, chain
@@ -330,7 +325,7 @@ def inpaint(
 ) -> Tensor | Restoration:
     """Fill the pixels where ``known_mask`` is 0 by Langevin on E(x) with the observed pixels held fixed.
 
-    The fill starts from uniform noise; observed pixels are returned bit-identical. ``chains``/``mean`` as
+    The fill starts from the model's start distribution; observed pixels are returned bit-identical. ``chains``/``mean`` as
     in :func:`denoise` (the mean of several fills is the posterior mean, the first chain one sample).
     """
     x = check_images(model, image, "image")
@@ -339,7 +334,7 @@ def inpaint(
     gen = _generator(seed, x.device)
     x = _repeat(x, chains)
     known = _repeat(known, chains)
-    x0 = torch.where(known, x, _uniform(model, tuple(x.shape), gen))
+    x0 = torch.where(known, x, model.initial_samples(x.shape[0], gen))
     model.eval()
     images, sample, chain = _run(sampler, model.energy, x0, chains, known=known, gen=gen, mean=mean,
                                  return_chain=return_chain, progress=progress)

@@ -260,3 +260,22 @@ def test_from_config_builds_a_fresh_model_of_the_same_architecture(x):
     assert [k for k in twin.state_dict()] == [k for k in model.state_dict()]
     twin.load_state_dict(model.state_dict())
     assert torch.equal(twin.eval().energy_of(x), model.eval().energy_of(x))
+
+
+def test_pca_start_distribution_is_saved_with_the_weights(tmp_path):
+    model = EBM("js", energy=NET, critic=NET, image_shape=[1, 6, 5], start={"kind": "pca", "components": 3})
+    model.start.fit(torch.rand(200, 1, 6, 5))
+    model.save_pretrained(tmp_path / "m")
+    back = load_model(tmp_path / "m")
+    assert back.config["start"] == {"kind": "pca", "components": 3}
+    for name in ("mean", "basis", "scale", "residual"):
+        assert torch.equal(getattr(back.start, name), getattr(model.start, name))
+    g1, g2 = torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)
+    assert torch.equal(back.initial_samples(4, g1), model.initial_samples(4, g2))
+
+
+def test_uniform_start_is_the_default_and_unknown_kinds_are_refused():
+    x = make_model().initial_samples(7, torch.Generator().manual_seed(0))
+    assert x.shape == (7, 1, 17, 23) and 0 <= x.min() and x.max() <= 1
+    with pytest.raises(ValueError, match="start distribution"):
+        EBM("js", energy=NET, critic=NET, image_shape=[1, 6, 5], start={"kind": "gmm"})

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from febm.sampling import METHODS, LangevinOutput, LangevinSampler, ReplayBuffer
+from febm.sampling import METHODS, LangevinOutput, LangevinSampler, PCAGaussian, ReplayBuffer
 
 
 
@@ -401,3 +401,40 @@ def test_buffer_seeded_reproducibility():
 def test_buffer_invalid_settings(kwargs):
     with pytest.raises(ValueError):
         ReplayBuffer(**{"capacity": 5, "shape": (2,), **kwargs})
+
+
+# --- the PCA-Gaussian start distribution ---------------------------------------------------------------------------
+def test_pca_gaussian_recovers_a_low_rank_gaussian():
+    """Data = mean + two orthogonal directions with stds 0.2 and 0.1, plus 0.01 isotropic noise."""
+    g = gen(0)
+    shape, n = (1, 4, 5), 20000
+    mean = torch.full(shape, 0.5)
+    u = torch.zeros(2, 20)
+    u[0, :10], u[1, 10:] = 1 / 10 ** 0.5, 1 / 10 ** 0.5
+    z = torch.randn(n, 2, generator=g) * torch.tensor([0.2, 0.1])
+    data = mean + (z @ u).reshape(n, *shape) + 0.01 * torch.randn(n, *shape, generator=g)
+    start = PCAGaussian(shape, components=2).fit(data)
+    assert torch.allclose(start.mean, mean, atol=0.005)
+    assert torch.allclose(start.scale, torch.tensor([0.2, 0.1]), rtol=0.03)
+    assert abs(start.basis[0] @ u[0]) == pytest.approx(1.0, abs=1e-3)
+    assert start.residual.item() == pytest.approx(0.01 * (18 / 20) ** 0.5, rel=0.05)
+    x = start.sample(20000, generator=gen(1))
+    assert x.shape == (20000, *shape) and x.min() >= 0 and x.max() <= 1
+    cov = torch.cov(x.flatten(1).T.double())
+    data_cov = torch.cov(data.flatten(1).T.double())
+    assert torch.allclose(cov, data_cov, atol=2e-3)
+    assert torch.equal(x[:5], start.sample(20000, generator=gen(1))[:5])  # seeded
+
+
+def test_pca_gaussian_rejects_bad_component_counts():
+    with pytest.raises(ValueError, match="components"):
+        PCAGaussian((1, 2, 2), components=5)
+
+
+def test_buffer_fills_and_restarts_from_its_start_distribution():
+    start = lambda n, generator=None: torch.full((n, 3), 0.25)  # noqa: E731
+    buf = ReplayBuffer(10, (3,), restart_prob=1.0, generator=gen(0), start=start)
+    assert (buf.samples == 0.25).all()
+    buf.update(torch.arange(10), torch.full((10, 3), 7.0))
+    x, _ = buf.sample(20, generator=gen(1))
+    assert (x == 0.25).all()

@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 
 from febm.model import load_model
+from training import data as datasets
 from training.checkpoint import load_state, save_state
 from training.run import main
 
@@ -183,3 +184,15 @@ def test_evaluate_reports_metrics_and_sampler(standin, tmp_path):
     assert res["samples"] == 12 and res["sampler"]["steps"] == 3 and res["sampler"]["method"] == "authors"
     for key in ("pca_fd", "energy_test", "energy_samples"):
         assert np.isfinite(res[key])
+
+
+def test_pca_start_is_fitted_on_the_training_data_and_exported(standin, tmp_path):
+    run = tmp_path / "pca"
+    assert main(tiny_args(standin, run, "--start", "pca", "--start-components", "4", "--max-steps", "2")) == 0
+    model = load_model(run / "model")
+    assert model.config["start"] == {"kind": "pca", "components": 4}
+    data = datasets.to_float(datasets.load_dataset(standin, "train").images)
+    assert torch.allclose(model.start.mean, data.mean(0), atol=1e-6)
+    assert (model.start.scale > 0).all()
+    x = model.initial_samples(3, torch.Generator().manual_seed(0))
+    assert x.shape == (3, *data.shape[1:])

@@ -2,11 +2,16 @@
 
     python -m training.evaluate checkpoints/fmnist-js --fid-samples 5000
     python -m training.evaluate runs/.../model --fid-samples 1000 --steps 200 --no-fid
+    python -m training.evaluate --all --fid-samples 5000 --rejection --restoration 500 \
+        --out docs/results.json --markdown docs/results.md --grids docs/samples --write-cards
 
 Reports FID (pytorch-fid, Inception pool3) between generated samples and the data set's test split,
 a fast in-domain Fréchet distance (pixel-PCA features, see febm.metrics.PCAFeatures), the mean energy
 of test images and of samples, and the sampler settings used. Grayscale images are replicated to three
-channels; Inception resizes them to 299x299 itself.
+channels; Inception resizes them to 299x299 itself. With ``--all`` every shipped model is evaluated with
+one protocol (same reference data, seeds and extractors), optionally with rejection sampling (FID of the
+accepted samples and the acceptance rate) and restoration PSNRs (denoising at sigma 0.2, centre-box
+inpainting), into one JSON file and one Markdown table.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -21,9 +27,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from febm.metrics import InceptionFeatures, PCAFeatures, frechet_distance, gaussian_stats
-from febm.model import load_model
-from febm.restore import generate, model_sampler
+from torchvision.utils import save_image
+
+from febm.imageio import add_noise, preset_mask
+from febm.metrics import InceptionFeatures, PCAFeatures, frechet_distance, gaussian_stats, psnr
+from febm.model import list_models, load_model, resolve_model
+from febm.restore import denoise, generate, inpaint, model_sampler
 from training import data as datasets
 
 
@@ -49,55 +58,184 @@ def mean_energy(model, images: torch.Tensor, batch_size: int = 500) -> float:
     return float(torch.cat([model.energy(images[i : i + batch_size]) for i in range(0, len(images), batch_size)]).mean())
 
 
+class Protocol:
+    """The data and feature extractors shared by every model evaluated on one data set (loaded once)."""
+
+    def __init__(self, dataset: str, split: str, data_root: str | None, fid: bool, progress: bool):
+        self.dataset, self.split, self.progress = dataset, split, progress
+        self.reference = datasets.to_float(datasets.load_dataset(dataset, split, data_root).images)
+        train = datasets.to_float(datasets.load_dataset(dataset, "train", data_root).images)
+        self.pca = PCAFeatures(train[:20000])
+        self.pca_ref = gaussian_stats(self.pca(self.reference))
+        self.inception = InceptionFeatures() if fid else None
+        self.fid_ref = reference_inception_stats(dataset, split, self.reference, self.inception, progress) if fid else None
+
+    def sample_quality(self, samples: torch.Tensor) -> dict:
+        out = {"pca_fd": frechet_distance(*gaussian_stats(self.pca(samples)), *self.pca_ref)}
+        if self.inception is not None:
+            out["fid"] = frechet_distance(*gaussian_stats(self.inception(samples, progress=self.progress)),
+                                          *self.fid_ref)
+        return out
+
+
+def restoration_psnr(model, clean: torch.Tensor, *, seed: int, sigma: float = 0.2, mask: str = "center",
+                     batch_size: int = 100) -> dict:
+    """Mean PSNR of denoising (noise sigma, known) and inpainting (a preset mask) with the model's defaults."""
+    noisy = add_noise(clean, sigma, seed=seed)
+    known = preset_mask(mask, tuple(clean.shape[1:]), seed=seed)
+    den, inp = [], []
+    for i in range(0, len(clean), batch_size):
+        den.append(denoise(model, noisy[i : i + batch_size], sigma, seed=seed + i, progress=False))
+        inp.append(inpaint(model, clean[i : i + batch_size], known, seed=seed + i, progress=False))
+    return {f"denoise_psnr_{sigma:g}": psnr(torch.cat(den), clean).mean().item(),
+            f"denoise_input_psnr_{sigma:g}": psnr(noisy, clean).mean().item(),
+            f"inpaint_psnr_{mask}": psnr(torch.cat(inp), clean).mean().item(),
+            "restoration_images": len(clean)}
+
+
 def evaluate(model_name: str, *, fid_samples: int = 1000, steps: int | None = None, split: str = "test",
              seed: int = 0, fid: bool = True, data_root: str | None = None, progress: bool = True,
-             samples_png: str | None = None) -> dict:
+             samples_png: str | None = None, rejection: bool = False, restoration_images: int = 0,
+             protocol: Protocol | None = None) -> dict:
+    """One model's report; ``rejection`` adds FID with rejection sampling, ``restoration_images`` PSNRs."""
     model = load_model(model_name)
     dataset = model.config["dataset"]
-    test = datasets.to_float(datasets.load_dataset(dataset, split, data_root).images)
-    train = datasets.to_float(datasets.load_dataset(dataset, "train", data_root).images)
+    protocol = protocol or Protocol(dataset, split, data_root, fid, progress)
     start = time.time()
     samples = generate(model, fid_samples, seed=seed, steps=steps, progress=progress)
-    sample_seconds = time.time() - start
-    pca = PCAFeatures(train[:20000])
     result = {
         "model": str(model_name), "divergence": model.config["divergence"], "dataset": dataset, "split": split,
         "samples": fid_samples, "seed": seed, "sampler": model_sampler(model, steps=steps).to_dict(),
-        "sampling_seconds": round(sample_seconds, 1),
-        "pca_fd": frechet_distance(*gaussian_stats(pca(samples)), *gaussian_stats(pca(test))),
-        "energy_test": mean_energy(model, test[:2000]), "energy_samples": mean_energy(model, samples),
+        "sampling_seconds": round(time.time() - start, 1),
+        **protocol.sample_quality(samples),
+        "energy_test": mean_energy(model, protocol.reference[:2000]), "energy_samples": mean_energy(model, samples),
     }
     if fid:
-        extractor = InceptionFeatures()
-        ref = reference_inception_stats(dataset, split, test, extractor, progress)
-        result["fid"] = frechet_distance(*gaussian_stats(extractor(samples, progress=progress)), *ref)
-        result["fid_reference"] = f"{split} split, {test.shape[0]} images"
+        result["fid_reference"] = f"{split} split, {protocol.reference.shape[0]} images"
+    if rejection and model.has_critic:
+        kept = generate(model, fid_samples, seed=seed + 1, steps=steps, rejection=True, progress=progress,
+                        details=True)
+        result["rejection"] = {"acceptance_rate": kept.acceptance_rate, **protocol.sample_quality(kept.images)}
+    if restoration_images:
+        result.update(restoration_psnr(model, protocol.reference[:restoration_images], seed=seed))
     if samples_png:
-        from torchvision.utils import save_image
-
+        Path(samples_png).parent.mkdir(parents=True, exist_ok=True)
         save_image(samples[:64], samples_png, nrow=8)
     return result
+
+
+def evaluate_all(names: list[str], *, out: str | None, markdown: str | None, grids: str | None,
+                 write_cards: bool, progress: bool, **kwargs) -> list[dict]:
+    """Every model with one protocol (same data, extractors, seeds); JSON, a Markdown table, grids."""
+    results, protocol = [], None
+    for name in names:
+        model = load_model(name)
+        if protocol is None:
+            protocol = Protocol(model.config["dataset"], kwargs["split"], kwargs.get("data_root"), kwargs["fid"],
+                                progress)
+        elif model.config["dataset"] != protocol.dataset:
+            raise SystemExit(f"error: {name} was trained on {model.config['dataset']}, not {protocol.dataset}: "
+                             "evaluate one data set at a time")
+        png = str(Path(grids) / f"{Path(name).name}.png") if grids else None
+        result = evaluate(name, samples_png=png, protocol=protocol, progress=progress, **kwargs)
+        result["training_steps"] = (model.config.get("training") or {}).get("steps")
+        results.append(result)
+        print(json.dumps(result), flush=True)
+        if write_cards:
+            write_card_metrics(name, result)
+    if out:
+        _write_atomic(Path(out), json.dumps(results, indent=2) + "\n")
+    if markdown:
+        _write_atomic(Path(markdown), results_table(results))
+    return results
+
+
+CARD_METRICS = ("fid", "pca_fd", "samples", "split")
+
+
+def write_card_metrics(name: str, result: dict) -> None:
+    """Store the headline numbers in the model folder's config.json and regenerate its card."""
+    kind, location = resolve_model(name)
+    if kind == "hub":
+        return
+    model = load_model(location)
+    metrics = {k: result[k] for k in CARD_METRICS if k in result}
+    metrics.update({k: v for k, v in result.items() if k.startswith(("denoise_psnr", "inpaint_psnr"))})
+    if "rejection" in result:
+        metrics["rejection"] = result["rejection"]
+    metrics["sampler"] = result["sampler"]
+    model.update_config({"metrics": metrics})
+    model.save_pretrained(location)
+
+
+def _fmt(value, digits: int = 1) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def results_table(results: list[dict]) -> str:
+    """A Markdown table, one row per model."""
+    rows = ["| model | objective | training steps | FID | pixel-PCA FD | FID with rejection | acceptance | "
+            "denoise PSNR σ=0.2 (input) | inpaint PSNR centre box |",
+            "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in results:
+        rej = r.get("rejection") or {}
+        den = next((k for k in r if k.startswith("denoise_psnr_")), None)
+        inp = next((k for k in r if k.startswith("inpaint_psnr_")), None)
+        den_in = r.get(den.replace("denoise_psnr", "denoise_input_psnr")) if den else None
+        rows.append(
+            f"| {Path(r['model']).name} | {r['divergence']} | {r.get('training_steps') or '–'} | {_fmt(r.get('fid'))} "
+            f"| {_fmt(r['pca_fd'])} | {_fmt(rej.get('fid'))} | "
+            f"{_fmt(100 * rej['acceptance_rate'], 0) + '%' if rej else '–'} | "
+            f"{_fmt(r.get(den), 2)} ({_fmt(den_in, 2)}) | {_fmt(r.get(inp), 2)} |")
+    first = results[0] if results else {}
+    notes = (f"\n{first.get('samples')} samples per model against the {first.get('split')} split "
+             f"({first.get('fid_reference', 'no FID')}); sampler: `{json.dumps(first.get('sampler'))}`; "
+             f"restoration on the first {first.get('restoration_images', 0)} {first.get('split')} images.\n")
+    return "\n".join(rows) + "\n" + notes
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("model", help="a name under checkpoints/, a model folder, or a Hub repo id")
+    parser.add_argument("models", nargs="*", help="names under checkpoints/, model folders, or Hub repo ids")
+    parser.add_argument("--all", action="store_true", help="every model in the checkpoints folder")
     parser.add_argument("--fid-samples", type=int, default=1000, help="number of generated samples (default 1000)")
     parser.add_argument("--steps", type=int, help="Langevin steps (default: the model's)")
     parser.add_argument("--split", default="test", choices=["val", "test"], help="reference split (default test)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-fid", action="store_true", help="skip Inception FID (fast checks)")
+    parser.add_argument("--rejection", action="store_true", help="also FID and acceptance rate with rejection sampling")
+    parser.add_argument("--restoration", type=int, default=0, metavar="N",
+                        help="also denoising (sigma 0.2) and inpainting (centre box) PSNR on N images of the split")
     parser.add_argument("--data-root", help="folder holding the data set (default: system / cache)")
-    parser.add_argument("--samples-png", help="also write a grid of the first 64 samples here")
+    parser.add_argument("--samples-png", help="one model: also write a grid of its first 64 samples here")
+    parser.add_argument("--grids", metavar="DIR", help="write each model's sample grid to DIR/<name>.png")
+    parser.add_argument("--out", help="write the list of results as JSON here")
+    parser.add_argument("--markdown", help="write a Markdown results table here")
+    parser.add_argument("--write-cards", action="store_true",
+                        help="store the metrics in each local model folder's config.json and model card")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     if args.fid_samples < 2:
         parser.error("--fid-samples must be >= 2")
-    result = evaluate(args.model, fid_samples=args.fid_samples, steps=args.steps, split=args.split, seed=args.seed,
-                      fid=not args.no_fid, data_root=args.data_root, progress=not args.no_progress,
-                      samples_png=args.samples_png)
-    print(json.dumps(result))
+    names = [m["name"] for m in list_models()] if args.all else args.models
+    if not names:
+        parser.error("name a model, or use --all for every model in the checkpoints folder")
+    common = dict(fid_samples=args.fid_samples, steps=args.steps, split=args.split, seed=args.seed,
+                  fid=not args.no_fid, data_root=args.data_root, rejection=args.rejection,
+                  restoration_images=args.restoration)
+    if len(names) == 1 and not (args.all or args.out or args.markdown or args.grids or args.write_cards):
+        print(json.dumps(evaluate(names[0], samples_png=args.samples_png, progress=not args.no_progress, **common)))
+        return 0
+    evaluate_all(names, out=args.out, markdown=args.markdown, grids=args.grids, write_cards=args.write_cards,
+                 progress=not args.no_progress, **common)
     return 0
 
 

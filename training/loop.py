@@ -76,6 +76,8 @@ class TrainConfig:
     grad_clip: float | None = 0.01
     buffer_size: int = 10000
     restart_prob: float = 0.05
+    start: str = "uniform"  # where chains start (buffer fill, restarts, generation): uniform | pca
+    start_components: int = 32  # principal components of the "pca" start distribution
     # sampler defaults stored in the model for generation (chains from noise need more steps)
     sample_steps: int = 200
     # length and bookkeeping
@@ -146,8 +148,9 @@ def build_model(cfg: TrainConfig, info: dict) -> EBM:
     critic = None if cfg.div == "cd" else {**net, "width": cfg.critic_width or cfg.width}
     size = info["image_size"]
     sampler = {**cfg.sampler_settings().to_dict(), "steps": cfg.sample_steps}
+    start = {"kind": "pca", "components": cfg.start_components} if cfg.start == "pca" else {"kind": cfg.start}
     return EBM(cfg.div, net, critic, dataset=cfg.dataset, image_shape=[info["channels"], size, size],
-               data_range=[0.0, 1.0], sampler=sampler)
+               data_range=[0.0, 1.0], sampler=sampler, start=start)
 
 
 def default_run_dir(cfg: TrainConfig) -> Path:
@@ -172,7 +175,11 @@ class Trainer:
         info = datasets.dataset_info(cfg.dataset)
         self.data = datasets.load_dataset(cfg.dataset, "train", cfg.data_root).images
         info = {**info, "channels": self.data.shape[1], "image_size": self.data.shape[-1]}
-        self.model = build_model(cfg, info).to(self.device)
+        self.model = build_model(cfg, info)
+        if self.model.start is not None:  # fitted on the training split, the same on every rank
+            self.model.start.fit(datasets.to_float(self.data))
+        start_cpu = copy.deepcopy(self.model.start) if self.model.start is not None else None  # for the buffer
+        self.model.to(self.device)
         self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
         self.model.to(memory_format=self.memory_format)
         self.ema = copy.deepcopy(self.model.energy).requires_grad_(False)
@@ -187,7 +194,8 @@ class Trainer:
         self.gen = torch.Generator().manual_seed(cfg.seed * 1000 + self.rank)
         self.noise_gen = torch.Generator(self.device).manual_seed(cfg.seed * 1000 + self.rank + 2)  # Langevin noise
         self.batches = datasets.batches(self.data, self.local_batch, torch.Generator().manual_seed(cfg.seed * 1000 + self.rank + 1))
-        self.buffer = ReplayBuffer(cfg.buffer_size, tuple(self.data.shape[1:]), cfg.restart_prob, generator=self.gen)
+        self.buffer = ReplayBuffer(cfg.buffer_size, tuple(self.data.shape[1:]), cfg.restart_prob, generator=self.gen,
+                                   start=start_cpu.sample if start_cpu is not None else None)
         self.step, self.lr_scale, self.rollbacks, self.elapsed = 0, 1.0, 0, 0.0
 
         energy, critic = self.model.energy, self.model.critic

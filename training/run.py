@@ -55,6 +55,7 @@ HELP = {
     "bf16": "bf16 autocast for the parameter updates (default: on for CUDA)",
     "inject_nan_at": "testing only: poison the energy at this step to exercise the stability guard",
     "push_to_hub": "upload the final model folder to this Hub repo id",
+    "start": "where Langevin chains start: uniform noise, or pca (a Gaussian fitted to the training data)",
 }
 _INTERNAL = {"command", "preset"}
 
@@ -123,6 +124,8 @@ def validate(cfg: TrainConfig) -> None:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1")
     if not 0.0 <= cfg.ema < 1.0:
         raise ValueError("--ema must be in [0, 1)")
+    if cfg.start not in ("uniform", "pca"):
+        raise ValueError(f"--start must be uniform or pca, got {cfg.start!r}")
 
 
 def main(argv: list[str] | None = None) -> int:
