@@ -196,3 +196,30 @@ def test_pca_start_is_fitted_on_the_training_data_and_exported(standin, tmp_path
     assert (model.start.scale > 0).all()
     x = model.initial_samples(3, torch.Generator().manual_seed(0))
     assert x.shape == (3, *data.shape[1:])
+
+
+def test_evaluate_all_writes_one_table_for_every_shipped_model(standin, tmp_path, monkeypatch):
+    from training.evaluate import main as evaluate_main
+
+    root = tmp_path / "checkpoints"
+    root.mkdir()
+    for div in ("js", "cd"):
+        run = tmp_path / f"run-{div}"
+        assert main(tiny_args(standin, run, "--div", div, "--max-steps", "2")) == 0
+        (run / "model").rename(root / f"tiny-{div}")
+    monkeypatch.setenv("FEBM_CHECKPOINTS", str(root))
+    out, md, grids = tmp_path / "r.json", tmp_path / "r.md", tmp_path / "grids"
+    assert evaluate_main(["--all", "--no-fid", "--fid-samples", "8", "--steps", "2", "--rejection", "--restoration", "4",
+                          "--out", str(out), "--markdown", str(md), "--grids", str(grids), "--write-cards",
+                          "--no-progress"]) == 0
+    results = json.loads(out.read_text())
+    assert [Path(r["model"]).name for r in results] == ["tiny-cd", "tiny-js"]
+    js = results[1]
+    assert 0 < js["rejection"]["acceptance_rate"] <= 1 and "rejection" not in results[0]  # cd has no critic
+    assert np.isfinite(js["denoise_psnr_0.2"]) and np.isfinite(js["inpaint_psnr_center"])
+    table = md.read_text()
+    assert "| tiny-js | js |" in table and "| tiny-cd | cd |" in table
+    assert sorted(p.name for p in grids.iterdir()) == ["tiny-cd.png", "tiny-js.png"]
+    card = load_model(root / "tiny-js")
+    assert card.config["metrics"]["pca_fd"] == pytest.approx(js["pca_fd"])
+    assert "pca_fd" in (root / "tiny-js" / "README.md").read_text()
