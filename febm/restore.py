@@ -267,7 +267,7 @@ def denoise(
     method: str | None = None,
     chains: int | None = None,
     mean: bool = True,
-    temperature_scale: float = 1.0,
+    temperature_scale: float | None = None,
     return_chain: bool = False,
     progress: bool = True,
     details: bool = False,
@@ -278,6 +278,8 @@ def denoise(
     (:func:`estimate_sigma`). ``chains`` chains per image (default from the model's config, else 1);
     ``mean=True`` returns their average (the posterior-mean estimate, best in PSNR), ``False`` the first
     chain's sample. T is the sampler's temperature (:func:`temperature`), times ``temperature_scale``.
+    Defaults for steps, chains and temperature_scale come from ``config["restoration"]["denoise"]`` (set by
+    ``python -m training.tune`` on validation data), else the sampler's steps, 1 chain and 1.0.
     """
     y = check_images(model, noisy, "noisy image")
     b = y.shape[0]
@@ -290,7 +292,11 @@ def denoise(
         if not torch.isfinite(sigma_t).all() or (sigma_t <= 0).any():
             raise ValueError(f"sigma must be > 0 (the noise std in [0, 1] units), got {sigma}")
         sigma_t = sigma_t.expand(b).clone()
-    sampler, chains = _settings(model, steps, method, chains)
+    sampler, chains = _settings(model, "denoise", steps, method, chains)
+    if temperature_scale is None:
+        temperature_scale = float(_task_defaults(model, "denoise").get("temperature_scale", 1.0))
+    if not temperature_scale > 0:
+        raise ValueError(f"temperature_scale must be > 0, got {temperature_scale}")
     gen = _generator(seed, y.device)
     weight = temperature(model, sampler) * temperature_scale / sigma_t.pow(2)
     energy = PosteriorEnergy(model.energy, _repeat(y, chains), _repeat(weight, chains))
@@ -300,9 +306,15 @@ def denoise(
     return Restoration(images, chain, sigma=sigma_t, sample=sample) if details else images
 
 
-def _settings(model: EBM, steps, method, chains) -> tuple[LangevinSampler, int]:
-    sampler = model_sampler(model, steps=steps, method=method)
-    chains = chains if chains is not None else int(model.config.get("sampler", {}).get("chains", 1))
+def _task_defaults(model: EBM, task: str) -> dict:
+    """Tuned defaults of one restoration task, from ``config["restoration"][task]`` (may be empty)."""
+    return (model.config.get("restoration") or {}).get(task) or {}
+
+
+def _settings(model: EBM, task: str, steps, method, chains) -> tuple[LangevinSampler, int]:
+    tuned = _task_defaults(model, task)
+    sampler = model_sampler(model, steps=steps if steps is not None else tuned.get("steps"), method=method)
+    chains = chains if chains is not None else int(tuned.get("chains", 1))
     _check_count("chains", chains)
     return sampler, chains
 
@@ -325,12 +337,13 @@ def inpaint(
 ) -> Tensor | Restoration:
     """Fill the pixels where ``known_mask`` is 0 by Langevin on E(x) with the observed pixels held fixed.
 
-    The fill starts from the model's start distribution; observed pixels are returned bit-identical. ``chains``/``mean`` as
-    in :func:`denoise` (the mean of several fills is the posterior mean, the first chain one sample).
+    The fill starts from the model's start distribution; observed pixels are returned bit-identical.
+    ``chains``/``mean`` as in :func:`denoise` (the mean of several fills is the posterior mean, the first
+    chain one sample); defaults from ``config["restoration"]["inpaint"]``.
     """
     x = check_images(model, image, "image")
     known = check_mask(known_mask, x)
-    sampler, chains = _settings(model, steps, method, chains)
+    sampler, chains = _settings(model, "inpaint", steps, method, chains)
     gen = _generator(seed, x.device)
     x = _repeat(x, chains)
     known = _repeat(known, chains)

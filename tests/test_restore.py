@@ -212,3 +212,18 @@ def test_rgb_model_runs_all_three():
     assert denoise(model, x, sigma=0.1, progress=False).shape == (1, 3, 9, 10)
     assert inpaint(model, x, known, progress=False).shape == (1, 3, 9, 10)
     assert math.isfinite(estimate_sigma(x).item())
+
+
+def test_tuned_restoration_defaults_come_from_the_config(model, images):
+    model.config["restoration"] = {"denoise": {"steps": 2, "chains": 3, "temperature_scale": 5.0},
+                                   "inpaint": {"steps": 1}}
+    out = denoise(model, images, sigma=0.2, return_chain=True, progress=False, details=True)
+    assert out.chain.shape[0] == 3 and not torch.equal(out.images, out.sample)  # 2 steps, 3 chains averaged
+    explicit = denoise(model, images, sigma=0.2, steps=2, chains=3, temperature_scale=5.0, progress=False)
+    assert torch.equal(out.images, explicit)
+    known = torch.ones(SHAPE[1:])
+    known[:4] = 0
+    filled = inpaint(model, images, known, return_chain=True, progress=False, details=True)
+    assert filled.chain.shape[0] == 2 and torch.equal(filled.images, filled.sample)  # 1 step, 1 chain
+    with pytest.raises(ValueError, match="temperature_scale"):
+        denoise(model, images, sigma=0.2, temperature_scale=0.0, progress=False)

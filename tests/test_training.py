@@ -223,3 +223,18 @@ def test_evaluate_all_writes_one_table_for_every_shipped_model(standin, tmp_path
     card = load_model(root / "tiny-js")
     assert card.config["metrics"]["pca_fd"] == pytest.approx(js["pca_fd"])
     assert "pca_fd" in (root / "tiny-js" / "README.md").read_text()
+
+
+def test_tune_picks_the_best_validation_setting_and_writes_it(standin, tmp_path):
+    from training import tune
+
+    run = tmp_path / "tune"
+    assert main(tiny_args(standin, run, "--max-steps", "2")) == 0
+    result = tune.tune(str(run / "model"), n=4, chains=2, denoise_steps=(1,), temperature_scales=(1.0, 1e4),
+                       inpaint_steps=(1, 2), log=lambda line: None)
+    grid = result["denoise"]["grid"]
+    assert len(grid) == 2 and result["denoise"]["val_psnr"] == max(r["psnr"] for r in grid)
+    assert result["inpaint"]["steps"] in (1, 2) and "val split" in result["inpaint"]["tuned_on"]
+    assert tune.main([str(run / "model"), "--n", "2", "--chains", "1", "--write"]) == 0
+    tuned = load_model(run / "model").config["restoration"]
+    assert tuned["denoise"]["chains"] == 1 and tuned["denoise"]["steps"] in (10, 25, 60)

@@ -1,0 +1,100 @@
+"""Tune a model's restoration defaults on the validation split: ``python -m training.tune MODEL --write``.
+
+    python -m training.tune runs/.../model --n 64 --write     # grid search, then store the best settings
+
+Denoising: Langevin steps x temperature_scale (the weight of the likelihood term, see febm.restore.denoise),
+scored by mean PSNR over the noise levels 0.1, 0.2, 0.3, 0.5 (one setting for every sigma, as users get
+it). Inpainting: Langevin steps, scored over the centre-box and 50 % random-pixel masks. Both use
+``--chains`` chains (posterior mean). Only validation images are used, never the test split; ``--write``
+stores the winners in ``config["restoration"]`` of the model folder, where denoise/inpaint read their
+defaults, together with the full grid.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import sys
+
+import torch
+
+from febm.imageio import add_noise, preset_mask
+from febm.metrics import psnr
+from febm.model import load_model, resolve_model
+from febm.restore import denoise, inpaint
+from training import data as datasets
+
+SIGMAS = (0.1, 0.2, 0.3, 0.5)
+MASKS = ("center", "random-50")
+
+
+def denoise_score(model, clean: torch.Tensor, *, steps: int, temperature_scale: float, chains: int) -> float:
+    scores = []
+    for i, sigma in enumerate(SIGMAS):
+        noisy = add_noise(clean, sigma, seed=100 + i)
+        out = denoise(model, noisy, sigma, steps=steps, chains=chains, temperature_scale=temperature_scale,
+                      seed=i, progress=False)
+        scores.append(psnr(out, clean).mean().item())
+    return sum(scores) / len(scores)
+
+
+def inpaint_score(model, clean: torch.Tensor, *, steps: int, chains: int) -> float:
+    scores = []
+    for i, kind in enumerate(MASKS):
+        known = preset_mask(kind, tuple(clean.shape[1:]), seed=200 + i)
+        out = inpaint(model, clean, known, steps=steps, chains=chains, seed=i, progress=False)
+        scores.append(psnr(out, clean).mean().item())
+    return sum(scores) / len(scores)
+
+
+def tune(model_name: str, *, n: int = 64, chains: int = 4, denoise_steps=(10, 25, 60),
+         temperature_scales=(1.0, 30.0, 1000.0, 30000.0), inpaint_steps=(20, 40, 80, 160),
+         data_root: str | None = None, log=print) -> dict:
+    model = load_model(model_name)
+    clean = datasets.to_float(datasets.load_dataset(model.config["dataset"], "val", data_root).images[:n])
+    grid_d = []
+    for steps, scale in itertools.product(denoise_steps, temperature_scales):
+        score = denoise_score(model, clean, steps=steps, temperature_scale=scale, chains=chains)
+        grid_d.append({"steps": steps, "temperature_scale": scale, "psnr": round(score, 3)})
+        log(json.dumps({"denoise": grid_d[-1]}))
+    grid_i = []
+    for steps in inpaint_steps:
+        grid_i.append({"steps": steps, "psnr": round(inpaint_score(model, clean, steps=steps, chains=chains), 3)})
+        log(json.dumps({"inpaint": grid_i[-1]}))
+    best_d, best_i = max(grid_d, key=lambda r: r["psnr"]), max(grid_i, key=lambda r: r["psnr"])
+    protocol = f"val split, first {len(clean)} images, chains {chains}"
+    return {
+        "denoise": {"steps": best_d["steps"], "temperature_scale": best_d["temperature_scale"], "chains": chains,
+                    "val_psnr": best_d["psnr"], "sigmas": list(SIGMAS), "tuned_on": protocol, "grid": grid_d},
+        "inpaint": {"steps": best_i["steps"], "chains": chains, "val_psnr": best_i["psnr"], "masks": list(MASKS),
+                    "tuned_on": protocol, "grid": grid_i},
+    }
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training.tune", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("model", help="a name under checkpoints/ or a model folder")
+    parser.add_argument("--n", type=int, default=64, help="validation images per setting (default 64)")
+    parser.add_argument("--chains", type=int, default=4, help="chains per image, averaged (default 4)")
+    parser.add_argument("--data-root", help="folder holding the data set (default: system / cache)")
+    parser.add_argument("--write", action="store_true", help="store the best settings in the model folder")
+    args = parser.parse_args(argv)
+    if args.n < 1 or args.chains < 1:
+        parser.error("--n and --chains must be >= 1")
+    kind, location = resolve_model(args.model)
+    if args.write and kind == "hub":
+        parser.error("--write needs a local model folder, not a Hub repo")
+    result = tune(args.model, n=args.n, chains=args.chains, data_root=args.data_root,
+                  log=lambda line: print(line, file=sys.stderr, flush=True))
+    if args.write:
+        model = load_model(location)
+        model.update_config({"restoration": result})
+        model.save_pretrained(location)
+    print(json.dumps({k: {kk: vv for kk, vv in v.items() if kk != "grid"} for k, v in result.items()}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
