@@ -5,9 +5,9 @@ PY := .venv/bin/python
 setup:
 	@bash scripts/setup.sh
 
-# The main job. Until the app lands: the paper's 1-D experiment for every divergence.
+# The main job: the web app on http://127.0.0.1:7860 (python -m app --help for options).
 app: setup
-	$(PY) -m training.toy --div all --rejection
+	$(PY) -m app
 
 test: setup
 	HF_HUB_OFFLINE=1 GRADIO_ANALYTICS_ENABLED=False $(PY) -m pytest -q

@@ -1,0 +1,15 @@
+"""The Gradio app: ``python -m app`` (see ``python -m app --help``).
+
+    models.py    the shipped checkpoints and --model additions, loaded once and cached
+    handlers.py  generate / denoise / inpaint: UI values -> febm's public API -> PNG images; bad input -> gr.Error
+    ui.py        the layout (model picker, three tabs) and the /generate, /denoise, /inpaint endpoints
+"""
+
+from pathlib import Path
+
+EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"
+
+
+def example_paths() -> list[Path]:
+    """The example images: Fashion-MNIST test images (made by ``python -m app.make_examples``)."""
+    return sorted(EXAMPLES_DIR.glob("*.png"))

@@ -15,6 +15,14 @@ if [ ! -d /usr/share/datasets/fashion-mnist ] && command -v apt-get >/dev/null &
     echo "setup: warning: could not install Debian's dataset-fashion-mnist; tests that need it will skip" >&2
 fi
 
+# Headless Chromium and its driver, from Debian, for the browser test (tests/test_browser.py skips without them).
+if { [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; } && command -v apt-get >/dev/null &&
+  [ "$(id -u)" = 0 ]; then
+  { apt-get install -y -q chromium chromium-driver >/dev/null 2>&1 ||
+    { apt-get update -q >/dev/null && apt-get install -y -q chromium chromium-driver >/dev/null; }; } ||
+    echo "setup: warning: could not install Debian's chromium and chromium-driver; the browser test will skip" >&2
+fi
+
 # FID's Inception weights: pytorch-fid downloads them on first use; a machine without internet gets the
 # copy in ../shared/fid (when present) placed in torch hub's standard cache.
 fid_weights=../shared/fid/pt_inception-2015-12-05-6726825d.pth

@@ -1,0 +1,107 @@
+"""The models the app offers: the shipped checkpoints plus any added with --model, loaded once and cached."""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from febm.model import CONFIG_NAME, EBM, checkpoints_dir, list_models, load_model
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    key: str  # the dropdown value and API parameter: a checkpoint name, or a folder or Hub repo id as given
+    location: str  # what load_model() takes
+    config: dict
+
+    @property
+    def divergence(self) -> str:
+        return str(self.config.get("divergence"))
+
+    @property
+    def has_critic(self) -> bool:
+        return self.config.get("critic") is not None
+
+    @property
+    def label(self) -> str:
+        """e.g. "JS · fashion-mnist (fmnist-js)"."""
+        return f"{self.divergence.upper()} · {self.config.get('dataset') or 'unknown data'} ({self.key})"
+
+    @property
+    def default_steps(self) -> int | None:
+        return (self.config.get("sampler") or {}).get("steps")
+
+    def card_summary(self) -> str:
+        """Markdown: the model card's key facts (FID, training steps, the exact training command)."""
+        metrics, training = self.config.get("metrics") or {}, self.config.get("training") or {}
+        sampler = self.config.get("sampler") or {}
+        fid = metrics.get("fid")
+        facts = [
+            f"FID {fid:.2f}" if isinstance(fid, (int, float)) else "FID not measured",
+            (f"trained {training['steps']:,} steps" if isinstance(training.get("steps"), int)
+             else "training steps not recorded"),
+            f"sampler {sampler.get('method', '?')}, {self.default_steps or '?'} steps by default",
+            "critic: yes (rejection sampling available)" if self.has_critic else "no critic (no rejection sampling)",
+        ]
+        command = training.get("command")
+        lines = [f"**{self.label}** — image {'×'.join(map(str, self.config.get('image_shape') or []))}",
+                 " · ".join(facts)]
+        if metrics.get("fid_protocol"):
+            lines.append(f"FID protocol: {metrics['fid_protocol']}")
+        lines.append(f"Training command: `{command}`" if command else "Training command: not recorded")
+        return "\n\n".join(lines)
+
+
+class ModelRegistry:
+    """Model entries by key, and a thread-safe cache of the loaded models."""
+
+    def __init__(self, entries: list[ModelEntry]):
+        self.entries = {e.key: e for e in entries}
+        self._loaded: dict[str, EBM] = {}
+        self._lock = threading.Lock()
+
+    @classmethod
+    def discover(cls, extra: list[str] = ()) -> "ModelRegistry":
+        """The shipped checkpoints (config only, no weights read), then each ``extra`` folder or repo id,
+        loaded now so that a bad --model fails at start-up rather than on the first request."""
+        entries = [ModelEntry(m["name"], m["path"], _read_config(Path(m["path"]))) for m in list_models()]
+        registry = cls(entries)
+        for name in extra:
+            if name in registry.entries:  # a shipped checkpoint, named: already offered
+                continue
+            model = load_model(name)
+            registry.entries[name] = ModelEntry(name, name, model.config)
+            registry._loaded[name] = model
+        return registry
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def choices(self) -> list[tuple[str, str]]:
+        return [(e.label, e.key) for e in self.entries.values()]
+
+    def entry(self, key: str | None) -> ModelEntry:
+        if not self.entries:
+            raise LookupError(no_models_message())
+        if key not in self.entries:
+            raise LookupError(f"unknown model {key!r}; available: {', '.join(self.entries)}")
+        return self.entries[key]
+
+    def get(self, key: str | None) -> EBM:
+        """The loaded model (loaded on first use, then cached; one load even under concurrent requests)."""
+        entry = self.entry(key)
+        with self._lock:
+            if entry.key not in self._loaded:
+                self._loaded[entry.key] = load_model(entry.location)
+            return self._loaded[entry.key]
+
+
+def _read_config(folder: Path) -> dict:
+    return json.loads((folder / CONFIG_NAME).read_text(encoding="utf-8"))
+
+
+def no_models_message() -> str:
+    return (f"No models: the checkpoints folder {checkpoints_dir()} has none. Start the app with "
+            "`python -m app --model PATH_OR_HUB_REPO` (repeatable), or set FEBM_CHECKPOINTS to a folder of models.")

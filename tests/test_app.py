@@ -1,0 +1,322 @@
+"""The Gradio app through its API, as a client sees it: a server on loopback with tiny models, gradio_client."""
+
+import os
+import threading
+import urllib.request
+
+import gradio as gr
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+from gradio_client import Client, handle_file  # noqa: E402
+from gradio_client.exceptions import AppError  # noqa: E402
+
+from app import example_paths  # noqa: E402
+from app.__main__ import build_parser  # noqa: E402
+from app.handlers import Handlers, Limits, chain_strip  # noqa: E402
+from app.models import ModelRegistry  # noqa: E402
+from app.screenshot import free_port  # noqa: E402
+from app.ui import build_app, launch  # noqa: E402
+from febm.model import EBM  # noqa: E402
+
+# gradio's queue uses pandas options that pandas 3 deprecates: not ours to fix.
+pytestmark = pytest.mark.filterwarnings("ignore:.*(no_silent_downcasting|copy keyword).*")
+
+NET = {"kind": "conv", "in_channels": 1, "width": 4, "downsamples": 2}
+SAMPLER = {"method": "authors", "steps": 3, "step_size": 10.0, "noise": 0.005, "grad_clip": 0.01}
+SIZE = (28, 28)
+FAST = {"steps": 2, "chains": 1, "seed": 0}  # the sampling arguments of a quick request
+
+
+def make_model(divergence: str) -> EBM:
+    return EBM(divergence, energy=NET, critic=None if divergence == "cd" else NET, dataset="fashion-mnist",
+               image_shape=[1, *SIZE], sampler=SAMPLER, metrics={"fid": 300.5},
+               training={"command": f"python -m training.run --div {divergence} --preset tiny", "steps": 10})
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("checkpoints")
+    for divergence in ("js", "cd"):
+        make_model(divergence).save_pretrained(folder / f"tiny-{divergence}")
+    return folder
+
+
+def serve(registry: ModelRegistry):
+    demo = build_app(registry, Limits())
+    return demo, launch(demo, port=free_port(), block=False, quiet=True)
+
+
+@pytest.fixture(scope="module")
+def server(checkpoints):
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("FEBM_CHECKPOINTS", str(checkpoints))
+        registry = ModelRegistry.discover()
+    demo, url = serve(registry)
+    yield url
+    demo.close()
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    return Client(server, verbose=False)
+
+
+@pytest.fixture(scope="module")
+def example():
+    return str(example_paths()[0])
+
+
+def save(image: Image.Image, path, **kwargs) -> str:
+    image.save(path, **kwargs)
+    return str(path)
+
+
+def open_png(path) -> Image.Image:
+    image = Image.open(path)
+    assert image.format == "PNG"
+    image.load()
+    return image
+
+
+def denoise(client, image, mode="add", sigma=0.2, model="tiny-js", **sampling):
+    args = {**FAST, **sampling}
+    return client.predict(model, handle_file(image), mode, sigma, args["steps"], args["chains"], args["seed"],
+                          api_name="/denoise")
+
+
+def inpaint(client, background, mask="center", layers=(), model="tiny-js", **sampling):
+    args = {**FAST, **sampling}
+    editor = {"background": handle_file(background), "layers": [handle_file(p) for p in layers], "composite": None}
+    return client.predict(model, editor, mask, args["steps"], args["chains"], args["seed"], api_name="/inpaint")
+
+
+def square_mask(path, mode: str) -> str:
+    """A 28x28 mask painted (white, or opaque on transparent) in rows/columns 10-17."""
+    a = np.zeros(SIZE, np.uint8)
+    a[10:18, 10:18] = 255
+    if mode == "L":
+        return save(Image.fromarray(a), path)
+    rgba = np.zeros((*SIZE, 4), np.uint8)
+    rgba[..., 0], rgba[..., 3] = 255, a  # a red stroke on a transparent layer, as the editor sends
+    return save(Image.fromarray(rgba), path)
+
+
+# --- the endpoints -----------------------------------------------------------------------------------------------
+def test_generate_returns_pngs_and_the_chain(client):
+    gallery, chain, info = client.predict("tiny-js", 5, 0, 7, False, api_name="/generate")
+    assert len(gallery) == 5
+    assert all(open_png(item["image"]).size == SIZE for item in gallery)
+    frames = SAMPLER["steps"] + 1  # every step, as there are fewer than 10
+    assert open_png(chain).size == (frames * 30 + 2, 5 * 30 + 2)  # 28-pixel tiles, 2-pixel gaps
+    assert "5 samples" in info and "3 Langevin steps" in info and "seed 7" in info
+
+
+def test_generate_with_rejection_reports_the_acceptance_rate(client):
+    gallery, _, info = client.predict("tiny-js", 4, 2, 0, True, api_name="/generate")
+    assert len(gallery) == 4 and "acceptance rate" in info
+
+
+def test_generate_is_reproducible_by_seed(client):
+    first = client.predict("tiny-js", 2, 2, 3, False, api_name="/generate")[0]
+    again = client.predict("tiny-js", 2, 2, 3, False, api_name="/generate")[0]
+    assert [np.asarray(open_png(a["image"])).tolist() for a in first] == \
+           [np.asarray(open_png(b["image"])).tolist() for b in again]
+
+
+def test_denoise_with_synthetic_noise_reports_psnr(client, example):
+    noisy, result, info = denoise(client, example)
+    assert open_png(noisy).size == SIZE and open_png(result).size == SIZE
+    assert open_png(result).mode == "L"
+    assert "σ = 0.200 (given)" in info and "PSNR" in info
+
+
+def test_denoise_already_noisy_estimates_sigma(client, example):
+    noisy, result, info = denoise(client, example, mode="noisy", sigma=0)
+    assert np.array_equal(np.asarray(open_png(noisy)), np.asarray(Image.open(example)))  # the input, unchanged
+    assert open_png(result).size == SIZE
+    assert "(estimated)" in info and "PSNR" not in info
+
+
+def test_inpaint_with_a_preset_mask(client, example):
+    masked, result, info = inpaint(client, example, "left-half")
+    shown, filled, original = (np.asarray(open_png(p)) for p in (masked, result, example))
+    assert (shown[:, :14] == 128).all() and np.array_equal(shown[:, 14:], original[:, 14:])
+    assert np.array_equal(filled[:, 14:], original[:, 14:])  # observed pixels are kept exactly
+    assert "filled 50%" in info
+
+
+@pytest.mark.parametrize("mode", ["L", "RGBA"])
+def test_inpaint_fills_the_painted_pixels(client, example, tmp_path, mode):
+    masked, result, _ = inpaint(client, example, "painted", [square_mask(tmp_path / "mask.png", mode)])
+    shown, filled, original = (np.asarray(open_png(p)) for p in (masked, result, example))
+    painted = np.zeros(SIZE, bool)
+    painted[10:18, 10:18] = True
+    assert (shown[painted] == 128).all() and np.array_equal(shown[~painted], original[~painted])
+    assert np.array_equal(filled[~painted], original[~painted]) and filled.shape == SIZE
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "P", "I;16", "CMYK", "LA", "1", "RGB"])
+def test_any_image_mode_is_converted(client, example, tmp_path, mode):
+    gray = Image.open(example)
+    if mode == "I;16":
+        image = Image.fromarray(np.asarray(gray).astype(np.uint16) * 257)
+    else:
+        image = gray.convert(mode)
+    path = save(image, tmp_path / ("image.jpg" if mode == "CMYK" else "image.png"))
+    assert Image.open(path).mode == mode
+    _, result, _ = denoise(client, path)
+    assert open_png(result).size == SIZE
+    _, filled, _ = inpaint(client, path)
+    assert open_png(filled).size == SIZE
+
+
+def test_a_large_image_is_resized_to_the_model(client, example, tmp_path):
+    big = save(Image.open(example).resize((300, 200)), tmp_path / "big.png")  # also a ResolutionWarning
+    noisy, result, _ = denoise(client, big)
+    assert open_png(noisy).size == SIZE and open_png(result).size == SIZE
+
+
+# --- bad input -------------------------------------------------------------------------------------------------
+def corrupt_file(tmp_path):
+    return save_bytes(tmp_path / "corrupt.png", b"\x89PNG\r\n\x1a\n this is not an image")
+
+
+def truncated_png(tmp_path):
+    data = (tmp_path / "whole.png")
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64), np.uint8)).save(data)
+    return save_bytes(tmp_path / "truncated.png", data.read_bytes()[:200])
+
+
+def huge_image(tmp_path):
+    return save(Image.new("L", (8000, 8000)), tmp_path / "huge.png")  # 64 M pixels > the 40 M limit
+
+
+def save_bytes(path, data: bytes) -> str:
+    path.write_bytes(data)
+    return str(path)
+
+
+BAD_INPUTS = {  # name: (request(client, example, tmp_path), a fragment of the expected message)
+    "corrupt file": (lambda c, e, t: denoise(c, corrupt_file(t)), "not a readable image"),
+    "truncated file": (lambda c, e, t: denoise(c, truncated_png(t)), "not a readable image"),
+    "text file": (lambda c, e, t: denoise(c, save_bytes(t / "notes.txt", b"hello")), "not a readable image"),
+    "huge image": (lambda c, e, t: denoise(c, huge_image(t)), "too many pixels"),
+    "huge image to inpaint": (lambda c, e, t: inpaint(c, huge_image(t)), "too many pixels"),
+    "corrupt mask layer": (lambda c, e, t: inpaint(c, e, "painted", [corrupt_file(t)]), "not a readable image"),
+    "no image": (lambda c, e, t: c.predict("tiny-js", None, "add", 0.2, 2, 1, 0, api_name="/denoise"),
+                 "No image"),
+    "no paint": (lambda c, e, t: inpaint(c, e, "painted"), "Nothing is painted"),
+    "empty paint layer": (lambda c, e, t: inpaint(c, e, "painted", [save(Image.new("RGBA", SIZE), t / "m.png")]),
+                          "Nothing is painted"),
+    "mask covers everything": (
+        lambda c, e, t: inpaint(c, e, "painted", [save(Image.new("L", SIZE, 255), t / "m.png")]),
+        "covers the whole image"),
+    "too many steps": (lambda c, e, t: denoise(c, e, steps=5000), "steps must be a whole number from 0 to 1000"),
+    "negative steps": (lambda c, e, t: inpaint(c, e, steps=-1), "steps must be"),
+    "steps for generate": (lambda c, e, t: c.predict("tiny-js", 2, 1001, 0, False, api_name="/generate"),
+                           "steps must be"),
+    "sigma above 1": (lambda c, e, t: denoise(c, e, sigma=1.5), "σ must be in (0, 1]"),
+    "sigma 0 for synthetic noise": (lambda c, e, t: denoise(c, e, sigma=0), "σ must be in (0, 1]"),
+    "negative sigma": (lambda c, e, t: denoise(c, e, mode="noisy", sigma=-0.1), "σ must be in (0, 1]"),
+    "bad seed": (lambda c, e, t: denoise(c, e, seed=-5), "seed must be"),
+    "too many images": (lambda c, e, t: c.predict("tiny-js", 65, 2, 0, False, api_name="/generate"), "64"),
+    "too many chains": (lambda c, e, t: denoise(c, e, chains=17), "16"),
+    "rejection without a critic": (lambda c, e, t: c.predict("tiny-cd", 2, 2, 0, True, api_name="/generate"),
+                                   "no critic"),
+    "unknown model": (lambda c, e, t: denoise(c, e, model="no-such-model"), "no-such-model"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_INPUTS)
+def test_bad_input_is_a_clear_error_and_the_server_carries_on(client, example, tmp_path, case):
+    request, message = BAD_INPUTS[case]
+    with pytest.raises(AppError) as error:
+        request(client, example, tmp_path)
+    assert message in str(error.value)
+    _, result, _ = denoise(client, example)  # the next request works
+    assert open_png(result).size == SIZE
+
+
+def test_the_pixel_limit_is_configurable(checkpoints, example, monkeypatch):
+    monkeypatch.setenv("FEBM_CHECKPOINTS", str(checkpoints))
+    handlers = Handlers(ModelRegistry.discover(), Limits(max_pixels=27 * 28))
+    with pytest.raises(gr.Error, match="too many pixels: 28x28 = 784 > max_pixels = 756"):
+        handlers.denoise("tiny-js", example, "add", 0.2, 2, 1, 0)
+
+
+def test_the_chain_is_shown_as_about_ten_frames():
+    strip = chain_strip(torch.rand(61, 12, 1, *SIZE))  # 60 steps, 12 images
+    assert strip.size == (10 * 30 + 2, 8 * 30 + 2)  # 10 frames of the first 8 images
+
+
+# --- load -------------------------------------------------------------------------------------------------------
+def test_concurrent_denoise_requests_all_succeed(client, example):
+    jobs = [client.submit("tiny-js", handle_file(example), "add", 0.2, 3, 2, seed, api_name="/denoise")
+            for seed in range(8)]
+    results = [job.result(timeout=120) for job in jobs]
+    assert len(results) == 8
+    assert all(open_png(result).size == SIZE for _, result, _ in results)
+    assert len({info for _, _, info in results}) == 8  # one answer per request (seeds 0-7)
+
+
+def test_concurrent_clients(server, example):
+    errors = []
+
+    def one_client():
+        try:
+            denoise(Client(server, verbose=False), example)
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=one_client) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors
+
+
+# --- models -----------------------------------------------------------------------------------------------------
+def test_the_app_starts_without_models_and_says_so(tmp_path, monkeypatch, example):
+    monkeypatch.setenv("FEBM_CHECKPOINTS", str(tmp_path))
+    registry = ModelRegistry.discover()
+    assert len(registry) == 0
+    demo, url = serve(registry)
+    try:
+        page = urllib.request.urlopen(url, timeout=30).read().decode()
+        assert "No models" in page and "--model" in page
+        with pytest.raises(AppError, match="No models"):
+            Client(url, verbose=False).predict(None, handle_file(example), "add", 0.2, 2, 1, 0, api_name="/denoise")
+    finally:
+        demo.close()
+
+
+def test_models_added_with_model_are_labelled_and_summarised(checkpoints, tmp_path, monkeypatch):
+    monkeypatch.setenv("FEBM_CHECKPOINTS", str(tmp_path))  # no shipped models
+    folder = str(checkpoints / "tiny-cd")
+    registry = ModelRegistry.discover([folder])
+    assert registry.choices() == [(f"CD · fashion-mnist ({folder})", folder)]
+    entry = registry.entry(folder)
+    card = entry.card_summary()
+    assert "FID 300.50" in card and "trained 10 steps" in card
+    assert "python -m training.run --div cd --preset tiny" in card and "no critic" in card
+    assert registry.get(folder) is registry.get(folder)  # loaded once
+
+
+def test_shipped_models_are_labelled_by_divergence_and_data(checkpoints, monkeypatch):
+    monkeypatch.setenv("FEBM_CHECKPOINTS", str(checkpoints))
+    labels = dict(ModelRegistry.discover().choices())
+    assert labels == {"CD · fashion-mnist (tiny-cd)": "tiny-cd", "JS · fashion-mnist (tiny-js)": "tiny-js"}
+
+
+def test_command_line_defaults():
+    args = build_parser().parse_args([])
+    assert (args.host, args.port, args.share, args.model) == ("127.0.0.1", 7860, False, [])
+    assert (args.max_pixels, args.max_steps) == (40e6, 1000)
+    args = build_parser().parse_args(["--model", "a", "--model", "user/b", "--max-pixels", "1e6"])
+    assert args.model == ["a", "user/b"] and args.max_pixels == 1e6

@@ -1,0 +1,80 @@
+"""The app in a real browser: headless Chromium (Debian's, through the system chromedriver).
+
+The denoise test's screenshot goes to $FEBM_SCREENSHOT (default: the test's temporary folder);
+``python -m app.screenshot`` makes the README's screenshot with the same code.
+"""
+
+import os
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+from app.models import ModelRegistry  # noqa: E402
+from app.screenshot import browser_missing, chromium, denoise_in_browser, free_port  # noqa: E402
+from app.ui import build_app, launch  # noqa: E402
+from febm.model import EBM  # noqa: E402
+
+# gradio's queue uses pandas options that pandas 3 deprecates: not ours to fix.
+pytestmark = pytest.mark.filterwarnings("ignore:.*(no_silent_downcasting|copy keyword).*")
+
+NET = {"kind": "conv", "in_channels": 1, "width": 4, "downsamples": 2}
+SAMPLER = {"method": "authors", "steps": 3, "step_size": 10.0, "noise": 0.005, "grad_clip": 0.01}
+TIMEOUT = 120
+
+
+@pytest.fixture(scope="module")
+def app_url(tmp_path_factory):
+    if reason := browser_missing():  # only reason to skip: no browser on this machine
+        pytest.skip(reason)
+    checkpoints = tmp_path_factory.mktemp("checkpoints")
+    EBM("js", energy=NET, critic=NET, dataset="fashion-mnist", image_shape=[1, 28, 28],
+        sampler=SAMPLER).save_pretrained(checkpoints / "tiny-js")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("FEBM_CHECKPOINTS", str(checkpoints))
+        demo = build_app(ModelRegistry.discover())
+    yield launch(demo, port=free_port(), block=False, quiet=True)
+    demo.close()
+
+
+def test_denoise_an_example_in_chromium(app_url, tmp_path):
+    screenshot = Path(os.environ.get("FEBM_SCREENSHOT") or tmp_path / "app.png")
+    with chromium() as driver:
+        summary = denoise_in_browser(driver, app_url, screenshot, timeout=TIMEOUT)
+    assert "σ = 0.200 (given)" in summary and "PSNR" in summary
+    with Image.open(screenshot) as shot:
+        assert shot.format == "PNG" and shot.width >= 800 and shot.height >= 600
+
+
+def test_inpaint_painted_pixels_in_chromium(app_url, tmp_path):
+    """The editor's own upload path (canvas layers as blobs) with a stroke drawn by the mouse."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    with chromium() as driver:
+        wait = WebDriverWait(driver, TIMEOUT)
+        driver.get(app_url)
+        wait.until(lambda d: [t for t in d.find_elements(By.CSS_SELECTOR, "button[role=tab]")
+                              if t.text.strip() == "Inpaint"])[0].click()
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#inpaint-examples button.gallery-item"))[1].click()
+        editor = driver.find_element(By.ID, "inpaint-input")
+        wait.until(lambda d: "Upload an image" not in editor.text)  # the example is on the canvas
+        editor.find_element(By.CSS_SELECTOR, "button[aria-label=Brush]").click()
+        canvas = max(editor.find_elements(By.TAG_NAME, "canvas"), key=lambda c: c.size["width"])
+        stroke = ActionChains(driver, duration=20).move_to_element_with_offset(canvas, -40, -40).click_and_hold()
+        for _ in range(10):
+            stroke = stroke.move_by_offset(8, 8)
+        stroke.release().perform()
+        driver.find_element(By.ID, "inpaint-run").click()
+        try:
+            wait.until(lambda d: "filled" in d.find_element(By.ID, "inpaint-info").text)
+        finally:
+            driver.save_screenshot(str(tmp_path / "inpaint.png"))
+        summary = driver.find_element(By.ID, "inpaint-info").text
+        errors = [e.text for e in driver.find_elements(By.CSS_SELECTOR, ".toast-body")]
+    assert not errors
+    fraction = int(summary.split("filled ")[1].split("%")[0])
+    assert 0 < fraction < 50, summary  # a diagonal stroke, not the whole image
