@@ -1,6 +1,6 @@
 """Train an f-EBM on images: ``python -m training.run --div rkl``.
 
-    python -m training.run --div js --preset fmnist-cpu            # the CPU recipe (4000 steps)
+    python -m training.run --div js --preset fmnist-cpu            # the CPU recipe (3000 steps)
     python -m training.run --resume runs/fashion-mnist-js-...      # continue a run exactly
     torchrun --nproc-per-node=4 -m training.run --preset cifar10-gpu --div js --dataset cifar10
     python -m training.run --div js --push-to-hub you/fmnist-js    # upload the final model folder
@@ -34,7 +34,7 @@ PRESETS: dict[str, dict] = {
     # ones the model was trained against.
     "fmnist-cpu": dict(arch="conv", width=16, stages=3, activation="silu", batch_size=64, langevin_steps=40,
                        step_size=10.0, noise=0.005, grad_clip=0.01, start="pca", start_components=32,
-                       restart_prob=0.2, sample_steps=200, max_steps=4000, sample_every=500,
+                       restart_prob=0.2, sample_steps=200, max_steps=3000, sample_every=500,
                        checkpoint_every=250),
     # the authors' CIFAR-10 settings: 128 filters, leaky ReLU, batch 128 per GPU x 4, 60 Langevin steps
     "cifar10-gpu": dict(dataset="cifar10", width=128, stages=3, blocks_per_stage=2, activation="lrelu",
