@@ -124,7 +124,7 @@ class LangevinSampler:
             e, g = energy_and_grad(energy, x) if self.method == "mala" and self.steps > 0 else (None, None)
             for _ in steps:
                 x, e, g, acc = step(energy, x, e, g, known, fix, generator)
-                grad_norm += _per_sample(g).norm(dim=1).mean().item()
+                grad_norm = grad_norm + _per_sample(g).norm(dim=1).mean()  # a tensor: no GPU sync per step
                 accepted += acc
                 if return_chain:
                     chain.append(x)
@@ -132,7 +132,7 @@ class LangevinSampler:
         return LangevinOutput(
             x=x,
             chain=torch.stack(chain) if return_chain else None,
-            grad_norm=grad_norm / n,
+            grad_norm=float(grad_norm) / n,
             acceptance=accepted / n if self.method == "mala" else None,
         )
 

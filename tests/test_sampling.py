@@ -438,3 +438,67 @@ def test_buffer_fills_and_restarts_from_its_start_distribution():
     buf.update(torch.arange(10), torch.full((10, 3), 7.0))
     x, _ = buf.sample(20, generator=gen(1))
     assert (x == 0.25).all()
+
+
+# --- the sampler against the common reference loop (issue 7: same noise, same outputs) -----------------------------
+def reference_ula(model, x, steps, eps, generator):
+    """The loop most EBM repositories use, with the model's parameters still requiring grad."""
+    a, b = 0.5 * eps, math.sqrt(eps)
+    for _ in range(steps):
+        x.requires_grad_(True)
+        g = torch.autograd.grad(model(x).sum(), x)[0]
+        noise = torch.randn(x.shape, generator=generator, dtype=x.dtype)
+        x = (x - a * g + b * noise).detach()
+    return x
+
+
+def small_conv_energy() -> nn.Module:
+    from febm.nets import ConvEnergy
+
+    torch.manual_seed(0)
+    return ConvEnergy(1, width=4, downsamples=2).eval()  # spectral norm, SiLU: the network trained on CPU
+
+
+def test_ula_matches_the_reference_loop_bit_for_bit():
+    net = small_conv_energy()
+    x = torch.rand(3, 1, 12, 12, generator=gen(0))
+    ref = reference_ula(net, x.clone(), 4, 1e-3, gen(1))
+    ours = LangevinSampler("ula", steps=4, step_size=1e-3, clamp=None)(net, x, generator=gen(1))
+    assert torch.equal(ours, ref)  # the same float operations in the same order
+    assert all(p.requires_grad for p in net.parameters())
+
+
+def test_ula_on_a_channels_last_network_matches_the_reference_to_rounding():
+    net = small_conv_energy()
+    x = torch.rand(3, 1, 12, 12, generator=gen(0))
+    ref = reference_ula(net, x.clone(), 4, 1e-3, gen(1))
+    net_cl = small_conv_energy().to(memory_format=torch.channels_last)
+    x_cl = x.contiguous(memory_format=torch.channels_last)
+    ours = LangevinSampler("ula", steps=4, step_size=1e-3, clamp=None)(net_cl, x_cl, generator=gen(1))
+    assert ours.shape == ref.shape
+    torch.testing.assert_close(ours, ref, rtol=0, atol=1e-6)  # convolutions sum in another order
+
+
+def test_parameters_are_unfrozen_when_the_energy_raises():
+    energy = TinyEnergy()
+    calls = []
+
+    def failing(x):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("boom")
+        return energy(x)
+
+    class Wrapped(nn.Module):  # a module, so that the sampler freezes its parameters
+        def __init__(self):
+            super().__init__()
+            self.inner = energy
+
+        def forward(self, x):
+            return failing(x)
+
+    with pytest.raises(RuntimeError, match="boom"):
+        LangevinSampler("ula", steps=3, step_size=0.01).run(Wrapped(), torch.rand(2, 1, 5, 7), generator=gen(0))
+    assert energy.seen[0] == [False, False]  # frozen while sampling
+    assert energy.conv.weight.requires_grad and energy.scale.requires_grad
+    assert not energy.fixed.requires_grad
