@@ -38,6 +38,6 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "setup: installing Python packages into $VENV (first time: a few minutes)" >&2
   # shellcheck disable=SC2086
   "$VENV/bin/pip" install -q $TORCH_SPEC
-  "$VENV/bin/pip" install -q -e '.[test]'
+  "$VENV/bin/pip" install -q -e '.[test,bench]'
   echo "$want" > "$stamp"
 fi
