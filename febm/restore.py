@@ -272,7 +272,10 @@ def denoise(
     progress: bool = True,
     details: bool = False,
 ) -> Tensor | Restoration:
-    """Sample p(x | y) ∝ exp(-E(x)/T - ||y - x||^2 / (2 sigma^2)) for y = x + N(0, sigma^2), starting at y.
+    """Sample p(x | y) ∝ exp(-E(x)/T - ||y - x||^2 / (2 sigma^2)) for y = x + N(0, sigma^2).
+
+    Chains start from the model's start distribution conditioned on y (exact for the Gaussian "pca" start:
+    its posterior mean when ``mean=True``, a posterior sample otherwise), or at y for other models.
 
     ``sigma``: the noise std in [0, 1] units — a number, a (B,) tensor, or None to estimate it per image
     (:func:`estimate_sigma`). ``chains`` chains per image (default from the model's config, else 1);
@@ -299,11 +302,26 @@ def denoise(
         raise ValueError(f"temperature_scale must be > 0, got {temperature_scale}")
     gen = _generator(seed, y.device)
     weight = temperature(model, sampler) * temperature_scale / sigma_t.pow(2)
-    energy = PosteriorEnergy(model.energy, _repeat(y, chains), _repeat(weight, chains))
+    y = _repeat(y, chains)
+    energy = PosteriorEnergy(model.energy, y, _repeat(weight, chains))
+    x0 = _conditioned_start(model, y, _repeat(sigma_t, chains), None, gen if not mean else None, fallback=y)
     model.eval()
-    images, sample, chain = _run(sampler, energy, _repeat(y, chains), chains, known=None, gen=gen, mean=mean,
+    images, sample, chain = _run(sampler, energy, x0, chains, known=None, gen=gen, mean=mean,
                                  return_chain=return_chain, progress=progress)
     return Restoration(images, chain, sigma=sigma_t, sample=sample) if details else images
+
+
+def _conditioned_start(model: EBM, observed: Tensor, sigma: Tensor, known: Tensor | None,
+                       gen: torch.Generator | None, *, fallback: Tensor) -> Tensor:
+    """Where restoration chains start: the model's start distribution conditioned on the observation.
+
+    With a Gaussian start (``start: pca``) the conditional is exact and cheap (PCAGaussian.posterior): its
+    mean when ``gen`` is None (the posterior-mean output), else a sample. Chains then only add what the
+    energy knows beyond that Gaussian, as in generation. Other models start at ``fallback``.
+    """
+    if model.start is None:
+        return fallback
+    return model.start.posterior(observed, sigma, known, generator=gen)
 
 
 def _task_defaults(model: EBM, task: str) -> dict:
@@ -337,7 +355,9 @@ def inpaint(
 ) -> Tensor | Restoration:
     """Fill the pixels where ``known_mask`` is 0 by Langevin on E(x) with the observed pixels held fixed.
 
-    The fill starts from the model's start distribution; observed pixels are returned bit-identical.
+    The fill starts from the model's start distribution conditioned on the observed pixels (exact for the
+    Gaussian "pca" start: its mean when ``mean=True``, a sample otherwise), else unconditioned start samples;
+    observed pixels are returned bit-identical.
     ``chains``/``mean`` as in :func:`denoise` (the mean of several fills is the posterior mean, the first
     chain one sample); defaults from ``config["restoration"]["inpaint"]``.
     """
@@ -347,7 +367,9 @@ def inpaint(
     gen = _generator(seed, x.device)
     x = _repeat(x, chains)
     known = _repeat(known, chains)
-    x0 = torch.where(known, x, model.initial_samples(x.shape[0], gen))
+    unconditioned = torch.where(known, x, model.initial_samples(x.shape[0], gen))
+    x0 = _conditioned_start(model, x, torch.zeros(x.shape[0], device=x.device), known, gen if not mean else None,
+                            fallback=unconditioned)
     model.eval()
     images, sample, chain = _run(sampler, model.energy, x0, chains, known=known, gen=gen, mean=mean,
                                  return_chain=return_chain, progress=progress)

@@ -226,6 +226,38 @@ class PCAGaussian(nn.Module):
         x = self.mean + ((z * self.scale) @ self.basis).reshape(n, *self.shape) + self.residual * e
         return x.clamp(*self.data_range)
 
+    def posterior(self, observed: Tensor, sigma: Tensor, known: Tensor | None = None,
+                  generator: torch.Generator | None = None) -> Tensor:
+        """Samples of x given y = x + N(0, sigma^2) on the ``known`` pixels (all when None), in closed form.
+
+        The Gaussian is x = mean + U z + r e with U = basis^T diag(scale); conditioning happens in the k-dim
+        z-space (k x k solves per image), then the residual e follows exactly. sigma (B,) may be 0 (exact
+        observations: inpainting returns the known pixels unchanged). ``generator=None`` gives the mean.
+        """
+        b = observed.shape[0]
+        y = (observed - self.mean).flatten(1).double()
+        w = torch.ones_like(y) if known is None else known.expand_as(observed).flatten(1).double()
+        r2 = self.residual.double() ** 2
+        noise = r2 + sigma.double().view(b, 1) ** 2  # variance of y_i given z, observed pixels
+        u = (self.basis.T * self.scale).double()  # (D, k)
+        k = u.shape[1]
+        prec = torch.eye(k, dtype=torch.double, device=y.device) + torch.einsum("di,bd,dj->bij", u, w / noise, u)
+        chol = torch.linalg.cholesky(prec)  # posterior of z: N(prec^-1 U^T W y / noise, prec^-1)
+        z = torch.cholesky_solve(((w * y / noise) @ u).unsqueeze(-1), chol).squeeze(-1)
+        if generator is not None:
+            eps = torch.randn((b, k, 1), generator=generator, device=y.device).double()
+            z = z + torch.linalg.solve_triangular(chol.mT, eps, upper=True).squeeze(-1)
+        low_rank = z @ u.T
+        gain = w * r2 / noise  # the residual's share of what z does not explain, observed pixels only
+        x = low_rank + gain * (y - low_rank)
+        if generator is not None:
+            res_var = torch.where(w > 0, r2 * (1 - r2 / noise), r2)
+            x = x + res_var.clamp(min=0).sqrt() * torch.randn(x.shape, generator=generator, device=y.device).double()
+        x = x.float().reshape(observed.shape) + self.mean
+        if known is not None:
+            x = torch.where(known.expand_as(x).bool() & (sigma.view(b, *[1] * (x.dim() - 1)) == 0), observed, x)
+        return x.clamp(*self.data_range)
+
 
 def uniform_start(shape: tuple[int, ...], data_range: tuple[float, float] = (0.0, 1.0)) -> StartFn:
     """Uniform noise over the data range: the classic start of EBM chains."""
@@ -233,6 +265,60 @@ def uniform_start(shape: tuple[int, ...], data_range: tuple[float, float] = (0.0
 
     def sample(n: int, generator: torch.Generator | None = None) -> Tensor:
         return lo + (hi - lo) * torch.rand((n, *shape), generator=generator)
+
+    return sample
+
+
+def corrupted_data_start(data: Tensor, start: StartFn, max_sigma: float = 0.5) -> StartFn:
+    """Training images corrupted the ways restoration meets them, as chain starts.
+
+    Half get Gaussian noise of a std drawn from U(0, max_sigma] (then clamped to [0, 1]); half get a hole,
+    a random box or a random 20-90 % of the pixels, filled from ``start``. Chains started there teach the
+    energy what noise and holes look like, which chains from ``start`` alone never show it.
+    ``data``: uint8 (N, C, H, W) or float in [0, 1].
+    """
+    shape = tuple(data.shape[1:])
+
+    def sample(n: int, generator: torch.Generator | None = None) -> Tensor:
+        x = data[torch.randint(len(data), (n,), generator=generator)]
+        x = x.float().div(255) if x.dtype == torch.uint8 else x.float()
+        noisy = torch.rand(n, generator=generator) < 0.5
+        sigma = max_sigma * (1 - torch.rand(n, generator=generator))  # (0, max_sigma]
+        noise = sigma.view(-1, *[1] * len(shape)) * torch.randn((n, *shape), generator=generator)
+        holes = _random_holes(n, shape[-2:], generator).unsqueeze(1)
+        filled = torch.where(holes, start(n, generator), x)
+        return torch.where(noisy.view(-1, *[1] * len(shape)), (x + noise).clamp(0, 1), filled)
+
+    return sample
+
+
+def _random_holes(n: int, size: tuple[int, int], generator: torch.Generator | None) -> Tensor:
+    """(n, H, W) bool, True = hole: half are a box of 1/4 to 3/4 of each side, half random 20-90 % of pixels."""
+    h, w = size
+    rows, cols = torch.arange(h).view(1, h, 1), torch.arange(w).view(1, 1, w)
+    bh = (h * (0.25 + 0.5 * torch.rand(n, generator=generator))).long().clamp(min=1)
+    bw = (w * (0.25 + 0.5 * torch.rand(n, generator=generator))).long().clamp(min=1)
+    top = (torch.rand(n, generator=generator) * (h - bh + 1)).long()
+    left = (torch.rand(n, generator=generator) * (w - bw + 1)).long()
+    box = ((rows >= top.view(-1, 1, 1)) & (rows < (top + bh).view(-1, 1, 1))
+           & (cols >= left.view(-1, 1, 1)) & (cols < (left + bw).view(-1, 1, 1)))
+    fraction = 0.2 + 0.7 * torch.rand(n, 1, 1, generator=generator)
+    pixels = torch.rand(n, h, w, generator=generator) < fraction
+    return torch.where((torch.rand(n, generator=generator) < 0.5).view(-1, 1, 1), box, pixels)
+
+
+def mixed_start(first: StartFn, second: StartFn, second_fraction: float) -> StartFn:
+    """Each starting point from ``second`` with probability ``second_fraction``, else from ``first``."""
+    if not 0.0 <= second_fraction <= 1.0:
+        raise ValueError(f"second_fraction must be in [0, 1], got {second_fraction}")
+
+    def sample(n: int, generator: torch.Generator | None = None) -> Tensor:
+        pick = torch.rand(n, generator=generator) < second_fraction
+        x = first(n, generator)
+        k = int(pick.sum())
+        if k:
+            x[pick] = second(k, generator)
+        return x
 
     return sample
 

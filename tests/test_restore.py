@@ -227,3 +227,23 @@ def test_tuned_restoration_defaults_come_from_the_config(model, images):
     assert filled.chain.shape[0] == 2 and torch.equal(filled.images, filled.sample)  # 1 step, 1 chain
     with pytest.raises(ValueError, match="temperature_scale"):
         denoise(model, images, sigma=0.2, temperature_scale=0.0, progress=False)
+
+
+def _pca_model():
+    model = EBM("js", energy=NET, critic=NET, dataset="test", image_shape=list(SHAPE), sampler=SAMPLER,
+                start={"kind": "pca", "components": 4}).eval()
+    data = torch.rand(200, *SHAPE, generator=torch.Generator().manual_seed(0)) * torch.linspace(0.2, 1, SHAPE[-1])
+    model.start.fit(data)
+    return model
+
+
+def test_restoration_chains_start_from_the_gaussian_start_conditioned_on_the_observation(images):
+    model = _pca_model()
+    sigma = torch.full((2,), 0.2)
+    assert torch.equal(denoise(model, images, 0.2, steps=0, progress=False), model.start.posterior(images, sigma))
+    known = torch.rand(1, 1, *SHAPE[1:], generator=torch.Generator().manual_seed(3)) < 0.5
+    filled = inpaint(model, images, known, steps=0, progress=False)
+    want = model.start.posterior(images, torch.zeros(2), known.expand_as(images))
+    assert torch.equal(filled, want) and torch.equal(filled[known.expand_as(images)], images[known.expand_as(images)])
+    one = inpaint(model, images, known, steps=0, mean=False, seed=1, progress=False)  # a sample, not the mean
+    assert not torch.equal(one, filled) and torch.equal(one[known.expand_as(images)], images[known.expand_as(images)])

@@ -8,9 +8,10 @@ import math
 import numpy as np
 import pytest
 import torch
-from torch import nn
+from torch import Tensor, nn
 
-from febm.sampling import METHODS, LangevinOutput, LangevinSampler, PCAGaussian, ReplayBuffer
+from febm.sampling import (METHODS, LangevinOutput, LangevinSampler, PCAGaussian, ReplayBuffer, corrupted_data_start,
+                           mixed_start)
 
 
 
@@ -502,3 +503,83 @@ def test_parameters_are_unfrozen_when_the_energy_raises():
     assert energy.seen[0] == [False, False]  # frozen while sampling
     assert energy.conv.weight.requires_grad and energy.scale.requires_grad
     assert not energy.fixed.requires_grad
+
+
+def _constant_start(value: float, shape=(1, 8, 8)):
+    return lambda n, generator=None: torch.full((n, *shape), value)
+
+
+def test_corrupted_data_start_gives_noisy_images_and_images_with_filled_holes():
+    data = torch.full((10, 1, 8, 8), 128, dtype=torch.uint8)  # every image 128/255
+    start = corrupted_data_start(data, _constant_start(2.0), max_sigma=0.3)  # 2.0 marks a filled hole
+    x = start(400, torch.Generator().manual_seed(0))
+    assert x.shape == (400, 1, 8, 8) and x.dtype == torch.float32
+    holed = (x == 2.0).flatten(1).any(1)
+    rest = x[~holed]
+    assert 0.35 < holed.float().mean() < 0.65  # about half have holes ...
+    assert ((x[holed] == 2.0) | (x[holed] == 128 / 255)).all()  # ... and are untouched elsewhere
+    assert (rest >= 0).all() and (rest <= 1).all()  # the others are noisy, clamped to [0, 1]
+    spread = (rest - 128 / 255).flatten(1).std(1)
+    assert spread.max() < 0.3 * 1.3 and spread.min() < 0.05 and spread.median() > 0.05  # sigma ~ U(0, 0.3]
+
+
+def test_corrupted_data_start_holes_vary_in_size_and_never_cover_everything():
+    data = torch.zeros(4, 1, 16, 16)
+    x = corrupted_data_start(data, _constant_start(2.0, (1, 16, 16)))(600, torch.Generator().manual_seed(1))
+    filled = (x == 2.0).flatten(1).float().mean(1)
+    filled = filled[filled > 0]
+    assert filled.min() > 0.02 and filled.max() < 0.95 and filled.std() > 0.1
+
+
+def test_mixed_start_draws_each_point_from_either_source_in_proportion():
+    mix = mixed_start(_constant_start(0.0), _constant_start(1.0), 0.25)
+    x = mix(2000, torch.Generator().manual_seed(0))
+    fraction = x.flatten(1)[:, 0].mean().item()
+    assert abs(fraction - 0.25) < 0.04
+    assert (mixed_start(_constant_start(0.0), _constant_start(1.0), 0.0)(50) == 0).all()
+    with pytest.raises(ValueError, match="second_fraction"):
+        mixed_start(_constant_start(0.0), _constant_start(1.0), 1.5)
+
+
+def _fitted_gaussian(shape=(1, 4, 4), components=3):
+    gen = torch.Generator().manual_seed(0)
+    ramp = torch.linspace(0, 0.7, math.prod(shape)).view(1, *shape)
+    data = 0.3 * torch.rand(500, *shape, generator=gen) + torch.rand(500, 1, 1, 1, generator=gen) * ramp
+    return PCAGaussian(shape, components=components).fit(data), data
+
+
+def _brute_force_conditional(g: PCAGaussian, y: Tensor, sigma: float, known: Tensor):
+    """Mean and covariance of x | y_K by conditioning the full D x D covariance."""
+    u = (g.basis.T * g.scale).double()
+    cov = u @ u.T + g.residual.double() ** 2 * torch.eye(u.shape[0], dtype=torch.double)
+    mu, k = g.mean.flatten().double(), known.flatten()
+    obs = cov[k][:, k] + sigma ** 2 * torch.eye(int(k.sum()), dtype=torch.double)
+    mean = mu + cov[:, k] @ torch.linalg.solve(obs, (y.flatten().double() - mu)[k])
+    return mean, cov - cov[:, k] @ torch.linalg.solve(obs, cov[k, :])
+
+
+@pytest.mark.parametrize("sigma, rows_known", [(0.1, 2), (0.3, 4), (0.0, 1)])
+def test_pca_posterior_mean_and_covariance_match_full_gaussian_conditioning(sigma, rows_known):
+    g, data = _fitted_gaussian()
+    g.data_range = (-10.0, 10.0)  # no clamping: compare the Gaussian itself
+    known = torch.zeros(1, 1, 4, 4, dtype=torch.bool)
+    known[..., :rows_known, :] = True
+    y = data[:1]
+    want_mean, want_cov = _brute_force_conditional(g, y, sigma, known)
+    mean = g.posterior(y, torch.tensor([sigma]), known)
+    assert torch.allclose(mean.flatten().double(), want_mean, atol=1e-5)
+    n = 20000
+    draws = g.posterior(y.expand(n, -1, -1, -1), torch.full((n,), sigma), known.expand(n, -1, -1, -1),
+                        generator=torch.Generator().manual_seed(1)).flatten(1).double()
+    assert (torch.cov(draws.T) - want_cov).abs().max() < 0.05 * want_cov.abs().max()
+    if sigma == 0:  # exact observations come back unchanged
+        assert torch.equal(draws[:, known.flatten()], y.flatten()[known.flatten()].expand(n, -1))
+
+
+def test_pca_posterior_without_mask_observes_every_pixel_and_stays_in_range():
+    g, data = _fitted_gaussian()
+    y = (data[:3] + 0.2 * torch.randn(3, 1, 4, 4, generator=torch.Generator().manual_seed(2))).clamp(0, 1)
+    out = g.posterior(y, torch.full((3,), 0.2), generator=torch.Generator().manual_seed(0))
+    assert out.shape == y.shape and out.min() >= 0 and out.max() <= 1
+    tiny_noise = g.posterior(y, torch.full((3,), 1e-4))
+    assert torch.allclose(tiny_noise, y, atol=1e-3)  # almost noiseless: the observation itself

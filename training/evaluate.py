@@ -96,9 +96,10 @@ def restoration_psnr(model, clean: torch.Tensor, *, seed: int, sigma: float = 0.
 def evaluate(model_name: str, *, fid_samples: int = 1000, steps: int | None = None, split: str = "test",
              seed: int = 0, fid: bool = True, data_root: str | None = None, progress: bool = True,
              samples_png: str | None = None, rejection: bool = False, restoration_images: int = 0,
-             protocol: Protocol | None = None) -> dict:
-    """One model's report; ``rejection`` adds FID with rejection sampling, ``restoration_images`` PSNRs."""
-    model = load_model(model_name)
+             protocol: Protocol | None = None, model=None) -> dict:
+    """One model's report; ``rejection`` adds FID with rejection sampling, ``restoration_images`` PSNRs.
+    ``model`` passes the already loaded ``model_name`` (saves loading it again)."""
+    model = model if model is not None else load_model(model_name)
     dataset = model.config["dataset"]
     protocol = protocol or Protocol(dataset, split, data_root, fid, progress)
     start = time.time()
@@ -137,12 +138,12 @@ def evaluate_all(names: list[str], *, out: str | None, markdown: str | None, gri
             raise SystemExit(f"error: {name} was trained on {model.config['dataset']}, not {protocol.dataset}: "
                              "evaluate one data set at a time")
         png = str(Path(grids) / f"{Path(name).name}.png") if grids else None
-        result = evaluate(name, samples_png=png, protocol=protocol, progress=progress, **kwargs)
+        result = evaluate(name, samples_png=png, protocol=protocol, progress=progress, model=model, **kwargs)
         result["training_steps"] = (model.config.get("training") or {}).get("steps")
         results.append(result)
         print(json.dumps(result), flush=True)
         if write_cards:
-            write_card_metrics(name, result)
+            write_card_metrics(name, result, model)
     if out:
         _write_atomic(Path(out), json.dumps(results, indent=2) + "\n")
     if markdown:
@@ -153,12 +154,12 @@ def evaluate_all(names: list[str], *, out: str | None, markdown: str | None, gri
 CARD_METRICS = ("fid", "pca_fd", "samples", "split")
 
 
-def write_card_metrics(name: str, result: dict) -> None:
+def write_card_metrics(name: str, result: dict, model=None) -> None:
     """Store the headline numbers in the model folder's config.json and regenerate its card."""
     kind, location = resolve_model(name)
     if kind == "hub":
         return
-    model = load_model(location)
+    model = model if model is not None else load_model(location)
     metrics = {k: result[k] for k in CARD_METRICS if k in result}
     metrics.update({k: v for k, v in result.items() if k.startswith(("denoise_psnr", "inpaint_psnr"))})
     if "rejection" in result:

@@ -32,7 +32,7 @@ from torch import nn
 
 from febm.model import EBM
 from febm.objectives import Objective
-from febm.sampling import LangevinSampler, ReplayBuffer
+from febm.sampling import LangevinSampler, ReplayBuffer, corrupted_data_start, mixed_start, uniform_start
 from training import data as datasets
 from training.checkpoint import all_finite, load_state, save_state
 from training.step import febm_step
@@ -78,6 +78,8 @@ class TrainConfig:
     restart_prob: float = 0.05
     start: str = "uniform"  # where chains start (buffer fill, restarts, generation): uniform | pca
     start_components: int = 32  # principal components of the "pca" start distribution
+    data_restarts: float = 0.0  # fraction of restarts from corrupted training images (noise or holes)
+    data_restart_sigma: float = 0.5  # their largest noise std
     # sampler defaults stored in the model for generation (chains from noise need more steps)
     sample_steps: int = 200
     # length and bookkeeping
@@ -194,8 +196,12 @@ class Trainer:
         self.gen = torch.Generator().manual_seed(cfg.seed * 1000 + self.rank)
         self.noise_gen = torch.Generator(self.device).manual_seed(cfg.seed * 1000 + self.rank + 2)  # Langevin noise
         self.batches = datasets.batches(self.data, self.local_batch, torch.Generator().manual_seed(cfg.seed * 1000 + self.rank + 1))
+        start = start_cpu.sample if start_cpu is not None else uniform_start(tuple(self.data.shape[1:]))
+        if cfg.data_restarts > 0:
+            corrupted = corrupted_data_start(self.data, start, cfg.data_restart_sigma)
+            start = mixed_start(start, corrupted, cfg.data_restarts)
         self.buffer = ReplayBuffer(cfg.buffer_size, tuple(self.data.shape[1:]), cfg.restart_prob, generator=self.gen,
-                                   start=start_cpu.sample if start_cpu is not None else None)
+                                   start=start)
         self.step, self.lr_scale, self.rollbacks, self.elapsed = 0, 1.0, 0, 0.0
 
         energy, critic = self.model.energy, self.model.critic

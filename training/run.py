@@ -59,6 +59,7 @@ HELP = {
     "bf16": "bf16 autocast for the parameter updates (default: on for CUDA)",
     "inject_nan_at": "testing only: poison the energy at this step to exercise the stability guard",
     "push_to_hub": "upload the final model folder to this Hub repo id",
+    "data_restarts": "fraction of chain restarts from training images with noise or holes (teaches restoration)",
     "start": "where Langevin chains start: uniform noise, or pca (a Gaussian fitted to the training data)",
 }
 _INTERNAL = {"command", "preset"}
@@ -128,6 +129,10 @@ def validate(cfg: TrainConfig) -> None:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1")
     if not 0.0 <= cfg.ema < 1.0:
         raise ValueError("--ema must be in [0, 1)")
+    if not 0.0 <= cfg.data_restarts <= 1.0:
+        raise ValueError("--data-restarts must be in [0, 1]")
+    if not cfg.data_restart_sigma > 0:
+        raise ValueError("--data-restart-sigma must be > 0")
     if cfg.start not in ("uniform", "pca"):
         raise ValueError(f"--start must be uniform or pca, got {cfg.start!r}")
 

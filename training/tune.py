@@ -5,7 +5,8 @@
 Denoising: Langevin steps x temperature_scale (the weight of the likelihood term, see febm.restore.denoise),
 scored by mean PSNR over the noise levels 0.1, 0.2, 0.3, 0.5 (one setting for every sigma, as users get
 it). Inpainting: Langevin steps, scored over the centre-box and 50 % random-pixel masks. Both use
-``--chains`` chains (posterior mean). Only validation images are used, never the test split; ``--write``
+``--chains`` chains (posterior mean). Steps 0 is in the grids: the start alone (for models with a Gaussian
+start, its exact posterior mean), so the table shows what the energy's chains add to it. Only validation images are used, never the test split; ``--write``
 stores the winners in ``config["restoration"]`` of the model folder, where denoise/inpaint read their
 defaults, together with the full grid.
 """
@@ -48,13 +49,15 @@ def inpaint_score(model, clean: torch.Tensor, *, steps: int, chains: int) -> flo
     return sum(scores) / len(scores)
 
 
-def tune(model_name: str, *, n: int = 64, chains: int = 4, denoise_steps=(10, 25, 60),
-         temperature_scales=(1.0, 30.0, 1000.0, 30000.0), inpaint_steps=(20, 40, 80, 160),
+def tune(model_name: str, *, n: int = 128, chains: int = 1, denoise_steps=(0, 10, 30, 60, 100),
+         temperature_scales=(1.0, 10.0, 30.0, 100.0), inpaint_steps=(0, 10, 30, 100),
          data_root: str | None = None, log=print) -> dict:
     model = load_model(model_name)
     clean = datasets.to_float(datasets.load_dataset(model.config["dataset"], "val", data_root).images[:n])
     grid_d = []
     for steps, scale in itertools.product(denoise_steps, temperature_scales):
+        if steps == 0 and scale != temperature_scales[0]:
+            continue  # no Langevin step: the scale plays no part
         score = denoise_score(model, clean, steps=steps, temperature_scale=scale, chains=chains)
         grid_d.append({"steps": steps, "temperature_scale": scale, "psnr": round(score, 3)})
         log(json.dumps({"denoise": grid_d[-1]}))
@@ -76,8 +79,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.tune", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", help="a name under checkpoints/ or a model folder")
-    parser.add_argument("--n", type=int, default=64, help="validation images per setting (default 64)")
-    parser.add_argument("--chains", type=int, default=4, help="chains per image, averaged (default 4)")
+    parser.add_argument("--n", type=int, default=128, help="validation images per setting (default 128)")
+    parser.add_argument("--chains", type=int, default=1, help="chains per image, averaged (default 1)")
     parser.add_argument("--data-root", help="folder holding the data set (default: system / cache)")
     parser.add_argument("--write", action="store_true", help="store the best settings in the model folder")
     args = parser.parse_args(argv)
