@@ -7,8 +7,8 @@ On the first --n images of the TEST split (fixed seed): Gaussian noise sigma in 
 to [0, 1], what a PNG holds) and four masks (centre box, left half, 50% and 80% random pixels unknown).
 Classical denoisers get their parameters by grid search on the first --val-n images of the VALIDATION split
 (per sigma, best mean PSNR), so the test split is never used for tuning. The EBM runs once per corruption with
---chains chains per image: the chains' mean is `ebm-mean`, the first chain `ebm-sample`; `ebm-blind` is the
-mean with sigma estimated from the image. PSNR and SSIM are over whole images (observed pixels included).
+--chains chains per image (default: the model's tuned setting): their mean is `ebm-mean`; `ebm-sample` is one
+chain run as a posterior sample (mean=False); `ebm-blind` is the mean with sigma estimated from the image. PSNR and SSIM are over whole images (observed pixels included).
 """
 
 from __future__ import annotations
@@ -157,17 +157,21 @@ def biharmonic(image: Tensor, known: Tensor) -> Tensor:
 
 # --- learned restorers --------------------------------------------------------------------------------------
 def ebm_restore(model, y: Tensor, *, sigma=None, known=None, args, seed: int, desc: str) -> dict[str, Tensor]:
-    """{'mean': posterior mean of the chains, 'sample': the first chain, 'sigma': sigma used}, in batches."""
+    """{'mean': the posterior-mean estimate, 'sample': one posterior sample (its own chain, mean=False),
+    'sigma': sigma used}, in batches."""
     device = next(model.parameters()).device
     parts = []
     for i in tqdm(range(0, len(y), args.batch_size), desc=desc, leave=False):
         yb = y[i:i + args.batch_size].to(device)
-        common = dict(seed=seed + i, steps=args.steps, chains=args.chains, progress=False, details=True)
-        if known is None:
-            r = denoise(model, yb, sigma, **common)
-        else:
-            r = inpaint(model, yb, known[i:i + args.batch_size].to(device), **common)
-        parts.append((r.images.cpu(), r.sample.cpu(), None if r.sigma is None else r.sigma.cpu()))
+        runs = []
+        for mean, chains in ((True, args.chains), (False, 1)):
+            common = dict(seed=seed + i, steps=args.steps, chains=chains, mean=mean, progress=False, details=True)
+            if known is None:
+                runs.append(denoise(model, yb, sigma, **common))
+            else:
+                runs.append(inpaint(model, yb, known[i:i + args.batch_size].to(device), **common))
+        r, one = runs
+        parts.append((r.images.cpu(), one.images.cpu(), None if r.sigma is None else r.sigma.cpu()))
     out = {"mean": torch.cat([p[0] for p in parts]), "sample": torch.cat([p[1] for p in parts])}
     if parts[0][2] is not None:
         out["sigma"] = torch.cat([p[2] for p in parts])
@@ -190,6 +194,15 @@ def sampler_text(sampler: dict) -> str:
     return f"{sampler['method']}, {sampler['steps']} steps, {rest}"
 
 
+def restoration_text(tuned: dict | None) -> str:
+    """' (denoise: 30 steps, likelihood x30; inpaint: 10 steps)' from the model's tuned defaults."""
+    if not tuned:
+        return ""
+    d, i = tuned.get("denoise", {}), tuned.get("inpaint", {})
+    return (f" (tuned on val: denoise {d.get('steps')} steps, likelihood weight x{d.get('temperature_scale', 1):g}; "
+            f"inpaint {i.get('steps')} steps)")
+
+
 def markdown(report: dict) -> str:
     """A header (what was measured, how) and one table: a row per method, 'PSNR / SSIM' per corruption."""
     results, s = report["results"], report["settings"]
@@ -201,8 +214,8 @@ def markdown(report: dict) -> str:
         f"{s['n']} images of the {s['dataset']} **{s['split']}** split (the first ones), seed {s['seed']}; classical "
         f"parameters tuned per corruption on the first {s['val_n']} images of the **{s['tuning_split']}** split. "
         f"Cells: mean PSNR (dB) / SSIM over images, whole image. EBM: {s['model']} "
-        f"({s['model_training_steps']} training steps), sampler {sampler_text(s['sampler'])}, "
-        f"{s['chains']} chains per image "
+        f"({s['model_training_steps']} training steps), sampler {sampler_text(s['sampler'])}"
+        f"{restoration_text(s.get('restoration'))}, {s['chains']} chains per image "
         f"(`ebm-mean` = their mean, `ebm-sample` = the first chain; `ebm-blind` = mean with sigma estimated).",
         "",
         f"Command: `{report['command']}`",
@@ -233,7 +246,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--model", default="fmnist-js", help="checkpoints name, model folder or Hub repo id")
     p.add_argument("--n", type=int, default=500, help="test images (the first n)")
     p.add_argument("--val-n", type=int, default=100, help="validation images for tuning the classical methods")
-    p.add_argument("--chains", type=int, default=8, help="EBM chains per image")
+    p.add_argument("--chains", type=int, help="EBM chains per image for the mean (default: the model's tuned setting)")
     p.add_argument("--steps", type=int, help="EBM Langevin steps (default: the model's config)")
     p.add_argument("--batch-size", type=int, default=100, help="images per EBM call")
     p.add_argument("--seed", type=int, default=0)
@@ -327,7 +340,11 @@ def main(argv: list[str] | None = None) -> dict:
                     "device": str(args.device), "torch": torch.__version__},
         "settings": {"model": args.model, "model_training_steps": model.config.get("training", {}).get("steps"),
                      "model_divergence": model.divergence, "dataset": dataset, "split": "test", "n": len(clean),
-                     "tuning_split": "val", "val_n": len(val), "seed": args.seed, "chains": args.chains,
+                     "tuning_split": "val", "val_n": len(val), "seed": args.seed,
+                     "chains": args.chains or "the model's default",
+                     "restoration": None if args.steps is not None else {
+                         task: {k: v for k, v in cfg.items() if k != "grid"}
+                         for task, cfg in (model.config.get("restoration") or {}).items()},
                      "batch_size": args.batch_size, "quick": args.quick,
                      "sampler": {**sampler.to_dict(), "temperature": temperature(model, sampler)},
                      "noise": "clip(x + sigma z, 0, 1)", "masks": "unknown pixels set to 0 in the input"},
