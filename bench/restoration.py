@@ -31,6 +31,7 @@ from skimage.filters import gaussian
 from skimage.metrics import structural_similarity
 from skimage.restoration import denoise_nl_means, denoise_tv_chambolle, denoise_wavelet, inpaint_biharmonic
 from torch import Tensor
+from torchvision.utils import save_image as save_grid
 from tqdm.auto import tqdm
 
 from bench.supervised import load as load_supervised, restore as restore_supervised
@@ -42,6 +43,8 @@ from training.data import load_dataset, to_float
 
 NOISE_LEVELS = (0.1, 0.2, 0.3, 0.5)
 MASK_KINDS = ("center", "left-half", "random-50", "random-80")
+FIGURE_CORRUPTIONS = ("sigma=0.2", "sigma=0.5", "center", "random-80")  # --figure: before/after rows
+FIGURE_IMAGES = 8
 QUICK = {"n": 16, "val_n": 8, "chains": 2, "steps": 20}
 
 
@@ -253,6 +256,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--supervised", default="bench/weights/supervised.safetensors")
     p.add_argument("--out", default="docs/restoration.json")
     p.add_argument("--markdown", help="also write the Markdown table here")
+    p.add_argument("--figure", help="also write a PNG: the first 8 test images, then input and EBM mean for "
+                                    + ", ".join(FIGURE_CORRUPTIONS))
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--quick", action="store_true",
                    help="smoke check: " + ", ".join(f"{k}={v}" for k, v in QUICK.items()))
@@ -278,6 +283,7 @@ def main(argv: list[str] | None = None) -> dict:
     tuned: dict[str, dict] = {}
     notes: list[str] = []
     sigma_estimates: dict[str, float] = {}
+    figure_rows: list[Tensor] = [clean[:FIGURE_IMAGES]]  # clean, then (input, EBM) per figure corruption
 
     def record(method: str, corruption: str, estimate: Tensor, t0: float) -> None:
         results.setdefault(method, {})[corruption] = summary(scores(estimate, clean), time.perf_counter() - t0)
@@ -313,6 +319,8 @@ def main(argv: list[str] | None = None) -> dict:
             out = ebm_restore(model, y, sigma=sigma, args=args, seed=seed, desc="ebm")
             record("ebm-mean", corruption, out["mean"], t0)
             record("ebm-sample", corruption, out["sample"], t0)
+            if corruption in FIGURE_CORRUPTIONS:
+                figure_rows += [y[:FIGURE_IMAGES], out["mean"][:FIGURE_IMAGES]]
             t0 = time.perf_counter()
             blind = ebm_restore(model, y, sigma=None, args=args, seed=seed, desc="ebm-blind")
             record("ebm-blind", corruption, blind["mean"], t0)
@@ -328,6 +336,8 @@ def main(argv: list[str] | None = None) -> dict:
             out = ebm_restore(model, y, known=known, args=args, seed=seed, desc="ebm")
             record("ebm-mean", corruption, out["mean"], t0)
             record("ebm-sample", corruption, out["sample"], t0)
+            if corruption in FIGURE_CORRUPTIONS:
+                figure_rows += [y[:FIGURE_IMAGES], out["mean"][:FIGURE_IMAGES]]
         if sup is not None:
             t0 = time.perf_counter()
             record("supervised", corruption, restore_supervised(sup, y.to(args.device), known.to(args.device),
@@ -357,6 +367,8 @@ def main(argv: list[str] | None = None) -> dict:
         "seconds": round(time.perf_counter() - started, 1),
     }
     write(args.out, json.dumps(report, indent=2) + "\n")
+    if args.figure:
+        save_grid(torch.cat(figure_rows).clamp(0, 1), args.figure, nrow=FIGURE_IMAGES, padding=1, pad_value=0.5)
     if args.markdown:
         write(args.markdown, markdown(report))
     print(markdown(report))

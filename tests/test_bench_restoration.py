@@ -131,3 +131,24 @@ def test_width_matches_a_parameter_count_and_weights_round_trip(tmp_path):
     loaded, meta = sup.load(tmp_path / "w.safetensors")
     assert meta["width"] == 5 and meta["steps"] == 0
     assert all(torch.equal(a, b) for a, b in zip(small.state_dict().values(), loaded.state_dict().values()))
+
+
+def test_quick_run_on_the_shipped_model_writes_json_table_and_figure(tmp_path):
+    from PIL import Image
+
+    from training import data as datasets
+
+    try:
+        datasets.load_dataset("fashion-mnist", "test")
+    except datasets.DatasetNotFoundError as err:
+        pytest.skip(f"Fashion-MNIST not installed: {err}")
+    out, md, png = tmp_path / "r.json", tmp_path / "r.md", tmp_path / "r.png"
+    report = rb.main(["--model", "fmnist-js", "--quick", "--out", str(out), "--markdown", str(md),
+                      "--figure", str(png), "--supervised", str(tmp_path / "none.safetensors")])
+    results = report["results"]
+    assert set(report["corruptions"]) <= set(results["ebm-mean"]) and "ebm-blind" in results
+    noisy = report["corruptions"][1]  # sigma=0.2: the EBM must improve on the noisy input
+    assert results["ebm-mean"][noisy]["psnr"] > results["input"][noisy]["psnr"]
+    assert out.exists() and "| ebm-mean |" in md.read_text()
+    rows = 1 + 2 * len(rb.FIGURE_CORRUPTIONS)  # clean, then input and EBM per corruption
+    assert Image.open(png).size == (rb.FIGURE_IMAGES * 29 + 1, rows * 29 + 1)
