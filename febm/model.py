@@ -303,6 +303,12 @@ def model_card_body(config: dict, *, name: str | None = None, notes: str | None 
         lines += ["None recorded.", ""]
     if sampler:
         lines += ["## Default sampler", "", "```json", json.dumps(sampler, indent=2), "```", ""]
+    restoration = {task: {k: v for k, v in cfg.items() if k != "grid"}
+                   for task, cfg in (config.get("restoration") or {}).items()}
+    if restoration:
+        lines += ["## Restoration defaults", "", "Set by `python -m training.tune` on the validation split "
+                  "(`denoise` and `inpaint` use them unless told otherwise):", "",
+                  "```json", json.dumps(restoration, indent=2), "```", ""]
     if notes:
         lines += ["## Notes", "", notes.strip(), ""]
     lines += [

@@ -96,6 +96,10 @@ def test_model_card(tmp_path):
     model.save_pretrained(tmp_path / "m", model_card_kwargs={"notes": "Trained overnight."})
     card = (tmp_path / "m" / "README.md").read_text()  # regenerated, not kept from the first save
     assert "99" in card and "123.4" not in card and "Trained overnight." in card
+    model.update_config({"restoration": {"denoise": {"steps": 60, "grid": [{"steps": 777}]}}})
+    model.save_pretrained(tmp_path / "m")
+    card = (tmp_path / "m" / "README.md").read_text()
+    assert "## Restoration defaults" in card and '"steps": 60' in card and "777" not in card  # the grid stays out
     model.save_pretrained(tmp_path / "m", model_card_kwargs={"text": "# Custom card"})
     assert (tmp_path / "m" / "README.md").read_text().rstrip().endswith("# Custom card")
 
