@@ -7,7 +7,9 @@ On the first --n images of the TEST split (fixed seed): Gaussian noise sigma in 
 to [0, 1], what a PNG holds) and four masks (centre box, left half, 50% and 80% random pixels unknown).
 Classical denoisers get their parameters by grid search on the first --val-n images of the VALIDATION split
 (per sigma, best mean PSNR), so the test split is never used for tuning. The EBM runs once per corruption with
---chains chains per image (default: the model's tuned setting): their mean is `ebm-mean`; `ebm-sample` is one
+--chains chains per image (default: the model's tuned setting): their mean is `ebm-mean`; `gaussian-posterior`
+is where those chains start (the model's Gaussian start conditioned on the input, steps=0), so the difference
+is what the energy adds; `ebm-sample` is one
 chain run as a posterior sample (mean=False); `ebm-blind` is the mean with sigma estimated from the image. PSNR and SSIM are over whole images (observed pixels included).
 """
 
@@ -31,7 +33,7 @@ from skimage.filters import gaussian
 from skimage.metrics import structural_similarity
 from skimage.restoration import denoise_nl_means, denoise_tv_chambolle, denoise_wavelet, inpaint_biharmonic
 from torch import Tensor
-from torchvision.utils import save_image as save_grid
+from torchvision.utils import make_grid, save_image as save_grid
 from tqdm.auto import tqdm
 
 from bench.supervised import load as load_supervised, restore as restore_supervised
@@ -45,6 +47,7 @@ NOISE_LEVELS = (0.1, 0.2, 0.3, 0.5)
 MASK_KINDS = ("center", "left-half", "random-50", "random-80")
 FIGURE_CORRUPTIONS = ("sigma=0.2", "sigma=0.5", "center", "random-80")  # --figure: before/after rows
 FIGURE_IMAGES = 8
+FIGURE_ZOOM = 3  # nearest-neighbour: 28 px images are too small to judge on a screen
 QUICK = {"n": 16, "val_n": 8, "chains": 2, "steps": 20}
 
 
@@ -182,7 +185,7 @@ def ebm_restore(model, y: Tensor, *, sigma=None, known=None, args, seed: int, de
 
 
 # --- report -------------------------------------------------------------------------------------------------
-ROW_ORDER = ("input", "mean-fill", *DENOISERS, "diffusion", "biharmonic", "supervised",
+ROW_ORDER = ("input", "mean-fill", *DENOISERS, "diffusion", "biharmonic", "supervised", "gaussian-posterior",
              "ebm-mean", "ebm-sample", "ebm-blind")
 
 
@@ -219,7 +222,9 @@ def markdown(report: dict) -> str:
         f"Cells: mean PSNR (dB) / SSIM over images, whole image. EBM: {s['model']} "
         f"({s['model_training_steps']} training steps), sampler {sampler_text(s['sampler'])}"
         f"{restoration_text(s.get('restoration'))}, {s['chains']} chains per image "
-        f"(`ebm-mean` = their mean, `ebm-sample` = the first chain; `ebm-blind` = mean with sigma estimated).",
+        f"(`ebm-mean` = their mean; `ebm-sample` = one chain run as a posterior sample; `ebm-blind` = the mean with "
+        f"sigma estimated from the image; `gaussian-posterior` = where the chains start, the model's Gaussian start "
+        f"conditioned on the input, so the gap to `ebm-mean` is what the energy adds).",
         "",
         f"Command: `{report['command']}`",
     ]
@@ -315,6 +320,9 @@ def main(argv: list[str] | None = None) -> dict:
                 if edge := at_edge(params, best):
                     notes.append(f"{name} at {corruption}: tuned {', '.join(edge)} at the end of its grid")
                 record(name, corruption, apply(fn, y, sigma, best), t0)
+            if model.start is not None:  # the chains' start alone: what the energy adds is the difference
+                t0 = time.perf_counter()
+                record("gaussian-posterior", corruption, denoise(model, y, sigma, steps=0, progress=False), t0)
             t0 = time.perf_counter()
             out = ebm_restore(model, y, sigma=sigma, args=args, seed=seed, desc="ebm")
             record("ebm-mean", corruption, out["mean"], t0)
@@ -332,6 +340,9 @@ def main(argv: list[str] | None = None) -> dict:
             for name, fill in (("mean-fill", mean_fill), ("diffusion", diffusion_fill), ("biharmonic", biharmonic)):
                 t0 = time.perf_counter()
                 record(name, corruption, fill(y, known), t0)
+            if model.start is not None:
+                t0 = time.perf_counter()
+                record("gaussian-posterior", corruption, inpaint(model, y, known, steps=0, progress=False), t0)
             t0 = time.perf_counter()
             out = ebm_restore(model, y, known=known, args=args, seed=seed, desc="ebm")
             record("ebm-mean", corruption, out["mean"], t0)
@@ -368,7 +379,8 @@ def main(argv: list[str] | None = None) -> dict:
     }
     write(args.out, json.dumps(report, indent=2) + "\n")
     if args.figure:
-        save_grid(torch.cat(figure_rows).clamp(0, 1), args.figure, nrow=FIGURE_IMAGES, padding=1, pad_value=0.5)
+        grid_image = make_grid(torch.cat(figure_rows).clamp(0, 1), nrow=FIGURE_IMAGES, padding=1, pad_value=0.5)
+        save_grid(torch.nn.functional.interpolate(grid_image[None], scale_factor=FIGURE_ZOOM)[0], args.figure)
     if args.markdown:
         write(args.markdown, markdown(report))
     print(markdown(report))

@@ -151,4 +151,6 @@ def test_quick_run_on_the_shipped_model_writes_json_table_and_figure(tmp_path):
     assert results["ebm-mean"][noisy]["psnr"] > results["input"][noisy]["psnr"]
     assert out.exists() and "| ebm-mean |" in md.read_text()
     rows = 1 + 2 * len(rb.FIGURE_CORRUPTIONS)  # clean, then input and EBM per corruption
-    assert Image.open(png).size == (rb.FIGURE_IMAGES * 29 + 1, rows * 29 + 1)
+    zoom = rb.FIGURE_ZOOM
+    assert Image.open(png).size == (zoom * (rb.FIGURE_IMAGES * 29 + 1), zoom * (rows * 29 + 1))
+    assert "gaussian-posterior" in results
