@@ -12,6 +12,7 @@ and min per endpoint in seconds, with the model, the settings, the machine and t
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import os
@@ -81,16 +82,20 @@ def main(argv: list[str] | None = None) -> dict:
         generate = time_requests(lambda: client.predict(key, args.images, 0, 0, False, api_name="/generate"),
                                  args.n)
     finally:
-        demo.close()
+        with contextlib.redirect_stdout(sys.stderr):  # gradio prints "Closing server": keep stdout JSON
+            demo.close()
     sampler = entry.config.get("sampler") or {}
+    denoise_defaults = (entry.config.get("restoration") or {}).get("denoise") or {}
     report = {
         "command": " ".join(["python -m bench.app_latency", *(argv if argv is not None else sys.argv[1:])]),
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "machine": {"processor": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
                     "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
                     "gradio": gradio.__version__, "python": platform.python_version()},
-        "model": {"name": entry.key, "divergence": entry.divergence, "steps": sampler.get("steps"),
-                  "chains": sampler.get("chains", 1), "method": sampler.get("method")},
+        "model": {"name": entry.key, "divergence": entry.divergence, "method": sampler.get("method"),
+                  "generate_steps": sampler.get("steps"),
+                  "denoise_steps": denoise_defaults.get("steps", sampler.get("steps")),
+                  "denoise_chains": denoise_defaults.get("chains", 1)},
         "settings": {"denoise": f"one example ({os.path.basename(example)}), sigma 0.2 added, seed 0, "
                                 "the model's steps and chains",
                      "generate": f"{args.images} images, the model's steps, seed 0, no rejection",
