@@ -209,14 +209,19 @@ def test_evaluate_all_writes_one_table_for_every_shipped_model(standin, tmp_path
         assert main(tiny_args(standin, run, "--div", div, "--max-steps", "2")) == 0
         (run / "model").rename(root / f"tiny-{div}")
     monkeypatch.setenv("FEBM_CHECKPOINTS", str(root))
+    monkeypatch.setenv("FEBM_EVAL_CACHE", str(tmp_path / "cache"))
     out, md, grids = tmp_path / "r.json", tmp_path / "r.md", tmp_path / "grids"
-    assert evaluate_main(["--all", "--no-fid", "--fid-samples", "8", "--steps", "2", "--rejection", "--restoration", "4",
-                          "--out", str(out), "--markdown", str(md), "--grids", str(grids), "--write-cards",
-                          "--no-progress"]) == 0
+    args = ["--all", "--no-fid", "--fid-samples", "8", "--steps", "2", "--rejection", "--restoration", "4",
+            "--out", str(out), "--markdown", str(md), "--grids", str(grids), "--write-cards", "--no-progress"]
+    assert evaluate_main(args) == 0
     results = json.loads(out.read_text())
     assert [Path(r["model"]).name for r in results] == ["tiny-cd", "tiny-js"]
     js = results[1]
     assert 0 < js["rejection"]["acceptance_rate"] <= 1 and "rejection" not in results[0]  # cd has no critic
+    kept = js["rejection"]["samples"]
+    assert kept == round(8 * js["rejection"]["acceptance_rate"])
+    if kept >= 2:  # the accepted samples and a random subset of the same size, scored alike
+        assert np.isfinite(js["rejection"]["pca_fd"]) and np.isfinite(js["rejection"]["same_size_random"]["pca_fd"])
     assert np.isfinite(js["denoise_psnr_0.2"]) and np.isfinite(js["inpaint_psnr_center"])
     table = md.read_text()
     assert "| tiny-js | js |" in table and "| tiny-cd | cd |" in table
@@ -224,6 +229,46 @@ def test_evaluate_all_writes_one_table_for_every_shipped_model(standin, tmp_path
     card = load_model(root / "tiny-js")
     assert card.config["metrics"]["pca_fd"] == pytest.approx(js["pca_fd"])
     assert "pca_fd" in (root / "tiny-js" / "README.md").read_text()
+
+
+def test_evaluate_all_resumes_from_cached_reports(standin, tmp_path, monkeypatch):
+    from training import evaluate as ev
+
+    root = tmp_path / "checkpoints"
+    root.mkdir()
+    for div in ("js", "cd"):
+        run = tmp_path / f"run-{div}"
+        assert main(tiny_args(standin, run, "--div", div, "--max-steps", "2")) == 0
+        (run / "model").rename(root / f"tiny-{div}")
+    monkeypatch.setenv("FEBM_CHECKPOINTS", str(root))
+    monkeypatch.setenv("FEBM_EVAL_CACHE", str(tmp_path / "cache"))
+    common = ["--no-fid", "--fid-samples", "6", "--steps", "2", "--no-progress"]
+    assert ev.main(["tiny-js", "tiny-cd", *common, "--out", str(tmp_path / "first.json")]) == 0  # fills the cache
+    first = json.loads((tmp_path / "first.json").read_text())
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("a cached report was evaluated again")
+
+    real_evaluate = ev.evaluate
+    monkeypatch.setattr(ev, "evaluate", must_not_run)
+    grids = tmp_path / "grids"
+    assert ev.main(["--all", *common, "--out", str(tmp_path / "again.json"), "--grids", str(grids)]) == 0
+    again = {r["model"]: r for r in json.loads((tmp_path / "again.json").read_text())}
+    assert again["tiny-js"]["pca_fd"] == next(r for r in first if r["model"] == "tiny-js")["pca_fd"]
+    assert sorted(p.name for p in grids.iterdir()) == ["tiny-cd.png", "tiny-js.png"]
+    with pytest.raises(AssertionError, match="evaluated again"):  # another protocol is not a cache hit
+        ev.main(["--all", *common[:-3], "--steps", "3", "--no-progress", "--out", str(tmp_path / "x.json")])
+
+    model = load_model(root / "tiny-js")  # new weights: evaluated again, the other model still reused
+    with torch.no_grad():
+        next(model.energy.parameters()).add_(0.01)
+    model.save_pretrained(root / "tiny-js")
+    evaluated = []
+    monkeypatch.setattr(ev, "evaluate", lambda name, **kw: evaluated.append(name) or real_evaluate(name, **kw))
+    assert ev.main(["--all", *common]) == 0
+    assert evaluated == ["tiny-js"]
+    assert ev.main(["--all", *common, "--no-cache"]) == 0
+    assert evaluated == ["tiny-js", "tiny-cd", "tiny-js"]
 
 
 def test_tune_picks_the_best_validation_setting_and_writes_it(standin, tmp_path):

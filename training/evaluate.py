@@ -12,6 +12,12 @@ channels; Inception resizes them to 299x299 itself. With ``--all`` every shipped
 one protocol (same reference data, seeds and extractors), optionally with rejection sampling (FID of the
 accepted samples and the acceptance rate) and restoration PSNRs (denoising at sigma 0.2, centre-box
 inpainting), into one JSON file and one Markdown table.
+
+Rejection sampling is scored on the same samples: the accepted ones against a random subset of the same
+size (FID depends on the sample count, so only equal sizes compare). Each model's report is cached under
+$FEBM_EVAL_CACHE (default ~/.cache/febm/eval), keyed by its weights, its config and the protocol, so an
+interrupted ``--all`` resumes where it stopped and several processes can share the work; ``--no-cache``
+recomputes.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import argparse
 import hashlib
 import json
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -30,6 +37,7 @@ import torch
 from torchvision.utils import save_image
 
 from febm.imageio import add_noise, preset_mask
+from febm.rejection import rejection_sample
 from febm.metrics import InceptionFeatures, PCAFeatures, frechet_distance, gaussian_stats, psnr
 from febm.model import list_models, load_model, resolve_model
 from febm.restore import denoise, generate, inpaint, model_sampler
@@ -70,12 +78,33 @@ class Protocol:
         self.inception = InceptionFeatures() if fid else None
         self.fid_ref = reference_inception_stats(dataset, split, self.reference, self.inception, progress) if fid else None
 
-    def sample_quality(self, samples: torch.Tensor) -> dict:
-        out = {"pca_fd": frechet_distance(*gaussian_stats(self.pca(samples)), *self.pca_ref)}
+    def features(self, samples: torch.Tensor) -> dict[str, np.ndarray]:
+        """Per-sample features, keyed by the metric they feed ("pca_fd", and "fid" unless skipped)."""
+        out = {"pca_fd": self.pca(samples)}
         if self.inception is not None:
-            out["fid"] = frechet_distance(*gaussian_stats(self.inception(samples, progress=self.progress)),
-                                          *self.fid_ref)
+            out["fid"] = self.inception(samples, progress=self.progress)
         return out
+
+    def quality(self, features: dict[str, np.ndarray], index: np.ndarray | None = None) -> dict:
+        """Fréchet distances of the samples (or the subset ``index``) to the reference split."""
+        reference = {"pca_fd": self.pca_ref, "fid": self.fid_ref}
+        return {name: frechet_distance(*gaussian_stats(f if index is None else f[index]), *reference[name])
+                for name, f in features.items()}
+
+
+@torch.no_grad()
+def rejection_quality(model, samples: torch.Tensor, features: dict, protocol: Protocol, seed: int,
+                      batch_size: int = 500) -> dict:
+    """Rejection sampling on the evaluated samples (M = their largest log-ratio): acceptance rate, quality
+    of the accepted samples, and of a random subset of the same size as the baseline."""
+    r = torch.cat([model.log_ratio(samples[i : i + batch_size]) for i in range(0, len(samples), batch_size)])
+    gen = torch.Generator().manual_seed(seed)
+    accepted = np.flatnonzero(rejection_sample(samples, r, generator=gen).accepted.numpy())
+    out = {"acceptance_rate": len(accepted) / len(samples), "samples": len(accepted)}
+    if len(accepted) < 2:
+        return out  # no covariance from fewer than two samples
+    baseline = np.sort(torch.randperm(len(samples), generator=gen)[: len(accepted)].numpy())
+    return {**out, **protocol.quality(features, accepted), "same_size_random": protocol.quality(features, baseline)}
 
 
 def restoration_psnr(model, clean: torch.Tensor, *, seed: int, sigma: float = 0.2, mask: str = "center",
@@ -104,19 +133,18 @@ def evaluate(model_name: str, *, fid_samples: int = 1000, steps: int | None = No
     protocol = protocol or Protocol(dataset, split, data_root, fid, progress)
     start = time.time()
     samples = generate(model, fid_samples, seed=seed, steps=steps, progress=progress)
+    sampling_seconds = round(time.time() - start, 1)
+    features = protocol.features(samples)
     result = {
         "model": str(model_name), "divergence": model.config["divergence"], "dataset": dataset, "split": split,
         "samples": fid_samples, "seed": seed, "sampler": model_sampler(model, steps=steps).to_dict(),
-        "sampling_seconds": round(time.time() - start, 1),
-        **protocol.sample_quality(samples),
+        "sampling_seconds": sampling_seconds, **protocol.quality(features),
         "energy_test": mean_energy(model, protocol.reference[:2000]), "energy_samples": mean_energy(model, samples),
     }
     if fid:
         result["fid_reference"] = f"{split} split, {protocol.reference.shape[0]} images"
     if rejection and model.has_critic:
-        kept = generate(model, fid_samples, seed=seed + 1, steps=steps, rejection=True, progress=progress,
-                        details=True)
-        result["rejection"] = {"acceptance_rate": kept.acceptance_rate, **protocol.sample_quality(kept.images)}
+        result["rejection"] = rejection_quality(model, samples, features, protocol, seed)
     if restoration_images:
         result.update(restoration_psnr(model, protocol.reference[:restoration_images], seed=seed))
     if samples_png:
@@ -126,22 +154,32 @@ def evaluate(model_name: str, *, fid_samples: int = 1000, steps: int | None = No
 
 
 def evaluate_all(names: list[str], *, out: str | None, markdown: str | None, grids: str | None,
-                 write_cards: bool, progress: bool, **kwargs) -> list[dict]:
-    """Every model with one protocol (same data, extractors, seeds); JSON, a Markdown table, grids."""
-    results, protocol = [], None
+                 write_cards: bool, progress: bool, cache: bool = True, **kwargs) -> list[dict]:
+    """Every model with one protocol (same data, extractors, seeds); JSON, a Markdown table, grids.
+    Reports found in the evaluation cache are reused unless ``cache`` is false."""
+    results, protocol, dataset = [], None, None
     for name in names:
         model = load_model(name)
-        if protocol is None:
-            protocol = Protocol(model.config["dataset"], kwargs["split"], kwargs.get("data_root"), kwargs["fid"],
-                                progress)
-        elif model.config["dataset"] != protocol.dataset:
-            raise SystemExit(f"error: {name} was trained on {model.config['dataset']}, not {protocol.dataset}: "
+        dataset = dataset or model.config["dataset"]
+        if model.config["dataset"] != dataset:
+            raise SystemExit(f"error: {name} was trained on {model.config['dataset']}, not {dataset}: "
                              "evaluate one data set at a time")
-        png = str(Path(grids) / f"{Path(name).name}.png") if grids else None
-        result = evaluate(name, samples_png=png, protocol=protocol, progress=progress, model=model, **kwargs)
-        result["training_steps"] = (model.config.get("training") or {}).get("steps")
+        report = _cache_file(model, kwargs)
+        if cache and report.exists():
+            result = {**json.loads(report.read_text(encoding="utf-8")), "model": str(name)}
+            print(f"{name}: reusing the cached evaluation {report}", file=sys.stderr)
+        else:
+            protocol = protocol or Protocol(dataset, kwargs["split"], kwargs.get("data_root"), kwargs["fid"],
+                                            progress)
+            result = evaluate(name, samples_png=str(report.with_suffix(".png")), protocol=protocol,
+                              progress=progress, model=model, **kwargs)
+            result["training_steps"] = (model.config.get("training") or {}).get("steps")
+            _write_atomic(report, json.dumps(result, indent=2) + "\n")  # written last: marks the grid complete
         results.append(result)
         print(json.dumps(result), flush=True)
+        if grids:
+            Path(grids).mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(report.with_suffix(".png"), Path(grids) / f"{Path(name).name}.png")
         if write_cards:
             write_card_metrics(name, result, model)
     if out:
@@ -149,6 +187,25 @@ def evaluate_all(names: list[str], *, out: str | None, markdown: str | None, gri
     if markdown:
         _write_atomic(Path(markdown), results_table(results))
     return results
+
+
+EVAL_VERSION = 2  # bump when a code change alters what the protocol measures: invalidates cached reports
+
+
+def eval_cache_dir() -> Path:
+    return Path(os.environ.get("FEBM_EVAL_CACHE") or "~/.cache/febm/eval").expanduser()
+
+
+def _cache_file(model, protocol: dict) -> Path:
+    """Where this model's report under this protocol is cached: a hash of weights, config and protocol."""
+    digest = hashlib.sha256()
+    for key, tensor in sorted(model.state_dict().items()):
+        digest.update(key.encode())
+        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    config = {k: v for k, v in model.config.items() if k != "metrics"}  # the metrics are what we compute
+    settings = {k: v for k, v in protocol.items() if k != "data_root"}
+    digest.update(json.dumps([EVAL_VERSION, config, settings], sort_keys=True, default=str).encode())
+    return eval_cache_dir() / f"{digest.hexdigest()[:24]}.json"
 
 
 CARD_METRICS = ("fid", "pca_fd", "samples", "split")
@@ -175,22 +232,24 @@ def _fmt(value, digits: int = 1) -> str:
 
 def results_table(results: list[dict]) -> str:
     """A Markdown table, one row per model."""
-    rows = ["| model | objective | training steps | FID | pixel-PCA FD | FID with rejection | acceptance | "
-            "denoise PSNR σ=0.2 (input) | inpaint PSNR centre box |",
+    rows = ["| model | objective | training steps | FID | pixel-PCA FD | acceptance | FID accepted "
+            "(random subset, same size) | denoise PSNR σ=0.2 (input) | inpaint PSNR centre box |",
             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in results:
         rej = r.get("rejection") or {}
         den = next((k for k in r if k.startswith("denoise_psnr_")), None)
         inp = next((k for k in r if k.startswith("inpaint_psnr_")), None)
         den_in = r.get(den.replace("denoise_psnr", "denoise_input_psnr")) if den else None
+        accepted = (f"{_fmt(rej.get('fid'))} ({_fmt((rej.get('same_size_random') or {}).get('fid'))})"
+                    if rej.get("fid") is not None else "–")
         rows.append(
             f"| {Path(r['model']).name} | {r['divergence']} | {r.get('training_steps') or '–'} | {_fmt(r.get('fid'))} "
-            f"| {_fmt(r['pca_fd'])} | {_fmt(rej.get('fid'))} | "
-            f"{_fmt(100 * rej['acceptance_rate'], 0) + '%' if rej else '–'} | "
-            f"{_fmt(r.get(den), 2)} ({_fmt(den_in, 2)}) | {_fmt(r.get(inp), 2)} |")
+            f"| {_fmt(r['pca_fd'], 3)} | {_fmt(100 * rej['acceptance_rate'], 0) + '%' if rej else '–'} "
+            f"| {accepted} | {_fmt(r.get(den), 2)} ({_fmt(den_in, 2)}) | {_fmt(r.get(inp), 2)} |")
     first = results[0] if results else {}
     notes = (f"\n{first.get('samples')} samples per model against the {first.get('split')} split "
              f"({first.get('fid_reference', 'no FID')}); sampler: `{json.dumps(first.get('sampler'))}`; "
+             f"rejection sampling keeps each of those samples with probability min(1, exp(r - max r)); "
              f"restoration on the first {first.get('restoration_images', 0)} {first.get('split')} images.\n")
     return "\n".join(rows) + "\n" + notes
 
@@ -222,6 +281,8 @@ def main(argv=None) -> int:
     parser.add_argument("--markdown", help="write a Markdown results table here")
     parser.add_argument("--write-cards", action="store_true",
                         help="store the metrics in each local model folder's config.json and model card")
+    parser.add_argument("--no-cache", action="store_true",
+                        help="recompute reports found in the evaluation cache ($FEBM_EVAL_CACHE)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     if args.fid_samples < 2:
@@ -236,7 +297,7 @@ def main(argv=None) -> int:
         print(json.dumps(evaluate(names[0], samples_png=args.samples_png, progress=not args.no_progress, **common)))
         return 0
     evaluate_all(names, out=args.out, markdown=args.markdown, grids=args.grids, write_cards=args.write_cards,
-                 progress=not args.no_progress, **common)
+                 progress=not args.no_progress, cache=not args.no_cache, **common)
     return 0
 
 
