@@ -284,3 +284,17 @@ def test_tune_picks_the_best_validation_setting_and_writes_it(standin, tmp_path)
     assert tune.main([str(run / "model"), "--n", "2", "--chains", "1", "--write"]) == 0
     tuned = load_model(run / "model").config["restoration"]
     assert tuned["denoise"]["chains"] == 1 and tuned["denoise"]["steps"] in (0, 10, 30, 60, 100)
+
+
+def test_results_table_summarises_each_objective_over_its_seeds():
+    from training.evaluate import results_table
+
+    def row(name, div, fid):
+        return {"model": name, "divergence": div, "fid": fid, "pca_fd": fid / 100, "samples": 10, "split": "test"}
+
+    one_each = results_table([row("a-js", "js", 50.0), row("a-cd", "cd", 60.0)])
+    assert "Per objective" not in one_each and "| a-js | js |" in one_each
+    table = results_table([row("js0", "js", 50.0), row("js1", "js", 70.0), row("cd0", "cd", 55.0)])
+    summary = table.split("Per objective")[1]
+    assert "| cd | 1 | 55.0 | 0.550 |" in summary and "| js | 2 | 60.0 [50.0, 70.0] | 0.600 [0.500, 0.700] |" in summary
+    assert summary.index("| cd |") < summary.index("| js |")  # best (lowest FID) first

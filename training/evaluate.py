@@ -251,7 +251,27 @@ def results_table(results: list[dict]) -> str:
              f"({first.get('fid_reference', 'no FID')}); sampler: `{json.dumps(first.get('sampler'))}`; "
              f"rejection sampling keeps each of those samples with probability min(1, exp(r - max r)); "
              f"restoration on the first {first.get('restoration_images', 0)} {first.get('split')} images.\n")
-    return "\n".join(rows) + "\n" + notes
+    return "\n".join(rows) + "\n" + notes + objective_table(results)
+
+
+def objective_table(results: list[dict]) -> str:
+    """Per objective, over its models (seeds): mean FID and the range; empty when each has one model."""
+    by_div: dict[str, list[dict]] = {}
+    for r in results:
+        by_div.setdefault(r["divergence"], []).append(r)
+    if all(len(v) == 1 for v in by_div.values()):
+        return ""
+    rows = ["", "Per objective (mean over its models, range in brackets):", "",
+            "| objective | models | FID | pixel-PCA FD |", "| --- | ---: | ---: | ---: |"]
+    rank = "fid" if all(r.get("fid") is not None for r in results) else "pca_fd"
+    for div, rs in sorted(by_div.items(), key=lambda kv: np.mean([r[rank] for r in kv[1]])):
+        cells = []
+        for key, digits in (("fid", 1), ("pca_fd", 3)):
+            values = [r[key] for r in rs if r.get(key) is not None]
+            spread = f" [{_fmt(min(values), digits)}, {_fmt(max(values), digits)}]" if len(values) > 1 else ""
+            cells.append(f"{_fmt(float(np.mean(values)), digits)}{spread}" if values else "–")
+        rows.append(f"| {div} | {len(rs)} | {cells[0]} | {cells[1]} |")
+    return "\n".join(rows) + "\n"
 
 
 def _write_atomic(path: Path, text: str) -> None:
