@@ -149,10 +149,11 @@ class EBM(
         """Energy E(x), shape (B,): what Langevin samplers differentiate."""
         return self.energy(x)
 
-    def initial_samples(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        """n starting points for Langevin chains, (n, C, H, W) on the model's device (see ``start``)."""
+    def initial_samples(self, n: int, generator: torch.Generator | None = None, residual_scale: float = 1.0) -> Tensor:
+        """n starting points for Langevin chains, (n, C, H, W) on the model's device (see ``start``);
+        ``residual_scale`` scales a Gaussian start's residual noise (PCAGaussian.sample)."""
         if self.start is not None:
-            return self.start.sample(n, generator)
+            return self.start.sample(n, generator, residual_scale)
         lo, hi = self.config["data_range"]
         device = next(self.parameters()).device
         return lo + (hi - lo) * torch.rand((n, *self.config["image_shape"]), generator=generator, device=device)

@@ -219,11 +219,12 @@ class PCAGaussian(nn.Module):
         self.residual.copy_((top[k:].sum() / x.shape[1]).sqrt())
         return self
 
-    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+    def sample(self, n: int, generator: torch.Generator | None = None, residual_scale: float = 1.0) -> Tensor:
+        """n draws; ``residual_scale`` multiplies the residual noise (0: the smooth principal-subspace part)."""
         dev = self.mean.device
         z = torch.randn((n, self.basis.shape[0]), generator=generator, device=dev)
         e = torch.randn((n, *self.shape), generator=generator, device=dev)
-        x = self.mean + ((z * self.scale) @ self.basis).reshape(n, *self.shape) + self.residual * e
+        x = self.mean + ((z * self.scale) @ self.basis).reshape(n, *self.shape) + residual_scale * self.residual * e
         return x.clamp(*self.data_range)
 
     def posterior(self, observed: Tensor, sigma: Tensor, known: Tensor | None = None,

@@ -247,3 +247,16 @@ def test_restoration_chains_start_from_the_gaussian_start_conditioned_on_the_obs
     assert torch.equal(filled, want) and torch.equal(filled[known.expand_as(images)], images[known.expand_as(images)])
     one = inpaint(model, images, known, steps=0, mean=False, seed=1, progress=False)  # a sample, not the mean
     assert not torch.equal(one, filled) and torch.equal(one[known.expand_as(images)], images[known.expand_as(images)])
+
+
+def test_generation_starts_from_the_smooth_part_of_a_gaussian_start_by_default():
+    model = _pca_model()
+    model.start.residual.fill_(0.05)
+    gen = lambda: torch.Generator().manual_seed(4)  # noqa: E731
+    smooth, noisy = model.initial_samples(8, gen(), 0.0), model.initial_samples(8, gen())
+    assert torch.equal(generate(model, 8, steps=0, seed=4, progress=False), smooth)
+    assert torch.equal(generate(model, 8, steps=0, seed=4, start_residual=1.0, progress=False), noisy)
+    model.config["sampler"]["start_residual"] = 1.0  # a model may carry its own
+    assert torch.equal(generate(model, 8, steps=0, seed=4, progress=False), noisy)
+    with pytest.raises(ValueError, match="start_residual"):
+        generate(model, 2, start_residual=1.5, progress=False)

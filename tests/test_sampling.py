@@ -425,6 +425,9 @@ def test_pca_gaussian_recovers_a_low_rank_gaussian():
     data_cov = torch.cov(data.flatten(1).T.double())
     assert torch.allclose(cov, data_cov, atol=2e-3)
     assert torch.equal(x[:5], start.sample(20000, generator=gen(1))[:5])  # seeded
+    smooth = start.sample(2000, generator=gen(2), residual_scale=0.0)  # the principal subspace only
+    off_subspace = (smooth - start.mean).flatten(1) @ (torch.eye(20) - start.basis.T @ start.basis)
+    assert off_subspace.abs().max() < 1e-5
 
 
 def test_pca_gaussian_rejects_bad_component_counts():

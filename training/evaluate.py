@@ -40,7 +40,7 @@ from febm.imageio import add_noise, preset_mask
 from febm.rejection import rejection_sample
 from febm.metrics import InceptionFeatures, PCAFeatures, frechet_distance, gaussian_stats, psnr
 from febm.model import list_models, load_model, resolve_model
-from febm.restore import denoise, generate, inpaint, model_sampler
+from febm.restore import denoise, generate, inpaint, model_sampler, start_residual_of
 from training import data as datasets
 
 
@@ -122,6 +122,11 @@ def restoration_psnr(model, clean: torch.Tensor, *, seed: int, sigma: float = 0.
             "restoration_images": len(clean)}
 
 
+def generation_settings(model, steps: int | None = None) -> dict:
+    """The Langevin settings and start used to generate, as recorded with every report."""
+    return {**model_sampler(model, steps=steps).to_dict(), "start_residual": start_residual_of(model)}
+
+
 def evaluate(model_name: str, *, fid_samples: int = 1000, steps: int | None = None, split: str = "test",
              seed: int = 0, fid: bool = True, data_root: str | None = None, progress: bool = True,
              samples_png: str | None = None, rejection: bool = False, restoration_images: int = 0,
@@ -137,7 +142,7 @@ def evaluate(model_name: str, *, fid_samples: int = 1000, steps: int | None = No
     features = protocol.features(samples)
     result = {
         "model": str(model_name), "divergence": model.config["divergence"], "dataset": dataset, "split": split,
-        "samples": fid_samples, "seed": seed, "sampler": model_sampler(model, steps=steps).to_dict(),
+        "samples": fid_samples, "seed": seed, "sampler": generation_settings(model, steps),
         "sampling_seconds": sampling_seconds, **protocol.quality(features),
         "energy_test": mean_energy(model, protocol.reference[:2000]), "energy_samples": mean_energy(model, samples),
     }
@@ -204,6 +209,7 @@ def _cache_file(model, protocol: dict) -> Path:
         digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
     config = {k: v for k, v in model.config.items() if k != "metrics"}  # the metrics are what we compute
     settings = {k: v for k, v in protocol.items() if k != "data_root"}
+    settings["generation"] = generation_settings(model, protocol.get("steps"))  # library defaults count too
     digest.update(json.dumps([EVAL_VERSION, config, settings], sort_keys=True, default=str).encode())
     return eval_cache_dir() / f"{digest.hexdigest()[:24]}.json"
 
