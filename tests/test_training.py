@@ -199,9 +199,9 @@ def test_pca_start_is_fitted_on_the_training_data_and_exported(standin, tmp_path
     assert x.shape == (3, *data.shape[1:])
 
 
-def test_evaluate_all_writes_one_table_for_every_shipped_model(standin, tmp_path, monkeypatch):
-    from training.evaluate import main as evaluate_main
-
+@pytest.fixture
+def shipped_pair(standin, tmp_path, monkeypatch):
+    """A checkpoints folder holding tiny-js and tiny-cd (2 training steps each); an empty evaluation cache."""
     root = tmp_path / "checkpoints"
     root.mkdir()
     for div in ("js", "cd"):
@@ -210,6 +210,13 @@ def test_evaluate_all_writes_one_table_for_every_shipped_model(standin, tmp_path
         (run / "model").rename(root / f"tiny-{div}")
     monkeypatch.setenv("FEBM_CHECKPOINTS", str(root))
     monkeypatch.setenv("FEBM_EVAL_CACHE", str(tmp_path / "cache"))
+    return root
+
+
+def test_evaluate_all_writes_one_table_for_every_shipped_model(shipped_pair, tmp_path):
+    from training.evaluate import main as evaluate_main
+
+    root = shipped_pair
     out, md, grids = tmp_path / "r.json", tmp_path / "r.md", tmp_path / "grids"
     args = ["--all", "--no-fid", "--fid-samples", "8", "--steps", "2", "--rejection", "--restoration", "4",
             "--out", str(out), "--markdown", str(md), "--grids", str(grids), "--write-cards", "--no-progress"]
@@ -231,17 +238,10 @@ def test_evaluate_all_writes_one_table_for_every_shipped_model(standin, tmp_path
     assert "pca_fd" in (root / "tiny-js" / "README.md").read_text()
 
 
-def test_evaluate_all_resumes_from_cached_reports(standin, tmp_path, monkeypatch):
+def test_evaluate_all_resumes_from_cached_reports(shipped_pair, tmp_path, monkeypatch):
     from training import evaluate as ev
 
-    root = tmp_path / "checkpoints"
-    root.mkdir()
-    for div in ("js", "cd"):
-        run = tmp_path / f"run-{div}"
-        assert main(tiny_args(standin, run, "--div", div, "--max-steps", "2")) == 0
-        (run / "model").rename(root / f"tiny-{div}")
-    monkeypatch.setenv("FEBM_CHECKPOINTS", str(root))
-    monkeypatch.setenv("FEBM_EVAL_CACHE", str(tmp_path / "cache"))
+    root = shipped_pair
     common = ["--no-fid", "--fid-samples", "6", "--steps", "2", "--no-progress"]
     assert ev.main(["tiny-js", "tiny-cd", *common, "--out", str(tmp_path / "first.json")]) == 0  # fills the cache
     first = json.loads((tmp_path / "first.json").read_text())
