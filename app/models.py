@@ -48,8 +48,9 @@ class ModelEntry:
         command = training.get("command")
         lines = [f"**{self.label}** — image {'×'.join(map(str, self.config.get('image_shape') or []))}",
                  " · ".join(facts)]
-        if metrics.get("fid_protocol"):
-            lines.append(f"FID protocol: {metrics['fid_protocol']}")
+        if isinstance(fid, (int, float)) and metrics.get("samples") and metrics.get("split"):
+            lines.append(f"FID of {metrics['samples']:,} samples against the {metrics['split']} split "
+                         "(`python -m training.evaluate`)")
         lines.append(f"Training command: `{command}`" if command else "Training command: not recorded")
         return "\n\n".join(lines)
 

@@ -74,7 +74,7 @@ class EBM(
             {"kind": "pca", "components": k} (``febm.sampling.PCAGaussian``, fitted by the trainer; its
             parameters are buffers saved with the weights).
         training: the training record (command, steps, wall_time, machine...).
-        metrics: evaluation results, e.g. {"fid": 42.0, "fid_protocol": "..."}.
+        metrics: evaluation results, e.g. {"fid": 42.0, "samples": 5000, "split": "test"}.
         **extra: further JSON-able config entries, kept and saved as they are.
 
     ``model.config`` is the plain dict written to config.json. After ``from_pretrained`` the model is in

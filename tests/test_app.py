@@ -34,7 +34,7 @@ FAST = {"steps": 2, "chains": 1, "seed": 0}  # the sampling arguments of a quick
 
 def make_model(divergence: str) -> EBM:
     return EBM(divergence, energy=NET, critic=None if divergence == "cd" else NET, dataset="fashion-mnist",
-               image_shape=[1, *SIZE], sampler=SAMPLER, metrics={"fid": 300.5},
+               image_shape=[1, *SIZE], sampler=SAMPLER, metrics={"fid": 300.5, "samples": 5000, "split": "test"},
                training={"command": f"python -m training.run --div {divergence} --preset tiny", "steps": 10})
 
 
@@ -303,7 +303,7 @@ def test_models_added_with_model_are_labelled_and_summarised(checkpoints, tmp_pa
     assert registry.choices() == [(f"CD · fashion-mnist ({folder})", folder)]
     entry = registry.entry(folder)
     card = entry.card_summary()
-    assert "FID 300.50" in card and "trained 10 steps" in card
+    assert "FID 300.50" in card and "trained 10 steps" in card and "5,000 samples against the test split" in card
     assert "python -m training.run --div cd --preset tiny" in card and "no critic" in card
     assert registry.get(folder) is registry.get(folder)  # loaded once
 

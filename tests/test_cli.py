@@ -24,7 +24,7 @@ def folder(tmp_path_factory):
     torch.manual_seed(0)
     EBM("js", energy=NET, critic=NET, dataset="fashion-mnist", image_shape=[1, 28, 28],
         sampler={"method": "authors", "steps": 3, "step_size": 10.0, "noise": 0.005, "grad_clip": 0.01},
-        metrics={"fid": 123.4, "fid_protocol": "1k samples"}).save_pretrained(root / "checkpoints" / "fmnist-js")
+        metrics={"fid": 123.4, "samples": 1000, "split": "test"}).save_pretrained(root / "checkpoints" / "fmnist-js")
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (17, 23, 3), dtype=np.uint8)).save(root / "in.png")
     mask = np.zeros((17, 23), np.uint8)
     mask[5:12, 6:18] = 255
@@ -56,7 +56,7 @@ def test_models(folder):
     assert result.returncode == 0, result.stderr
     header, row = result.stdout.splitlines()
     assert header.split() == ["name", "divergence", "dataset", "metrics"]
-    assert row.split() == ["fmnist-js", "js", "fashion-mnist", "fid=123.4"]
+    assert row.split() == ["fmnist-js", "js", "fashion-mnist", "fid=123.4,", "samples=1000"]
 
 
 def test_generate_grid_with_rejection(folder):
