@@ -298,3 +298,32 @@ def test_results_table_summarises_each_objective_over_its_seeds():
     summary = table.split("Per objective")[1]
     assert "| cd | 1 | 55.0 | 0.550 |" in summary and "| js | 2 | 60.0 [50.0, 70.0] | 0.600 [0.500, 0.700] |" in summary
     assert summary.index("| cd |") < summary.index("| js |")  # best (lowest FID) first
+
+
+def test_a_killed_evaluation_resumes_after_its_last_finished_stage(shipped_pair, tmp_path, monkeypatch):
+    from training import evaluate as ev
+
+    args = ["tiny-js", "tiny-cd", "--no-fid", "--fid-samples", "6", "--steps", "2", "--restoration", "2",
+            "--no-progress", "--out", str(tmp_path / "r.json")]
+
+    def killed(*a, **kw):
+        raise KeyboardInterrupt("killed during restoration")
+
+    monkeypatch.setattr(ev, "restoration_psnr", killed)
+    with pytest.raises(KeyboardInterrupt):
+        ev.main(args)
+    stages = list((tmp_path / "cache").glob("*.stages.safetensors"))
+    assert len(stages) == 1 and not list((tmp_path / "cache").glob("*.json"))  # tiny-js's samples and features
+    monkeypatch.undo()
+    monkeypatch.setenv("FEBM_CHECKPOINTS", str(shipped_pair))
+    monkeypatch.setenv("FEBM_EVAL_CACHE", str(tmp_path / "cache"))
+    generated = []
+    real_generate = ev.generate
+    monkeypatch.setattr(ev, "generate", lambda model, *a, **kw: generated.append(model) or real_generate(model, *a, **kw))
+    assert ev.main(args) == 0
+    assert len(generated) == 1  # tiny-cd only: tiny-js resumed from its stored samples
+    assert not list((tmp_path / "cache").glob("*.stages.safetensors"))  # removed once the report is written
+    resumed = json.loads((tmp_path / "r.json").read_text())[0]
+    assert ev.main([*args[:-2], "--no-cache", "--out", str(tmp_path / "fresh.json")]) == 0
+    fresh = json.loads((tmp_path / "fresh.json").read_text())[0]
+    assert resumed["model"] == "tiny-js" and resumed["pca_fd"] == pytest.approx(fresh["pca_fd"])

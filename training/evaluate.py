@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from safetensors.torch import load_file, save_file
 from torchvision.utils import save_image
 
 from febm.imageio import add_noise, preset_mask
@@ -127,19 +128,46 @@ def generation_settings(model, steps: int | None = None) -> dict:
     return {**model_sampler(model, steps=steps).to_dict(), "start_residual": start_residual_of(model)}
 
 
+def samples_and_features(model, protocol: Protocol, stages: Path | None, *, n: int, seed: int,
+                         steps: int | None, progress: bool) -> tuple[torch.Tensor, float, dict]:
+    """The generated samples, the seconds they took and their features, each stage stored in ``stages``
+    (safetensors) once done and read back from there if a previous run finished it."""
+    saved = load_file(stages) if stages is not None and stages.exists() else {}
+    if "samples" in saved:
+        samples, seconds = saved["samples"], saved["sampling_seconds"].item()
+    else:
+        start = time.time()
+        samples = generate(model, n, seed=seed, steps=steps, progress=progress)
+        seconds = round(time.time() - start, 1)
+        saved = {"samples": samples, "sampling_seconds": torch.tensor(seconds)}
+        _save_stages(stages, saved)
+    features = {k.removeprefix("features."): v.numpy() for k, v in saved.items() if k.startswith("features.")}
+    if not features:
+        features = protocol.features(samples)
+        _save_stages(stages, {**saved, **{f"features.{k}": torch.from_numpy(v) for k, v in features.items()}})
+    return samples, seconds, features
+
+
+def _save_stages(path: Path | None, tensors: dict) -> None:
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        save_file({k: v.contiguous() for k, v in tensors.items()}, tmp)
+        os.replace(tmp, path)
+
+
 def evaluate(model_name: str, *, fid_samples: int = 1000, steps: int | None = None, split: str = "test",
              seed: int = 0, fid: bool = True, data_root: str | None = None, progress: bool = True,
              samples_png: str | None = None, rejection: bool = False, restoration_images: int = 0,
-             protocol: Protocol | None = None, model=None) -> dict:
+             protocol: Protocol | None = None, model=None, stages: Path | None = None) -> dict:
     """One model's report; ``rejection`` adds FID with rejection sampling, ``restoration_images`` PSNRs.
-    ``model`` passes the already loaded ``model_name`` (saves loading it again)."""
+    ``model`` passes the already loaded ``model_name`` (saves loading it again); ``stages`` is a file that
+    keeps the samples and their features, so that a killed evaluation resumes after its last stage."""
     model = model if model is not None else load_model(model_name)
     dataset = model.config["dataset"]
     protocol = protocol or Protocol(dataset, split, data_root, fid, progress)
-    start = time.time()
-    samples = generate(model, fid_samples, seed=seed, steps=steps, progress=progress)
-    sampling_seconds = round(time.time() - start, 1)
-    features = protocol.features(samples)
+    samples, sampling_seconds, features = samples_and_features(
+        model, protocol, stages, n=fid_samples, seed=seed, steps=steps, progress=progress)
     result = {
         "model": str(model_name), "divergence": model.config["divergence"], "dataset": dataset, "split": split,
         "samples": fid_samples, "seed": seed, "sampler": generation_settings(model, steps),
@@ -176,10 +204,14 @@ def evaluate_all(names: list[str], *, out: str | None, markdown: str | None, gri
         else:
             protocol = protocol or Protocol(dataset, kwargs["split"], kwargs.get("data_root"), kwargs["fid"],
                                             progress)
+            stages = report.with_suffix(".stages.safetensors")
+            if not cache:
+                stages.unlink(missing_ok=True)
             result = evaluate(name, samples_png=str(report.with_suffix(".png")), protocol=protocol,
-                              progress=progress, model=model, **kwargs)
+                              progress=progress, model=model, stages=stages, **kwargs)
             result["training_steps"] = (model.config.get("training") or {}).get("steps")
             _write_atomic(report, json.dumps(result, indent=2) + "\n")  # written last: marks the grid complete
+            stages.unlink(missing_ok=True)  # tens of MB, no longer needed
         results.append(result)
         print(json.dumps(result), flush=True)
         if grids:
