@@ -60,7 +60,7 @@ def generate_tab(handlers: Handlers, model: gr.Dropdown, critic: bool) -> gr.Che
             gallery = gr.Gallery(label="Samples", format="png", columns=8, height="auto", elem_classes=["pixelated"])
             chain = gr.Image(label="Langevin chain", type="pil", format="png", interactive=False,
                              elem_classes=["pixelated"])
-            gr.Markdown("The chain: one row per sample (up to 8), from uniform noise (left) to the sample (right).")
+            gr.Markdown("The chain: one row per sample (up to 8), from its start (left) to the sample (right).")
             info = gr.Markdown(label="summary")
     run.click(handlers.generate, [model, n, steps, seed, rejection], [gallery, chain, info], api_name="generate")
     return rejection

@@ -156,8 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
                                 "default: the model's resolution")
 
     p = commands.add_parser("generate", parents=[common], help="sample new images from the model",
-                            description="Sample new images: Langevin chains from uniform noise on the model's "
-                                        "energy.")
+                            description="Sample new images: Langevin chains on the model's energy, from its start "
+                                        "distribution (uniform noise, or the smooth part of a Gaussian fitted "
+                                        "to the training data).")
     p.add_argument("--n", type=int, default=16, help="number of samples (default 16)")
     p.add_argument("--out", default="samples.png", metavar="OUT.png", help="output PNG (default samples.png)")
     layout = p.add_mutually_exclusive_group()
