@@ -17,6 +17,7 @@ converts other images (PIL, numpy, any size or mode) at the edges.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -321,7 +322,7 @@ def denoise(
     weight = temperature(model, sampler) * temperature_scale / sigma_t.pow(2)
     y = _repeat(y, chains)
     energy = PosteriorEnergy(model.energy, y, _repeat(weight, chains))
-    x0 = _conditioned_start(model, y, _repeat(sigma_t, chains), None, gen if not mean else None, fallback=y)
+    x0 = _conditioned_start(model, y, _repeat(sigma_t, chains), None, gen if not mean else None, fallback=lambda: y)
     model.eval()
     images, sample, chain = _run(sampler, energy, x0, chains, known=None, gen=gen, mean=mean,
                                  return_chain=return_chain, progress=progress)
@@ -329,15 +330,16 @@ def denoise(
 
 
 def _conditioned_start(model: EBM, observed: Tensor, sigma: Tensor, known: Tensor | None,
-                       gen: torch.Generator | None, *, fallback: Tensor) -> Tensor:
+                       gen: torch.Generator | None, *, fallback: Callable[[], Tensor]) -> Tensor:
     """Where restoration chains start: the model's start distribution conditioned on the observation.
 
     With a Gaussian start (``start: pca``) the conditional is exact and cheap (PCAGaussian.posterior): its
     mean when ``gen`` is None (the posterior-mean output), else a sample. Chains then only add what the
-    energy knows beyond that Gaussian, as in generation. Other models start at ``fallback``.
+    energy knows beyond that Gaussian, as in generation. Other models start at ``fallback()``, called only
+    then so that it draws nothing from ``gen`` otherwise.
     """
     if model.start is None:
-        return fallback
+        return fallback()
     return model.start.posterior(observed, sigma, known, generator=gen)
 
 
@@ -384,9 +386,8 @@ def inpaint(
     gen = _generator(seed, x.device)
     x = _repeat(x, chains)
     known = _repeat(known, chains)
-    unconditioned = torch.where(known, x, model.initial_samples(x.shape[0], gen))
     x0 = _conditioned_start(model, x, torch.zeros(x.shape[0], device=x.device), known, gen if not mean else None,
-                            fallback=unconditioned)
+                            fallback=lambda: torch.where(known, x, model.initial_samples(x.shape[0], gen)))
     model.eval()
     images, sample, chain = _run(sampler, model.energy, x0, chains, known=known, gen=gen, mean=mean,
                                  return_chain=return_chain, progress=progress)

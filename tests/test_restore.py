@@ -249,6 +249,16 @@ def test_restoration_chains_start_from_the_gaussian_start_conditioned_on_the_obs
     assert not torch.equal(one, filled) and torch.equal(one[known.expand_as(images)], images[known.expand_as(images)])
 
 
+def test_gaussian_start_inpainting_draws_no_unconditioned_start_samples(images, monkeypatch):
+    """The unconditioned start is only the fallback of models without a Gaussian start: drawing it anyway
+    would shift the random stream of the chains."""
+    model = _pca_model()
+    monkeypatch.setattr(model, "initial_samples", lambda *a, **k: pytest.fail("drew unconditioned start samples"))
+    known = torch.ones(1, 1, *SHAPE[1:], dtype=torch.bool)
+    known[..., :2, :] = False
+    inpaint(model, images, known, steps=2, seed=0, progress=False)
+
+
 def test_generation_starts_from_the_smooth_part_of_a_gaussian_start_by_default():
     model = _pca_model()
     model.start.residual.fill_(0.05)
