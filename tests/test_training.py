@@ -245,6 +245,12 @@ def test_evaluate_all_resumes_from_cached_reports(shipped_pair, tmp_path, monkey
     common = ["--no-fid", "--fid-samples", "6", "--steps", "2", "--no-progress"]
     assert ev.main(["tiny-js", "tiny-cd", *common, "--out", str(tmp_path / "first.json")]) == 0  # fills the cache
     first = json.loads((tmp_path / "first.json").read_text())
+    (tmp_path / "cache").rename(tmp_path / "cache-of-both")
+    for name in ("tiny-js", "tiny-cd"):  # one model at a time (two processes sharing the work) fills it too
+        assert ev.main([name, *common, "--samples-png", str(tmp_path / f"{name}.png")]) == 0
+        assert (tmp_path / f"{name}.png").stat().st_size > 0
+    with pytest.raises(SystemExit):
+        ev.main(["tiny-js", "tiny-cd", *common, "--samples-png", str(tmp_path / "x.png")])
 
     def must_not_run(*args, **kwargs):
         raise AssertionError("a cached report was evaluated again")

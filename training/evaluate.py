@@ -187,9 +187,11 @@ def evaluate(model_name: str, *, fid_samples: int = 1000, steps: int | None = No
 
 
 def evaluate_all(names: list[str], *, out: str | None, markdown: str | None, grids: str | None,
-                 write_cards: bool, progress: bool, cache: bool = True, **kwargs) -> list[dict]:
+                 write_cards: bool, progress: bool, cache: bool = True, samples_png: str | None = None,
+                 **kwargs) -> list[dict]:
     """Every model with one protocol (same data, extractors, seeds); JSON, a Markdown table, grids.
-    Reports found in the evaluation cache are reused unless ``cache`` is false."""
+    Reports found in the evaluation cache are reused unless ``cache`` is false. ``samples_png``: a copy of
+    the (one) model's sample grid."""
     results, protocol, dataset = [], None, None
     for name in names:
         model = load_model(name)
@@ -217,6 +219,9 @@ def evaluate_all(names: list[str], *, out: str | None, markdown: str | None, gri
         if grids:
             Path(grids).mkdir(parents=True, exist_ok=True)
             shutil.copyfile(report.with_suffix(".png"), Path(grids) / f"{Path(name).name}.png")
+        if samples_png:
+            Path(samples_png).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(report.with_suffix(".png"), samples_png)
         if write_cards:
             write_card_metrics(name, result, model)
     if out:
@@ -351,11 +356,10 @@ def main(argv=None) -> int:
     common = dict(fid_samples=args.fid_samples, steps=args.steps, split=args.split, seed=args.seed,
                   fid=not args.no_fid, data_root=args.data_root, rejection=args.rejection,
                   restoration_images=args.restoration)
-    if len(names) == 1 and not (args.all or args.out or args.markdown or args.grids or args.write_cards):
-        print(json.dumps(evaluate(names[0], samples_png=args.samples_png, progress=not args.no_progress, **common)))
-        return 0
+    if args.samples_png and len(names) != 1:
+        parser.error("--samples-png takes one model; use --grids DIR for several")
     evaluate_all(names, out=args.out, markdown=args.markdown, grids=args.grids, write_cards=args.write_cards,
-                 progress=not args.no_progress, cache=not args.no_cache, **common)
+                 samples_png=args.samples_png, progress=not args.no_progress, cache=not args.no_cache, **common)
     return 0
 
 
