@@ -333,3 +333,16 @@ def test_a_killed_evaluation_resumes_after_its_last_finished_stage(shipped_pair,
     assert ev.main([*args[:-2], "--no-cache", "--out", str(tmp_path / "fresh.json")]) == 0
     fresh = json.loads((tmp_path / "fresh.json").read_text())[0]
     assert resumed["model"] == "tiny-js" and resumed["pca_fd"] == pytest.approx(fresh["pca_fd"])
+
+
+def test_a_stages_file_of_another_format_is_ignored_not_fatal(tmp_path, capsys):
+    from safetensors.torch import save_file
+
+    from training import evaluate as ev
+
+    stages = tmp_path / "old.stages.safetensors"
+    save_file({"samples": torch.zeros(2, 1, 4, 4)}, str(stages))  # plain tensors, no state tree
+    assert ev._load_stages(stages) == {} and "ignoring" in capsys.readouterr().err
+    ev._save_stages(stages, {"samples": torch.ones(2, 1, 4, 4), "sampling_seconds": 1.5})
+    back = ev._load_stages(stages)
+    assert back["sampling_seconds"] == 1.5 and torch.equal(back["samples"], torch.ones(2, 1, 4, 4))

@@ -34,7 +34,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from safetensors.torch import load_file, save_file
 from torchvision.utils import save_image
 
 from febm.imageio import add_noise, preset_mask
@@ -43,6 +42,7 @@ from febm.metrics import InceptionFeatures, PCAFeatures, frechet_distance, gauss
 from febm.model import list_models, load_model, resolve_model
 from febm.restore import denoise, generate, inpaint, model_sampler, start_residual_of
 from training import data as datasets
+from training.checkpoint import load_state, save_state
 
 
 def _cache_path(dataset: str, split: str, n: int) -> Path:
@@ -130,30 +130,34 @@ def generation_settings(model, steps: int | None = None) -> dict:
 
 def samples_and_features(model, protocol: Protocol, stages: Path | None, *, n: int, seed: int,
                          steps: int | None, progress: bool) -> tuple[torch.Tensor, float, dict]:
-    """The generated samples, the seconds they took and their features, each stage stored in ``stages``
-    (safetensors) once done and read back from there if a previous run finished it."""
-    saved = load_file(stages) if stages is not None and stages.exists() else {}
-    if "samples" in saved:
-        samples, seconds = saved["samples"], saved["sampling_seconds"].item()
-    else:
+    """The generated samples, the seconds they took and their features, each stage stored in ``stages`` (a
+    state file of training.checkpoint, written atomically) once done and read back if a previous run did it."""
+    saved = _load_stages(stages)
+    if "samples" not in saved:
         start = time.time()
         samples = generate(model, n, seed=seed, steps=steps, progress=progress)
-        seconds = round(time.time() - start, 1)
-        saved = {"samples": samples, "sampling_seconds": torch.tensor(seconds)}
+        saved = {"samples": samples, "sampling_seconds": round(time.time() - start, 1)}
         _save_stages(stages, saved)
-    features = {k.removeprefix("features."): v.numpy() for k, v in saved.items() if k.startswith("features.")}
-    if not features:
-        features = protocol.features(samples)
-        _save_stages(stages, {**saved, **{f"features.{k}": torch.from_numpy(v) for k, v in features.items()}})
-    return samples, seconds, features
+    if "features" not in saved:
+        saved["features"] = {k: torch.from_numpy(v) for k, v in protocol.features(saved["samples"]).items()}
+        _save_stages(stages, saved)
+    return saved["samples"], saved["sampling_seconds"], {k: v.numpy() for k, v in saved["features"].items()}
 
 
-def _save_stages(path: Path | None, tensors: dict) -> None:
+def _load_stages(path: Path | None) -> dict:
+    if path is None or not path.exists():
+        return {}
+    try:
+        return load_state(path)
+    except ValueError:  # not a stages file this code wrote: start the model again
+        print(f"warning: ignoring {path}, not a stages file of this version", file=sys.stderr)
+        return {}
+
+
+def _save_stages(path: Path | None, state: dict) -> None:
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        save_file({k: v.contiguous() for k, v in tensors.items()}, tmp)
-        os.replace(tmp, path)
+        save_state(path, state)
 
 
 def evaluate(model_name: str, *, fid_samples: int = 1000, steps: int | None = None, split: str = "test",
