@@ -327,7 +327,8 @@ class Trainer:
             "command": self.cfg.command, "preset": self.cfg.preset, "steps": self.step,
             "wall_time_minutes": round(self.elapsed / 60, 1), "batch_size": self.cfg.batch_size,
             "processes": self.world, "device": str(self.device),
-            "machine": f"{platform.machine()} {platform.system()}, {os.cpu_count()} CPU threads"
+            "machine": f"{platform.machine()} {platform.system()}, {os.cpu_count()} logical CPUs, "
+                       f"{torch.get_num_threads()} torch threads"
                        + (f", {torch.cuda.get_device_name()}" if self.device.type == "cuda" else ""),
             "ema": self.cfg.ema, "options": asdict(self.cfg),
         }})
