@@ -299,7 +299,7 @@ def model_card_body(config: dict, *, name: str | None = None, notes: str | None 
         lines += ["| | |", "| --- | --- |"] + [f"| {k} | {_fmt(v)} |" for k, v in rest.items()] + [""]
     lines += ["## Metrics", ""]
     if metrics:
-        lines += ["| metric | value |", "| --- | --- |"] + [f"| {k} | {_fmt(v)} |" for k, v in metrics.items()] + [""]
+        lines += ["| metric | value |", "| --- | --- |"] + [f"| {k} | {_fmt(v)} |" for k, v in _flat(metrics)] + [""]
     else:
         lines += ["None recorded.", ""]
     if sampler:
@@ -325,6 +325,17 @@ def model_card_body(config: dict, *, name: str | None = None, notes: str | None 
         "Weights are stored as safetensors; `config.json` holds everything above.",
     ]
     return "\n".join(lines)
+
+
+def _flat(metrics: dict, prefix: str = "") -> list[tuple[str, Any]]:
+    """Nested metric groups (e.g. rejection) as dotted rows; the sampler settings stay one JSON cell."""
+    rows = []
+    for key, value in metrics.items():
+        if isinstance(value, dict) and key != "sampler":
+            rows += _flat(value, f"{prefix}{key}.")
+        else:
+            rows.append((prefix + key, value))
+    return rows
 
 
 def _n_params(n: int | None) -> str:

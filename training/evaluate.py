@@ -294,8 +294,9 @@ def results_table(results: list[dict]) -> str:
             f"| {_fmt(r['pca_fd'], 3)} | {_fmt(100 * rej['acceptance_rate'], 0) + '%' if rej else '–'} "
             f"| {accepted} | {_fmt(r.get(den), 2)} ({_fmt(den_in, 2)}) | {_fmt(r.get(inp), 2)} |")
     first = results[0] if results else {}
-    notes = (f"\n{first.get('samples')} samples per model against the {first.get('split')} split "
-             f"({first.get('fid_reference', 'no FID')}); sampler: `{json.dumps(first.get('sampler'))}`; "
+    reference = first.get("fid_reference") or f"{first.get('split')} split"
+    notes = (f"\n{first.get('samples')} samples per model; reference: the {reference}; "
+             f"sampler: `{json.dumps(first.get('sampler'))}`; "
              f"rejection sampling keeps each of those samples with probability min(1, exp(r - max r)); "
              f"restoration on the first {first.get('restoration_images', 0)} {first.get('split')} images.\n")
     return "\n".join(rows) + "\n" + notes + objective_table(results)
