@@ -11,11 +11,14 @@ constant that maximises its own variational bound on this batch (a 1-D grid sear
 gradients by what they do to the model: the change of energy each causes on those 2n images, centred (a
 constant shift of E leaves the model's distribution unchanged), measured by central differences in float64.
 Prints the spread of r on data and samples and, per objective, f''(1), the size of that centred change per
-unit f''(1), and its cosine with each other objective's (and the raw parameter-space cosines in the JSON).
+unit f''(1), and its cosine with each other objective's (and the raw parameter-space cosines in the JSON);
+last, the cosine between CD's change and the one training applied (the model's own objective, its critic
+unshifted, the l2 penalty on energies).
 
 Why expect agreement: with r near 0, T(r) = f'(e^r) and Fstar(r) expand to f''(1) r plus constants, so each
 f-EBM gradient (Eq. 18) is f''(1) times [contrastive divergence's gradient + Cov_q(r, grad E)] up to terms of
-order r^2, and Adam removes the factor f''(1). Not run by the tests.
+order r^2, and Adam removes the factor f''(1). The tests check the pieces against closed forms
+(tests/test_bench_objective_agreement.py), not the benchmark.
 """
 
 from __future__ import annotations
