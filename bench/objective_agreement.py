@@ -28,7 +28,6 @@ import json
 
 import torch
 
-from febm.divergences import get_divergence
 from febm.model import load_model
 from febm.objectives import Objective
 from febm.restore import generate
@@ -52,13 +51,13 @@ def energy_gradient(model, objective: Objective, x_pos: torch.Tensor, x_neg: tor
     """The flattened gradient of ``objective``'s energy loss w.r.t. the energy's parameters,
     with the critic shifted to this objective's level (unless ``shift_critic`` is false); and that shift."""
     params = [p for p in model.energy.parameters() if p.requires_grad]
-    n = x_pos.shape[0]
-    e_pos, e_neg = model.energy(torch.cat([x_pos, x_neg])).split([n, x_neg.shape[0]])
+    x, sizes = torch.cat([x_pos, x_neg]), [x_pos.shape[0], x_neg.shape[0]]
+    e_pos, e_neg = model.energy(x).split(sizes)
     h_pos = h_neg = None
     shift = 0.0
     if objective.uses_critic:
         with torch.no_grad():
-            h_pos, h_neg = model.critic(torch.cat([x_pos, x_neg])).split([n, x_neg.shape[0]])
+            h_pos, h_neg = model.critic(x).split(sizes)
             if shift_critic:
                 shift = best_critic_shift(objective, h_pos + e_pos, h_neg + e_neg)
         h_pos, h_neg = h_pos + shift, h_neg + shift
@@ -108,17 +107,19 @@ def main(argv=None) -> None:
         r_pos, r_neg = model.log_ratio(x_pos), model.log_ratio(x_neg)
     model.double()  # central differences need the precision
     x_pos, x_neg = x_pos.double(), x_neg.double()
+    probe = torch.cat([x_pos, x_neg])  # where the energy changes are compared
+    objectives = {name: Objective(name) for name in OBJECTIVES}
+    curvature = {name: o.divergence.f_second_at_one if o.uses_critic else 1.0 for name, o in objectives.items()}
     grads, shifts = {}, {}
-    for name in OBJECTIVES:
-        grads[name], shifts[name] = energy_gradient(model, Objective(name), x_pos, x_neg)
-    curvature = {name: 1.0 if name == "cd" else get_divergence(name).f_second_at_one for name in OBJECTIVES}
-    changes = {name: centred_energy_change(model, g, torch.cat([x_pos, x_neg])) for name, g in grads.items()}
+    for name, objective in objectives.items():
+        grads[name], shifts[name] = energy_gradient(model, objective, x_pos, x_neg)
+    changes = {name: centred_energy_change(model, g, probe) for name, g in grads.items()}
     cosine = cosines(changes)
     # what training applied: the model's own objective with its l2 penalty and its critic as trained (whose
     # level that penalty sets)
     own, l2 = model.divergence, model.config["training"]["options"]["l2"]
     as_trained, _ = energy_gradient(model, Objective(own, l2=l2), x_pos, x_neg, shift_critic=False)
-    as_trained = cosines({own: centred_energy_change(model, as_trained, torch.cat([x_pos, x_neg])),
+    as_trained = cosines({own: centred_energy_change(model, as_trained, probe),
                           "cd": changes["cd"]})[own]["cd"]
     print(json.dumps({
         "model": args.model, "n": args.n, "data": "val split", "samples": "generate(seed=0), model defaults",
