@@ -7,9 +7,12 @@ compositions of Eq. 14:
     T(r)     = f'(exp(r))                               (the data term)
     Fstar(r) = f*(f'(exp(r))) = e^r f'(e^r) - f(e^r)    (the model term)
 
-Both are written in closed form per divergence so that they stay finite (with finite gradients) for any
-r in [-50, 50]: exponentials grow linearly beyond ``max_exponent`` instead of overflowing, and
-log(1 + e^r) is a softplus.
+Both are written in closed form per divergence. Their exponentials would overflow for large |r|, so r is
+clipped once, before either is evaluated, to the interval where no exponent exceeds ``max_exponent`` (the
+authors clip to [-5, 5]). Clipping r, rather than continuing each exponential on its own, keeps T and Fstar
+the compositions of one ratio: Fstar'(r) = e^r T'(r) wherever both are smooth, and the critic's pointwise
+objective a T(r) - Fstar(r) stays bounded above with its maximum at r = log a (for |log a| inside the
+clip). log(1 + e^r) is a softplus and needs no clip.
 """
 
 from __future__ import annotations
@@ -23,16 +26,8 @@ from torch import Tensor
 
 LOG2 = math.log(2.0)
 
-#: Exponent above which exp() continues linearly. The authors clip exponents to [-5, 5]; a linear
-#: continuation keeps the gradient's sign and size bounded instead of zeroing it.
+#: The largest exponent any exp() in T or Fstar may see; r is clipped to keep it there (the authors use 5).
 DEFAULT_MAX_EXPONENT = 10.0
-
-
-def bounded_exp(z: Tensor, max_exponent: float = DEFAULT_MAX_EXPONENT) -> Tensor:
-    """exp(z) for z <= max_exponent, its tangent line beyond: finite, C^1, increasing, convex."""
-    c = max_exponent
-    # z == c takes the linear branch: clamp's gradient is zero at its bound, the tangent's is e^c
-    return torch.where(z < c, torch.exp(z.clamp(max=c)), math.exp(c) * (1.0 + z - c))
 
 
 class Divergence:
@@ -44,12 +39,25 @@ class Divergence:
 
     name: str = ""
     f_second_at_one: float = 1.0  # f''(1), the curvature that scales the local convergence rate
+    #: the coefficients c of the exponentials exp(c r) in T and Fstar: they set the clip of r
+    exponents: tuple[float, ...] = ()
 
     def __init__(self, max_exponent: float = DEFAULT_MAX_EXPONENT):
-        self.max_exponent = max_exponent
+        if not max_exponent > 0:
+            raise ValueError(f"max_exponent must be > 0, got {max_exponent}")
+        self.max_exponent = float(max_exponent)
 
-    def _exp(self, z: Tensor) -> Tensor:
-        return bounded_exp(z, self.max_exponent)
+    @property
+    def r_range(self) -> tuple[float | None, float | None]:
+        """(low, high) bounds of r that keep every exponent c r <= max_exponent (None: unbounded)."""
+        up = [self.max_exponent / c for c in self.exponents if c > 0]
+        down = [self.max_exponent / c for c in self.exponents if c < 0]
+        return (max(down) if down else None, min(up) if up else None)
+
+    def clip(self, r: Tensor) -> Tensor:
+        """r clipped to ``r_range``; T and Fstar are evaluated at this one clipped log-ratio."""
+        low, high = self.r_range
+        return r if low is None and high is None else r.clamp(low, high)
 
     # --- on ratios u = p/q ---------------------------------------------------------------------------
     def f(self, u: Tensor) -> Tensor:
@@ -64,22 +72,37 @@ class Divergence:
 
     # --- on log-ratios r = log p/q -------------------------------------------------------------------
     def T(self, r: Tensor) -> Tensor:
-        raise NotImplementedError
+        """f'(e^r), at r clipped to ``r_range``."""
+        return self._T(self.clip(r))
 
     def Fstar(self, r: Tensor) -> Tensor:
+        """f*(f'(e^r)) = e^r f'(e^r) - f(e^r), at r clipped to ``r_range``."""
+        return self._Fstar(self.clip(r))
+
+    def _T(self, r: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def _Fstar(self, r: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    # --- D_f(p||q) --------------------------------------------------------------------------------------
+    def perspective(self, log_p: Tensor, log_q: Tensor) -> Tensor:
+        """q f(p/q) from log-densities, in log space: finite where q underflows (0 where p = q = 0)."""
         raise NotImplementedError
 
     def value(self, log_p: Tensor, log_q: Tensor, dx: float) -> Tensor:
         """D_f(p||q) = sum q f(p/q) dx on a grid (for quadrature in analysis code)."""
-        q = torch.exp(log_q)
-        return (q * self.f(torch.exp(log_p - log_q))).sum() * dx
+        return self.perspective(log_p, log_q).sum() * dx
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r})"
 
 
 class KL(Divergence):
-    name, f_second_at_one = "kl", 1.0
+    name, f_second_at_one, exponents = "kl", 1.0, (1.0,)
+
+    def perspective(self, log_p, log_q):
+        return _xlogy_exp(log_p, log_p - log_q)
 
     def f(self, u):
         return torch.special.xlogy(u, u)
@@ -90,15 +113,18 @@ class KL(Divergence):
     def f_conjugate(self, t):
         return torch.exp(t - 1.0)
 
-    def T(self, r):
+    def _T(self, r):
         return 1.0 + r
 
-    def Fstar(self, r):
-        return self._exp(r)
+    def _Fstar(self, r):
+        return torch.exp(r)
 
 
 class ReverseKL(Divergence):
-    name, f_second_at_one = "rkl", 1.0
+    name, f_second_at_one, exponents = "rkl", 1.0, (-1.0,)
+
+    def perspective(self, log_p, log_q):
+        return _xlogy_exp(log_q, log_q - log_p)
 
     def f(self, u):
         return -torch.log(u)
@@ -110,10 +136,10 @@ class ReverseKL(Divergence):
         # sup_u (ut + log u) = -1 - log(-t) for t < 0
         return torch.where(t < 0, -1.0 - torch.log(-t.clamp(max=-1e-30)), torch.full_like(t, math.inf))
 
-    def T(self, r):
-        return -self._exp(-r)
+    def _T(self, r):
+        return -torch.exp(-r)
 
-    def Fstar(self, r):
+    def _Fstar(self, r):
         return r - 1.0
 
 
@@ -121,6 +147,11 @@ class JensenShannon(Divergence):
     """f-GAN's form, equal to 2 JSD(p||q)."""
 
     name, f_second_at_one = "js", 0.5
+
+    def perspective(self, log_p, log_q):
+        # p log p + q log q - (p + q) log((p + q) / 2)
+        log_m = torch.logaddexp(log_p, log_q) - LOG2
+        return _xlogy_exp(log_p, log_p - log_m) + _xlogy_exp(log_q, log_q - log_m)
 
     def f(self, u):
         return torch.special.xlogy(u, u) - (u + 1.0) * torch.log((u + 1.0) / 2.0)
@@ -132,15 +163,18 @@ class JensenShannon(Divergence):
         # sup_u (ut - f(u)) = -log(2 - e^t) for t < log 2
         return torch.where(t < LOG2, -torch.log(2.0 - torch.exp(t.clamp(max=LOG2))), torch.full_like(t, math.inf))
 
-    def T(self, r):
+    def _T(self, r):
         return LOG2 - F.softplus(-r)
 
-    def Fstar(self, r):
+    def _Fstar(self, r):
         return F.softplus(r) - LOG2
 
 
 class SquaredHellinger(Divergence):
-    name, f_second_at_one = "sh", 0.5
+    name, f_second_at_one, exponents = "sh", 0.5, (-0.5, 0.5)
+
+    def perspective(self, log_p, log_q):
+        return (torch.exp(log_p / 2) - torch.exp(log_q / 2)) ** 2
 
     def f(self, u):
         return (torch.sqrt(u) - 1.0) ** 2
@@ -151,15 +185,19 @@ class SquaredHellinger(Divergence):
     def f_conjugate(self, t):
         return torch.where(t < 1.0, t / (1.0 - t.clamp(max=1.0 - 1e-30)), torch.full_like(t, math.inf))
 
-    def T(self, r):
-        return 1.0 - self._exp(-r / 2.0)
+    def _T(self, r):
+        return 1.0 - torch.exp(-r / 2.0)
 
-    def Fstar(self, r):
-        return self._exp(r / 2.0) - 1.0
+    def _Fstar(self, r):
+        return torch.exp(r / 2.0) - 1.0
 
 
 class PearsonChi2(Divergence):
-    name, f_second_at_one = "chi2", 2.0
+    name, f_second_at_one, exponents = "chi2", 2.0, (1.0, 2.0)
+
+    def perspective(self, log_p, log_q):
+        # (p - q)^2 / q = p^2/q - 2p + q; p^2/q in log space (it is +inf only where the divergence is)
+        return _exp0(2 * log_p - log_q, log_p) - 2 * torch.exp(log_p) + torch.exp(log_q)
 
     def f(self, u):
         return (u - 1.0) ** 2
@@ -171,15 +209,18 @@ class PearsonChi2(Divergence):
         # f is defined on u > 0, so the supremum sits at u = max(0, 1 + t/2)
         return torch.where(t >= -2.0, t + t**2 / 4.0, torch.full_like(t, -1.0))
 
-    def T(self, r):
-        return 2.0 * (self._exp(r) - 1.0)
+    def _T(self, r):
+        return 2.0 * (torch.exp(r) - 1.0)
 
-    def Fstar(self, r):
-        return self._exp(2.0 * r) - 1.0
+    def _Fstar(self, r):
+        return torch.exp(2.0 * r) - 1.0
 
 
 class NeymanChi2(Divergence):
-    name, f_second_at_one = "neyman", 2.0
+    name, f_second_at_one, exponents = "neyman", 2.0, (-2.0, -1.0)
+
+    def perspective(self, log_p, log_q):
+        return _exp0(2 * log_q - log_p, log_q) - 2 * torch.exp(log_q) + torch.exp(log_p)
 
     def f(self, u):
         return (1.0 - u) ** 2 / u
@@ -191,11 +232,11 @@ class NeymanChi2(Divergence):
         # at t = 1 the supremum is the limit u -> inf, 2 (finite); beyond it diverges
         return torch.where(t <= 1.0, 2.0 - 2.0 * torch.sqrt(1.0 - t.clamp(max=1.0)), torch.full_like(t, math.inf))
 
-    def T(self, r):
-        return 1.0 - self._exp(-2.0 * r)
+    def _T(self, r):
+        return 1.0 - torch.exp(-2.0 * r)
 
-    def Fstar(self, r):
-        return 2.0 - 2.0 * self._exp(-r)
+    def _Fstar(self, r):
+        return 2.0 - 2.0 * torch.exp(-r)
 
 
 class Alpha(Divergence):
@@ -209,6 +250,15 @@ class Alpha(Divergence):
             raise ValueError(f"alpha-divergence needs a finite a not in {{0, 1}}, got {a}")
         self.a = float(a)
         self.name = f"alpha:{a:g}"
+        self.exponents = (self.a - 1.0, self.a)
+
+    def perspective(self, log_p, log_q):
+        # (p^a q^(1-a) - q - a (p - q)) / (a (a - 1))
+        a = self.a
+        # p^a q^(1-a) is 0 where the factor with a positive power is 0 (both, for 0 < a < 1)
+        zero_when = log_p if a > 1 else log_q if a < 0 else torch.minimum(log_p, log_q)
+        mixed = _exp0(a * log_p + (1.0 - a) * log_q, zero_when)
+        return (mixed - torch.exp(log_q) - a * (torch.exp(log_p) - torch.exp(log_q))) / (a * (a - 1.0))
 
     def f(self, u):
         a = self.a
@@ -229,13 +279,24 @@ class Alpha(Divergence):
             return value
         return torch.where(base >= 0, value, torch.full_like(t, math.inf))
 
-    def T(self, r):
+    def _T(self, r):
         a = self.a
-        return (self._exp((a - 1.0) * r) - 1.0) / (a - 1.0)
+        return (torch.exp((a - 1.0) * r) - 1.0) / (a - 1.0)
 
-    def Fstar(self, r):
+    def _Fstar(self, r):
         a = self.a
-        return (self._exp(a * r) - 1.0) / a
+        return (torch.exp(a * r) - 1.0) / a
+
+
+def _xlogy_exp(log_x: Tensor, log_ratio: Tensor) -> Tensor:
+    """x log(ratio) with x = exp(log_x), taken as 0 where x = 0 (also when the log-ratio is infinite)."""
+    return torch.where(log_x == -math.inf, torch.zeros_like(log_x), torch.exp(log_x) * log_ratio)
+
+
+def _exp0(log_v: Tensor, log_zero_when: Tensor) -> Tensor:
+    """exp(log_v), but 0 where ``log_zero_when`` is -inf (a factor that is exactly 0 there; avoids inf - inf)."""
+    v = torch.exp(log_v)
+    return torch.where(log_zero_when == -math.inf, torch.zeros_like(v), v)
 
 
 _REGISTRY = {cls.name: cls for cls in (KL, ReverseKL, JensenShannon, SquaredHellinger, PearsonChi2, NeymanChi2)}

@@ -1,5 +1,6 @@
 """febm.divergences against closed forms: lookup, f(1) = 0, T = f'(e^r), Fstar = f*(f'(e^r)), the convex
-conjugate (checked against a numerical supremum), f''(1), stability on [-50, 50] and bounded_exp."""
+conjugate (checked against a numerical supremum), f''(1), stability on [-50, 50], the clip of r
+and D_f by quadrature."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.optimize import minimize_scalar
 
-from febm.divergences import DEFAULT_MAX_EXPONENT, Divergence, bounded_exp, get_divergence
+from febm.divergences import DEFAULT_MAX_EXPONENT, Divergence, get_divergence
 
 ALL = ["kl", "rkl", "js", "sh", "chi2", "neyman", "alpha:0.5", "alpha:2", "alpha:-1"]
 LOG2 = math.log(2.0)
@@ -300,58 +301,73 @@ def test_T_and_Fstar_finite_anywhere_in_range(name, r):
         assert math.isfinite(v.item()) and math.isfinite(g.item())
 
 
-# --- bounded_exp -------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("c", [DEFAULT_MAX_EXPONENT, 5.0, 0.5])
-def test_bounded_exp_is_exp_below_and_tangent_above(c):
-    z = torch.linspace(-20, c, 501, dtype=torch.float64)
-    assert_close(bounded_exp(z, c), torch.exp(z), rtol=1e-15, atol=0.0)
-    z = torch.linspace(c, c + 100, 501, dtype=torch.float64)
-    assert_close(bounded_exp(z, c), math.exp(c) * (1 + z - c), rtol=1e-14, atol=0)
+# --- the clip of r: one ratio for T and Fstar (issue 14) --------------------------------------------------------
+R_GRID = torch.linspace(-30, 30, 60001, dtype=torch.float64)  # step 1e-3
 
 
-@pytest.mark.parametrize("c", [DEFAULT_MAX_EXPONENT, 5.0, 0.5])
-def test_bounded_exp_is_C1_at_max_exponent(c):
-    def value_and_grad(z):
-        zt = t64(z).requires_grad_(True)
-        v = bounded_exp(zt, c)
-        (g,) = torch.autograd.grad(v, zt)
-        return v.item(), g.item()
-
-    ec = math.exp(c)
-    for delta in (1e-6, 1e-9):
-        (vl, gl), (vr, gr) = value_and_grad(c - delta), value_and_grad(c + delta)
-        assert vl == pytest.approx(ec, rel=2 * delta) and vr == pytest.approx(ec, rel=2 * delta)
-        assert gl == pytest.approx(ec, rel=2 * delta) and gr == pytest.approx(ec, rel=2 * delta)
-    v, g = value_and_grad(c)
-    assert v == pytest.approx(ec, rel=1e-15) and g == pytest.approx(ec, rel=1e-15)
+@pytest.mark.parametrize("name", ALL)
+@pytest.mark.parametrize("a", [1 / 8, 1 / 2, 2.0, 8.0])
+def test_pointwise_critic_objective_is_bounded_and_maximal_at_log_ratio(name, a):
+    """sup_r a T(r) - Fstar(r) sits at r = log a (the critic learns log p/q), and nothing beyond the clip
+    pays more: before the fix chi2 with a = 2 scored 1 at log 2 but 2.9e5 at r = 20."""
+    div = get_divergence(name)
+    values = a * div.T(R_GRID) - div.Fstar(R_GRID)
+    assert torch.isfinite(values).all()
+    best = R_GRID[values.argmax()].item()
+    assert best == pytest.approx(math.log(a), abs=2e-3)
+    at_log_a = (a * div.T(t64(math.log(a))) - div.Fstar(t64(math.log(a)))).item()
+    assert values.max().item() <= at_log_a + 1e-9
 
 
-@HYP
-@given(a=st.floats(-60, 60), b=st.floats(-60, 60))
-def test_bounded_exp_is_increasing(a, b):
-    if a == b:
-        return
-    lo, hi = sorted((a, b))
-    v_lo, v_hi = bounded_exp(t64(lo)).item(), bounded_exp(t64(hi)).item()
-    assert v_lo <= v_hi
-    if hi - lo > 1e-11:  # resolvable in float64
-        assert v_lo < v_hi
+@pytest.mark.parametrize("name", ALL)
+def test_Fstar_derivative_is_e_r_times_T_derivative(name):
+    """Fstar(r) = f*(f'(e^r)) implies Fstar'(r) = e^r T'(r); the clip must keep it (linear continuations at
+    different points for T and Fstar broke it)."""
+    div = get_divergence(name)
+    low, high = div.r_range
+    r = R_GRID.clone()
+    smooth = torch.ones_like(r, dtype=torch.bool)  # away from the clip's kinks
+    for bound in (low, high):
+        if bound is not None:
+            smooth &= (r - bound).abs() > 1e-2
+    r = r[smooth].requires_grad_(True)
+    (dT,) = torch.autograd.grad(div.T(r).sum(), r)
+    (dF,) = torch.autograd.grad(div.Fstar(r).sum(), r)
+    inside = torch.ones_like(dT, dtype=torch.bool)
+    if low is not None:
+        inside &= r.detach() > low
+    if high is not None:
+        inside &= r.detach() < high
+    expected = torch.exp(r.detach()) * dT
+    assert_close(dF[inside], expected[inside], rtol=1e-7, atol=1e-12)  # e^r sigmoid(-r) loses digits at r ~ 30
+    assert (dF[~inside] == 0).all() and (dT[~inside] == 0).all()  # clipped: both flat together
 
 
-def test_bounded_exp_finite_and_positive_slope_far_out_float32():
-    z = torch.tensor([-1e4, -100.0, 0.0, 10.0, 100.0, 1e4], requires_grad=True)
-    v = bounded_exp(z)
-    (g,) = torch.autograd.grad(v.sum(), z)
-    assert torch.isfinite(v).all() and torch.isfinite(g).all()
-    assert (torch.diff(v.detach()) > 0).all()
-    assert g[-1].item() == pytest.approx(math.exp(DEFAULT_MAX_EXPONENT), rel=1e-6)
+@pytest.mark.parametrize("name", ALL)
+def test_clip_keeps_every_exponent_below_max_exponent(name):
+    div = get_divergence(name)
+    low, high = div.r_range
+    for c in div.exponents:
+        for bound in (low, high):
+            if bound is not None and c * bound > 0:
+                assert c * bound <= DEFAULT_MAX_EXPONENT + 1e-12
+    # outside the clip both functions are constant: the value at the bound
+    for bound, beyond in ((low, -1e4), (high, 1e4)):
+        if bound is not None:
+            for fn in (div.T, div.Fstar):
+                assert fn(t64(beyond)).item() == fn(t64(bound)).item()
 
 
-def test_max_exponent_reaches_T_and_Fstar():
-    div = get_divergence("kl", max_exponent=5.0)
-    assert div.Fstar(t64(7.0)).item() == pytest.approx(math.exp(5.0) * 3.0)
-    assert get_divergence("rkl", max_exponent=5.0).T(t64(-7.0)).item() == pytest.approx(-math.exp(5.0) * 3.0)
-    assert get_divergence("chi2", max_exponent=5.0).Fstar(t64(3.0)).item() == pytest.approx(math.exp(5.0) * 2.0 - 1.0)
+def test_r_range_per_divergence():
+    assert get_divergence("kl").r_range == (None, 10.0)
+    assert get_divergence("rkl").r_range == (-10.0, None)
+    assert get_divergence("js").r_range == (None, None)
+    assert get_divergence("sh").r_range == (-20.0, 20.0)
+    assert get_divergence("chi2").r_range == (None, 5.0)
+    assert get_divergence("neyman").r_range == (-5.0, None)
+    assert get_divergence("chi2", max_exponent=3.0).r_range == (None, 1.5)
+    with pytest.raises(ValueError, match="max_exponent"):
+        get_divergence("kl", max_exponent=0.0)
 
 
 # --- Divergence.value (quadrature) -----------------------------------------------------------------------------
@@ -363,3 +379,27 @@ def test_value_matches_gaussian_kl_closed_form():
     kl = math.log(s2 / s1) + (s1**2 + (m1 - m2) ** 2) / (2 * s2**2) - 0.5
     assert get_divergence("kl").value(log_n(m1, s1), log_n(m2, s2), dx).item() == pytest.approx(kl, rel=1e-9)
     assert get_divergence("rkl").value(log_n(m2, s2), log_n(m1, s1), dx).item() == pytest.approx(kl, rel=1e-9)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_value_is_finite_where_q_underflows(name):
+    """q = N(0, 1) underflows to 0 in float64 beyond |x| ~ 38.6 while p = N(0, 1) there too: q f(p/q) must
+    stay finite (0), as computed in log space (exp(log q) * f(exp(log p - log q)) gave 0 * f(nan) = NaN)."""
+    x = torch.linspace(-60, 60, 12001, dtype=torch.float64)
+    dx = float(x[1] - x[0])
+    log_n = lambda m, s: -0.5 * ((x - m) / s) ** 2 - math.log(s * math.sqrt(2 * math.pi))  # noqa: E731
+    div = get_divergence(name)
+    same = div.value(log_n(0.0, 1.0), log_n(0.0, 1.0), dx)
+    assert same.item() == pytest.approx(0.0, abs=1e-12)
+    near = div.value(log_n(0.1, 1.0), log_n(0.0, 1.0), dx)  # D_f ~ f''(1)/2 chi2 = f''(1)/2 (e^0.01 - 1)
+    assert math.isfinite(near.item())
+    assert near.item() == pytest.approx(div.f_second_at_one / 2 * math.expm1(0.01), rel=0.02)
+
+
+def test_value_kl_with_q_underflowing_matches_closed_form():
+    x = torch.linspace(-60, 60, 120001, dtype=torch.float64)
+    dx = float(x[1] - x[0])
+    log_n = lambda m, s: -0.5 * ((x - m) / s) ** 2 - math.log(s * math.sqrt(2 * math.pi))  # noqa: E731
+    m1, s1, m2, s2 = 0.0, 2.0, 0.5, 1.0  # q narrower than p: q underflows where p is still > 0
+    kl = math.log(s2 / s1) + (s1**2 + (m1 - m2) ** 2) / (2 * s2**2) - 0.5
+    assert get_divergence("kl").value(log_n(m1, s1), log_n(m2, s2), dx).item() == pytest.approx(kl, rel=1e-9)
