@@ -37,6 +37,7 @@ from torchvision.utils import make_grid, save_image as save_grid
 from tqdm.auto import tqdm
 
 from bench.supervised import load as load_supervised, restore as restore_supervised
+from febm.files import write_atomic
 from febm.imageio import preset_mask
 from febm.metrics import psnr
 from febm.model import load_model
@@ -243,9 +244,7 @@ def markdown(report: dict) -> str:
 def write(path: str | os.PathLike, text: str) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    write_atomic(path, text)
 
 
 # --- the run ------------------------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from febm.files import atomic_path, write_atomic
 from febm.model import load_model
 from training.data import batches, load_dataset, to_float
 
@@ -121,12 +122,9 @@ def save(net: Restorer, path: str | os.PathLike, info: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = {"arch": "ircnn", "channels": net.channels, "width": net.width, "dilations": list(net.dilations),
             "parameters": sum(p.numel() for p in net.parameters()), **info}
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}, str(tmp))
-    os.replace(tmp, path)
-    tmp = sidecar(path).with_name(sidecar(path).name + ".tmp")
-    tmp.write_text(json.dumps(meta, indent=2) + "\n")
-    os.replace(tmp, sidecar(path))
+    with atomic_path(path) as tmp:
+        save_file({k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}, str(tmp))
+    write_atomic(sidecar(path), json.dumps(meta, indent=2) + "\n")
 
 
 def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[Restorer, dict]:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 import os
-import uuid
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 from torch import Tensor
+
+from .files import atomic_path
 
 MAX_PIXELS = 40_000_000
 RESOLUTION_RATIO = 4  # ResolutionWarning when a side is this many times larger or smaller than the model's
@@ -104,14 +105,8 @@ def save_image(image: Tensor | Image.Image, path: str | os.PathLike) -> Path:
     path = check_output(path)
     if isinstance(image, Tensor):
         image = from_model_tensor(image)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "xb") as f:
-            image.save(f, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "xb") as f:
+        image.save(f, format="PNG")
     return path
 
 

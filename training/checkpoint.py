@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
+
+from febm.files import atomic_path
 
 _TREE_KEY = "febm_state_tree"
 
@@ -56,11 +57,8 @@ def save_state(path: str | Path, state: dict) -> None:
     path = Path(path)
     tensors: dict = {}
     skeleton = _flatten(state, "", tensors)
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file(tensors, str(tmp), metadata={_TREE_KEY: json.dumps(skeleton)})
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={_TREE_KEY: json.dumps(skeleton)})
 
 
 def load_state(path: str | Path, device: str | torch.device = "cpu") -> dict:

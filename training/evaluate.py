@@ -36,6 +36,7 @@ import torch
 
 from torchvision.utils import save_image
 
+from febm.files import write_atomic
 from febm.imageio import add_noise, preset_mask
 from febm.rejection import rejection_sample
 from febm.metrics import InceptionFeatures, PCAFeatures, frechet_distance, gaussian_stats, psnr
@@ -324,9 +325,7 @@ def objective_table(results: list[dict]) -> str:
 
 def _write_atomic(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    write_atomic(path, text)
 
 
 def main(argv=None) -> int:
