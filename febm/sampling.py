@@ -26,6 +26,7 @@ EnergyFn = Callable[[Tensor], Tensor]  # (B, ...) -> (B,)
 StartFn = Callable[[int, "torch.Generator | None"], Tensor]  # (n, generator) -> n starting points
 
 METHODS = ("authors", "ula", "mala")
+NOISE_FLOOR = 1e-10  # PCAGaussian.posterior: observation variance, (1e-5)^2, far below 8-bit resolution
 
 
 @contextlib.contextmanager
@@ -239,7 +240,9 @@ class PCAGaussian(nn.Module):
         y = (observed - self.mean).flatten(1).double()
         w = torch.ones_like(y) if known is None else known.expand_as(observed).flatten(1).double()
         r2 = self.residual.double() ** 2
-        noise = r2 + sigma.double().view(b, 1) ** 2  # variance of y_i given z, observed pixels
+        # variance of y_i given z on observed pixels; floored because it is 0 for exact observations (sigma 0)
+        # of a start without residual (components == dim), where conditioning on exact values is the limit
+        noise = (r2 + sigma.double().view(b, 1) ** 2).clamp(min=NOISE_FLOOR)
         u = (self.basis.T * self.scale).double()  # (D, k)
         k = u.shape[1]
         prec = torch.eye(k, dtype=torch.double, device=y.device) + torch.einsum("di,bd,dj->bij", u, w / noise, u)

@@ -270,3 +270,17 @@ def test_generation_starts_from_the_smooth_part_of_a_gaussian_start_by_default()
     assert torch.equal(generate(model, 8, steps=0, seed=4, progress=False), noisy)
     with pytest.raises(ValueError, match="start_residual"):
         generate(model, 2, start_residual=1.5, progress=False)
+
+
+def test_inpainting_with_a_start_of_as_many_components_as_pixels():
+    shape = (1, 6, 5)
+    model = EBM("js", energy=NET, critic=NET, dataset="test", image_shape=list(shape), sampler=SAMPLER,
+                start={"kind": "pca", "components": math.prod(shape)}).eval()
+    model.start.fit(torch.rand(200, *shape, generator=torch.Generator().manual_seed(0)))
+    image = torch.rand(2, *shape, generator=torch.Generator().manual_seed(1))
+    known = torch.ones(1, *shape, dtype=torch.bool)
+    known[..., 2:4, 1:4] = False
+    for mean in (True, False):
+        filled = inpaint(model, image, known, steps=2, mean=mean, seed=0, progress=False)
+        assert torch.isfinite(filled).all() and 0 <= filled.min() and filled.max() <= 1
+        assert torch.equal(filled[known.expand_as(image)], image[known.expand_as(image)])

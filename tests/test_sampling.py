@@ -586,3 +586,18 @@ def test_pca_posterior_without_mask_observes_every_pixel_and_stays_in_range():
     assert out.shape == y.shape and out.min() >= 0 and out.max() <= 1
     tiny_noise = g.posterior(y, torch.full((3,), 1e-4))
     assert torch.allclose(tiny_noise, y, atol=1e-3)  # almost noiseless: the observation itself
+
+
+def test_pca_posterior_of_a_start_without_residual_conditions_on_exact_observations():
+    """components == dim leaves no residual: inpainting (sigma 0) then divided by a zero variance."""
+    g, data = _fitted_gaussian(components=16)
+    assert g.residual == 0
+    g.data_range = (-10.0, 10.0)
+    known = torch.zeros(1, 1, 4, 4, dtype=torch.bool)
+    known[..., :2, :] = True
+    y = data[:1]
+    mean = g.posterior(y, torch.zeros(1), known)
+    want, _ = _brute_force_conditional(g, y, 1e-4, known)  # the full Gaussian, exact observations in the limit
+    assert torch.allclose(mean.flatten().double(), want, atol=1e-3)
+    draw = g.posterior(y, torch.zeros(1), known, generator=torch.Generator().manual_seed(0))
+    assert torch.isfinite(draw).all() and torch.equal(draw[known], y[known])
