@@ -27,14 +27,14 @@ from huggingface_hub import ModelCard, PyTorchModelHubMixin, constants, hf_hub_d
 from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError
 from torch import Tensor, nn
 
-from .nets import build_net, count_parameters
+from .nets import build_net, count_parameters, is_field
 from .sampling import PCAGaussian
 
 FORMAT_VERSION = 1
 WEIGHTS_NAME = constants.SAFETENSORS_SINGLE_FILE  # "model.safetensors"
 CONFIG_NAME = constants.CONFIG_NAME  # "config.json"
 PICKLE_NAMES = ("pytorch_model.bin", "model.pt", "model.pth", "checkpoint.pt")
-ARCHITECTURE_KEYS = ("energy", "critic", "image_shape", "start")
+ARCHITECTURE_KEYS = ("energy", "critic", "image_shape", "image_channels", "start")
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 PAPER_URL = "https://arxiv.org/abs/2003.03463"
 
@@ -69,6 +69,8 @@ class EBM(
             config holds the full spec (``net.spec``, defaults included), so later default changes never
             alter a saved model.
         dataset, image_shape [C, H, W], data_range [lo, hi]: the data the model was trained on.
+            Fully convolutional models (a "field" energy) take images of any size: instead of image_shape
+            they record image_channels and the crop_size they were trained on.
         sampler: default Langevin settings (method, steps, step_size, noise, grad_clip, clamp...).
         start: where chains start: {"kind": "uniform"} (noise over the data range, the default) or
             {"kind": "pca", "components": k} (``febm.sampling.PCAGaussian``, fitted by the trainer; its
@@ -89,6 +91,8 @@ class EBM(
         *,
         dataset: str | None = None,
         image_shape: list[int] | None = None,
+        image_channels: int | None = None,
+        crop_size: int | None = None,
         data_range: list[float] = (0.0, 1.0),
         sampler: dict | None = None,
         start: dict | None = None,
@@ -114,6 +118,13 @@ class EBM(
             self.start = PCAGaussian(tuple(image_shape), int(start["components"]), tuple(data_range))
         elif start["kind"] != "uniform":
             raise ValueError(f"unknown start distribution {start['kind']!r}; valid: uniform, pca")
+        if is_field(self.energy):
+            if image_shape is not None or image_channels is None:
+                raise ValueError("a fully convolutional model takes image_channels (and crop_size), not image_shape")
+            if self.start is not None:
+                raise ValueError("a fully convolutional model has no fixed image shape for a 'pca' start")
+        elif image_channels is not None or crop_size is not None:
+            raise ValueError("image_channels and crop_size are for fully convolutional ('field') energies")
         if image_shape is not None:
             image_shape = [int(s) for s in image_shape]
             for name, net in (("energy", self.energy), ("critic", self.critic)):
@@ -125,6 +136,8 @@ class EBM(
             "divergence": divergence,
             "dataset": dataset,
             "image_shape": image_shape,
+            **({"image_channels": int(image_channels), "crop_size": crop_size,
+                "receptive_radius": self.energy.receptive_radius} if is_field(self.energy) else {}),
             "data_range": [float(v) for v in data_range],
             "energy": self.energy.spec,
             "critic": self.critic.spec if self.critic is not None else None,
@@ -149,14 +162,30 @@ class EBM(
         """Energy E(x), shape (B,): what Langevin samplers differentiate."""
         return self.energy(x)
 
-    def initial_samples(self, n: int, generator: torch.Generator | None = None, residual_scale: float = 1.0) -> Tensor:
+    @property
+    def fully_convolutional(self) -> bool:
+        """True when the energy is a sum of local energies: the model takes images of any size."""
+        return is_field(self.energy)
+
+    @property
+    def channels(self) -> int:
+        return self.config["image_channels"] if self.fully_convolutional else self.config["image_shape"][0]
+
+    def initial_samples(self, n: int, generator: torch.Generator | None = None, residual_scale: float = 1.0,
+                        size: tuple[int, int] | None = None) -> Tensor:
         """n starting points for Langevin chains, (n, C, H, W) on the model's device (see ``start``);
-        ``residual_scale`` scales a Gaussian start's residual noise (PCAGaussian.sample)."""
+        ``residual_scale`` scales a Gaussian start's residual noise (PCAGaussian.sample); ``size`` (H, W) for
+        fully convolutional models (default: their training crop)."""
         if self.start is not None:
             return self.start.sample(n, generator, residual_scale)
         lo, hi = self.config["data_range"]
         device = next(self.parameters()).device
-        return lo + (hi - lo) * torch.rand((n, *self.config["image_shape"]), generator=generator, device=device)
+        if self.fully_convolutional:
+            size = tuple(size or (self.config["crop_size"],) * 2)
+            shape = (self.channels, *size)
+        else:
+            shape = tuple(self.config["image_shape"])
+        return lo + (hi - lo) * torch.rand((n, *shape), generator=generator, device=device)
 
     def energy_of(self, x: Tensor) -> Tensor:
         return self.energy(x)

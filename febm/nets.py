@@ -2,6 +2,8 @@
 
 Every network maps a batch to one scalar per example: images (B, C, H, W) in [0, 1], or vectors (B, D),
 to (B,). The f-EBM energy E_theta and the critic H_omega use the same architectures (DESIGN section 3).
+Fully convolutional ("field") networks are sums of local energies: they also expose the per-pixel map
+``energy_map(x) -> (B, 1, H, W)`` and their ``receptive_radius``, and score images of any size.
 
 Networks are built from JSON-able specs so that a model's config.json fully describes its architecture:
 
@@ -219,7 +221,73 @@ class MLPEnergy(SpecMixin, nn.Module):
         return self.net(x.flatten(1)).squeeze(-1)
 
 
-NETS: dict[str, type[nn.Module]] = {"resnet": ResNetEnergy, "conv": ConvEnergy, "mlp": MLPEnergy}
+class FieldEnergy(SpecMixin, nn.Module):
+    """A fully convolutional energy for photos: E(x) = sum over pixels i of a local energy e(x)_i.
+
+    stem (k x k, C -> width) -> act -> [3x3 conv width -> width, dilated by ``dilations[j]``, -> act] with
+    residual connections -> 1x1 conv -> the per-pixel map e(x). No pooling and no head over the whole image,
+    so one model scores, samples and restores images of any size, and e(x)_i depends only on the pixels
+    within ``receptive_radius`` of i (reflect padding at the image border keeps the map's size).
+    ``depth=0`` is a Fields-of-Experts-like energy: one bank of k x k filters, a smooth expert function
+    each (the activation), weighted by the 1x1 head.
+
+    Smooth activations keep grad_x E smooth for Langevin. Under autocast the map's sum runs in float32.
+    """
+
+    kind = "field"
+
+    def __init__(
+        self,
+        in_channels: int = 3,
+        width: int = 32,
+        kernel_size: int = 3,
+        dilations: tuple[int, ...] = (1, 2, 1),
+        activation: str = "softplus",
+        spectral_norm: bool = True,
+        branch_gain: float = 1.0,
+    ):
+        super().__init__()
+        dilations = tuple(int(d) for d in dilations)
+        self._record_spec(locals())
+        if kernel_size < 1 or kernel_size % 2 == 0 or any(d < 1 for d in dilations):
+            raise ValueError("need an odd kernel_size >= 1 and dilations >= 1")
+        make_activation(activation)
+        sn = _spectral_norm if spectral_norm else (lambda m: m)
+        self.stem = sn(nn.Conv2d(in_channels, width, kernel_size, padding=kernel_size // 2, padding_mode="reflect"))
+        self.act = make_activation(activation)
+        self.blocks = nn.ModuleList(
+            sn(nn.Conv2d(width, width, 3, padding=d, dilation=d, padding_mode="reflect")) for d in dilations
+        )
+        self.acts = nn.ModuleList(make_activation(activation) for _ in dilations)
+        self.gains = nn.Parameter(torch.full((len(dilations),), float(branch_gain)))
+        self.head = sn(nn.Conv2d(width, 1, 1))
+        self.receptive_radius = kernel_size // 2 + sum(dilations)
+
+    def energy_map(self, x: Tensor) -> Tensor:
+        """(B, C, H, W) -> (B, 1, H, W): the local energies; E(x) is their sum."""
+        if min(x.shape[-2:]) <= self.receptive_radius:  # reflect padding needs more pixels than its pad
+            raise ValueError(f"images must be larger than {self.receptive_radius} px a side for this network, "
+                             f"got {tuple(x.shape[-2:])}")
+        h = self.act(self.stem(2.0 * x - 1.0))  # centre [0, 1] data
+        for conv, act, gain in zip(self.blocks, self.acts, self.gains):
+            h = h + gain * act(conv(h))
+        return self.head(h)
+
+    def forward(self, x: Tensor, per_position: bool = False) -> Tensor:
+        """E(x), (B,); ``per_position=True`` returns the map (through DDP's forward, unlike energy_map)."""
+        e = self.energy_map(x)
+        if per_position:
+            return e
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            return e.to(torch.promote_types(e.dtype, torch.float32)).sum(dim=(1, 2, 3))
+
+
+NETS: dict[str, type[nn.Module]] = {"resnet": ResNetEnergy, "conv": ConvEnergy, "mlp": MLPEnergy, "field": FieldEnergy}
+
+
+def is_field(net: nn.Module) -> bool:
+    """True for fully convolutional energies (a sum of local energies: any image size)."""
+    return hasattr(getattr(net, "module", net), "energy_map")
 
 
 def build_net(spec: dict) -> nn.Module:

@@ -34,6 +34,7 @@ from febm.model import EBM
 from febm.objectives import Objective
 from febm.sampling import LangevinSampler, ReplayBuffer, corrupted_data_start, mixed_start, uniform_start
 from training import data as datasets
+from training import photos
 from training.checkpoint import all_finite, load_state, save_state
 from training.step import febm_step
 
@@ -58,6 +59,7 @@ class TrainConfig:
     spectral_norm: bool = True
     first_stride: int = 1
     critic_width: int | None = None
+    net: str | None = None  # JSON network spec {"kind": ..., ...}: replaces arch/width/stages (in_channels is set)
     # optimisation (authors: Adam 3e-4, betas (0, 0.999), L2 on outputs 1.0)
     batch_size: int = 64
     lr: float = 3e-4
@@ -66,8 +68,10 @@ class TrainConfig:
     beta2: float = 0.999
     l2: float = 1.0
     max_grad_norm: float | None = None
+    map_l2: float = 0.0  # fully convolutional energies: weight of the squared per-position energies
     ema: float = 0.999
     dequantize: bool = True
+    crop_size: int | None = None  # photo sources: train on random square crops of this side
     # training sampler (authors: 60 steps, step 10, noise 0.005, clip 0.01, buffer 10k, 5% restarts)
     sampler: str = "authors"
     langevin_steps: int = 60
@@ -95,7 +99,7 @@ class TrainConfig:
     checkpoint_every: int = 200
     push_to_hub: str | None = None
     # stability guard
-    energy_limit: float = 1e4
+    energy_limit: float = 1e4  # per position for crops of photos
     max_rollbacks: int = 5
     rollback_lr_factor: float = 0.5
     inject_nan_at: int | None = None  # tests only: poison the energy at this step
@@ -140,17 +144,22 @@ def init_distributed(device: torch.device) -> tuple[int, int, torch.device]:
 def build_model(cfg: TrainConfig, info: dict) -> EBM:
     common = {"in_channels": info["channels"], "width": cfg.width, "activation": cfg.activation,
               "spectral_norm": cfg.spectral_norm}
-    if cfg.arch == "conv":
+    if cfg.net:
+        net = {**json.loads(cfg.net), "in_channels": info["channels"]}
+    elif cfg.arch == "conv":
         net = {"kind": "conv", **common, "downsamples": cfg.stages}
     elif cfg.arch == "resnet":
         net = {"kind": "resnet", **common, "stages": cfg.stages, "blocks_per_stage": cfg.blocks_per_stage,
                "first_stride": cfg.first_stride}
     else:
         raise ValueError(f"unknown --arch {cfg.arch!r}; choose resnet or conv")
-    critic = None if cfg.div == "cd" else {**net, "width": cfg.critic_width or cfg.width}
+    critic = None if cfg.div == "cd" else {**net, "width": cfg.critic_width or net.get("width", cfg.width)}
     size = info["image_size"]
     sampler = {**cfg.sampler_settings().to_dict(), "steps": cfg.sample_steps}
     start = {"kind": "pca", "components": cfg.start_components} if cfg.start == "pca" else {"kind": cfg.start}
+    if cfg.crop_size:  # a fully convolutional model: any image size; record what it was trained on
+        return EBM(cfg.div, net, critic, dataset=cfg.dataset, image_channels=info["channels"],
+                   crop_size=cfg.crop_size, data_range=[0.0, 1.0], sampler=sampler, start=start)
     return EBM(cfg.div, net, critic, dataset=cfg.dataset, image_shape=[info["channels"], size, size],
                data_range=[0.0, 1.0], sampler=sampler, start=start)
 
@@ -174,13 +183,33 @@ class Trainer:
         self.local_batch = cfg.batch_size // self.world
         torch.manual_seed(cfg.seed + self.rank)
 
-        info = datasets.dataset_info(cfg.dataset)
-        self.data = datasets.load_dataset(cfg.dataset, "train", cfg.data_root).images
-        info = {**info, "channels": self.data.shape[1], "image_size": self.data.shape[-1]}
-        self.model = build_model(cfg, info)
-        if self.model.start is not None:  # fitted on the training split, the same on every rank
-            self.model.start.fit(datasets.to_float(self.data))
-        start_cpu = copy.deepcopy(self.model.start) if self.model.start is not None else None  # for the buffer
+        self.gen = torch.Generator().manual_seed(cfg.seed * 1000 + self.rank)
+        self.noise_gen = torch.Generator(self.device).manual_seed(cfg.seed * 1000 + self.rank + 2)  # Langevin noise
+        data_gen = torch.Generator().manual_seed(cfg.seed * 1000 + self.rank + 1)
+        if cfg.crop_size:  # photos: random crops, chains restart from noisy crops (training/photos.py)
+            self.data = None
+            train_photos = photos.load_photos(cfg.dataset, "train")
+            shape = (train_photos.channels, cfg.crop_size, cfg.crop_size)
+            self.model = build_model(cfg, {"channels": shape[0], "image_size": cfg.crop_size})
+            self.batches = photos.PhotoCrops(train_photos, cfg.crop_size, self.local_batch, data_gen)
+            start = uniform_start(shape)
+            if cfg.data_restarts > 0:
+                noisy = photos.noisy_crop_start(train_photos, cfg.crop_size, cfg.data_restart_sigma)
+                start = mixed_start(start, noisy, cfg.data_restarts)
+        else:
+            info = datasets.dataset_info(cfg.dataset)
+            self.data = datasets.load_dataset(cfg.dataset, "train", cfg.data_root).images
+            info = {**info, "channels": self.data.shape[1], "image_size": self.data.shape[-1]}
+            shape = tuple(self.data.shape[1:])
+            self.model = build_model(cfg, info)
+            if self.model.start is not None:  # fitted on the training split, the same on every rank
+                self.model.start.fit(datasets.to_float(self.data))
+            self.batches = datasets.batches(self.data, self.local_batch, data_gen)
+            # each rank: its own data order, Langevin noise and buffer (seeded by rank)
+            start = copy.deepcopy(self.model.start).sample if self.model.start is not None else uniform_start(shape)
+            if cfg.data_restarts > 0:
+                corrupted = corrupted_data_start(self.data, start, cfg.data_restart_sigma)
+                start = mixed_start(start, corrupted, cfg.data_restarts)
         self.model.to(self.device)
         self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
         self.model.to(memory_format=self.memory_format)
@@ -192,16 +221,7 @@ class Trainer:
         self.opt_critic = None
         if self.model.critic is not None:
             self.opt_critic = torch.optim.Adam(self.model.critic.parameters(), lr=cfg.critic_lr or cfg.lr, betas=betas)
-        # each rank: its own data order, Langevin noise and buffer (seeded by rank)
-        self.gen = torch.Generator().manual_seed(cfg.seed * 1000 + self.rank)
-        self.noise_gen = torch.Generator(self.device).manual_seed(cfg.seed * 1000 + self.rank + 2)  # Langevin noise
-        self.batches = datasets.batches(self.data, self.local_batch, torch.Generator().manual_seed(cfg.seed * 1000 + self.rank + 1))
-        start = start_cpu.sample if start_cpu is not None else uniform_start(tuple(self.data.shape[1:]))
-        if cfg.data_restarts > 0:
-            corrupted = corrupted_data_start(self.data, start, cfg.data_restart_sigma)
-            start = mixed_start(start, corrupted, cfg.data_restarts)
-        self.buffer = ReplayBuffer(cfg.buffer_size, tuple(self.data.shape[1:]), cfg.restart_prob, generator=self.gen,
-                                   start=start)
+        self.buffer = ReplayBuffer(cfg.buffer_size, shape, cfg.restart_prob, generator=self.gen, start=start)
         self.step, self.lr_scale, self.rollbacks, self.elapsed = 0, 1.0, 0, 0.0
 
         energy, critic = self.model.energy, self.model.critic
@@ -269,7 +289,8 @@ class Trainer:
         self.buffer.update(idx, out.x)
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=self.bf16):
             stats = febm_step(self.train_energy, self.train_critic, self.objective, x_pos, out.x,
-                              self.opt_energy, self.opt_critic, max_grad_norm=cfg.max_grad_norm)
+                              self.opt_energy, self.opt_critic, max_grad_norm=cfg.max_grad_norm,
+                              map_l2=cfg.map_l2)
         if cfg.inject_nan_at is not None and self.step + 1 == cfg.inject_nan_at and self.rollbacks == 0:
             with torch.no_grad():
                 next(self.model.energy.parameters()).fill_(float("nan"))
@@ -284,8 +305,9 @@ class Trainer:
     def diverged(self, stats: dict) -> str | None:
         if not all(math.isfinite(v) for v in stats.values()):
             return "non-finite loss or energy"
-        if max(abs(stats["energy_pos"]), abs(stats["energy_neg"])) > self.cfg.energy_limit:
-            return f"energies beyond {self.cfg.energy_limit:g}"
+        positions = self.cfg.crop_size ** 2 if self.cfg.crop_size else 1  # crops: the limit is per position
+        if max(abs(stats["energy_pos"]), abs(stats["energy_neg"])) > self.cfg.energy_limit * positions:
+            return f"energies beyond {self.cfg.energy_limit:g}" + (" per position" if positions > 1 else "")
         if not all(torch.isfinite(p).all() for p in self.model.parameters()):
             return "non-finite parameters"
         return None

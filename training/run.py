@@ -24,6 +24,11 @@ from pathlib import Path
 from febm.objectives import OBJECTIVE_NAMES
 from training.loop import TrainConfig, train
 
+PHOTO_NET_CPU = json.dumps({"kind": "field", "width": 32, "kernel_size": 3, "dilations": [1, 2, 4, 2, 1],
+                            "activation": "softplus"})
+PHOTO_NET_GPU = json.dumps({"kind": "field", "width": 64, "kernel_size": 3, "dilations": [1, 2, 4, 8, 4, 2, 1],
+                            "activation": "softplus"})
+
 PRESETS: dict[str, dict] = {
     # a few steps in seconds, for tests and smoke checks
     "tiny": dict(width=8, stages=2, batch_size=8, langevin_steps=5, sample_steps=10, buffer_size=64,
@@ -36,6 +41,16 @@ PRESETS: dict[str, dict] = {
                        step_size=10.0, noise=0.005, grad_clip=0.01, start="pca", start_components=32,
                        restart_prob=0.2, sample_steps=200, max_steps=3000, sample_every=500,
                        checkpoint_every=250),
+    # photo priors (DESIGN section 7): a fully convolutional energy and critic (sum of local energies), trained on
+    # random crops of Debian's photographs; chains restart from noisy crops every step (short-run from data).
+    "photo-cpu": dict(dataset="photos", crop_size=40, batch_size=32, net=PHOTO_NET_CPU, lr=3e-4, l2=0.0,
+                      map_l2=1.0, langevin_steps=10, step_size=10.0, noise=0.005, grad_clip=0.01,
+                      buffer_size=256, restart_prob=1.0, data_restarts=1.0, data_restart_sigma=0.2,
+                      sample_steps=200, max_steps=4000, sample_every=500, checkpoint_every=100, log_every=10),
+    "photo-gpu": dict(dataset="photos", crop_size=96, batch_size=128, net=PHOTO_NET_GPU, lr=3e-4, l2=0.0,
+                      map_l2=1.0, langevin_steps=20, step_size=10.0, noise=0.005, grad_clip=0.01,
+                      buffer_size=1024, restart_prob=1.0, data_restarts=1.0, data_restart_sigma=0.2,
+                      sample_steps=200, max_steps=30000, sample_every=1000, checkpoint_every=500, bf16=True),
     # the authors' CIFAR-10 settings: 128 filters, leaky ReLU, batch 128 per GPU x 4, 60 Langevin steps
     "cifar10-gpu": dict(dataset="cifar10", width=128, stages=3, blocks_per_stage=2, activation="lrelu",
                         batch_size=512, lr=3e-4, langevin_steps=60, step_size=10.0, noise=0.005, grad_clip=0.01,
@@ -61,6 +76,10 @@ HELP = {
     "push_to_hub": "upload the final model folder to this Hub repo id",
     "data_restarts": "fraction of chain restarts from training images with noise or holes (teaches restoration)",
     "start": "where Langevin chains start: uniform noise, or pca (a Gaussian fitted to the training data)",
+    "net": 'network spec as JSON, e.g. \'{"kind": "field", "width": 32, "dilations": [1, 2, 1]}\' (replaces --arch, '
+           "--width, --stages; the critic gets the same spec)",
+    "crop_size": "train on random square crops of this side (photo sources: photos, folder:PATH)",
+    "map_l2": "fully convolutional energies: weight of the penalty on squared per-position energies",
 }
 _INTERNAL = {"command", "preset"}
 
@@ -135,6 +154,22 @@ def validate(cfg: TrainConfig) -> None:
         raise ValueError("--data-restart-sigma must be > 0")
     if cfg.start not in ("uniform", "pca"):
         raise ValueError(f"--start must be uniform or pca, got {cfg.start!r}")
+    if cfg.net is not None:
+        try:
+            spec = json.loads(cfg.net)
+        except ValueError as err:
+            raise ValueError(f"--net must be a JSON object, e.g. '{{\"kind\": \"field\"}}': {err}") from None
+        if not isinstance(spec, dict) or "kind" not in spec:
+            raise ValueError("--net must be a JSON object with a \"kind\"")
+    if cfg.dataset == "photos" and not cfg.crop_size:
+        raise ValueError("--dataset photos trains on random crops: set --crop-size (or use --preset photo-cpu)")
+    if cfg.crop_size is not None:
+        if cfg.crop_size < 8:
+            raise ValueError("--crop-size must be >= 8")
+        if cfg.start == "pca":
+            raise ValueError("--start pca needs a fixed image size; crops of photos start from uniform noise")
+        if not (cfg.dataset == "photos" or cfg.dataset.startswith("folder:")):
+            raise ValueError("--crop-size applies to photo sources: photos or folder:PATH")
 
 
 def main(argv: list[str] | None = None) -> int:

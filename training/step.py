@@ -11,7 +11,7 @@ from febm.objectives import Objective
 
 def febm_step(
     energy, critic, objective: Objective, x_pos: Tensor, x_neg: Tensor, opt_energy, opt_critic,
-    max_grad_norm: float | None = None, update_energy: bool = True,
+    max_grad_norm: float | None = None, update_energy: bool = True, map_l2: float = 0.0,
 ) -> dict:
     """Critic ascent step on L, then energy descent step on the Eq. 18 surrogate.
 
@@ -20,10 +20,18 @@ def febm_step(
     re-reads the critic after its update, as in Algorithm 1. ``max_grad_norm`` clips each network's
     gradient norm: the estimators of chi2-type divergences are heavy-tailed while the model is far off.
     ``update_energy=False`` makes it a critic-only step (a warm-up that lets the critic catch up).
+    ``map_l2`` (fully convolutional energies) adds map_l2 * mean(e_i^2) over every position's local energy: it
+    bounds each local energy, which a penalty on the sums alone does not.
     """
     x = torch.cat([x_pos, x_neg])  # one forward pass per network over both batches
     n = x_pos.shape[0]
-    e_pos, e_neg = energy(x).split([n, x.shape[0] - n])
+    map_penalty = 0.0
+    if map_l2 > 0:
+        maps = energy(x, per_position=True).float()  # through the (DDP) wrapper's forward
+        map_penalty = map_l2 * maps.pow(2).mean()
+        e_pos, e_neg = maps.sum(dim=(1, 2, 3)).split([n, x.shape[0] - n])
+    else:
+        e_pos, e_neg = energy(x).split([n, x.shape[0] - n])
     stats = {"energy_pos": e_pos.mean().item(), "energy_neg": e_neg.mean().item()}
     h_pos = h_neg = None
     if objective.uses_critic:
@@ -38,7 +46,7 @@ def febm_step(
         with torch.no_grad():
             h_pos, h_neg = critic(x).split([n, x.shape[0] - n])
         stats.update(loss_critic=loss_critic.item(), critic_pos=h_pos.mean().item(), critic_neg=h_neg.mean().item())
-    loss_energy = objective.energy_loss(e_pos, e_neg, h_pos, h_neg, mean_over_ranks=_mean_over_ranks())
+    loss_energy = objective.energy_loss(e_pos, e_neg, h_pos, h_neg, mean_over_ranks=_mean_over_ranks()) + map_penalty
     opt_energy.zero_grad(set_to_none=True)
     loss_energy.backward()
     _clip(energy, max_grad_norm)

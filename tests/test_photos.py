@@ -1,0 +1,201 @@
+"""Photo priors: the fully convolutional energy, tiled evaluation, photo crops and training on them."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from febm.model import EBM, load_model
+from febm.nets import FieldEnergy, build_net, is_field
+from febm.tiling import TiledEnergy, plan_tiles
+from training import photos
+from training.data import DatasetNotFoundError
+from training.run import main
+
+SMALL = {"kind": "field", "width": 8, "kernel_size": 3, "dilations": [1, 2, 1], "activation": "softplus"}
+
+
+# --- the fully convolutional energy -------------------------------------------------------------------------
+@pytest.mark.parametrize("size", [(17, 23), (40, 40), (31, 64)])
+def test_field_energy_scores_any_size_and_is_the_sum_of_its_map(size):
+    net = build_net(SMALL).eval()
+    x = torch.rand(2, 3, *size, requires_grad=True)
+    e_map = net.energy_map(x)
+    assert e_map.shape == (2, 1, *size)
+    e = net(x)
+    assert e.shape == (2,)
+    torch.testing.assert_close(e, e_map.sum(dim=(1, 2, 3)))
+    (g,) = torch.autograd.grad(e.sum(), x)
+    assert g.shape == x.shape and torch.isfinite(g).all()
+    assert is_field(net) and not is_field(build_net({"kind": "conv"}))
+
+
+def test_local_energies_see_exactly_their_receptive_radius():
+    net = build_net(SMALL).double().eval()
+    rho = net.receptive_radius
+    assert rho == 1 + 1 + 2 + 1
+    x = torch.rand(1, 3, 41, 41, dtype=torch.double)
+    base = net.energy_map(x)[0, 0, 20, 20]
+    for offset, changes in ((rho, True), (rho + 1, False)):
+        y = x.clone()
+        y[0, :, 20, 20 + offset] += 0.5
+        moved = (net.energy_map(y)[0, 0, 20, 20] - base).abs().item()
+        assert (moved > 1e-12) == changes, f"a pixel {offset} px away {'must' if changes else 'must not'} matter"
+
+
+def test_field_energy_rejects_images_smaller_than_its_reach_and_bad_specs():
+    net = build_net(SMALL)
+    with pytest.raises(ValueError, match="larger than 5 px"):
+        net(torch.rand(1, 3, 5, 40))
+    with pytest.raises(ValueError, match="odd kernel_size"):
+        FieldEnergy(kernel_size=4)
+    assert build_net(json.loads(json.dumps(net.spec))).spec == net.spec
+
+
+# --- tiling ---------------------------------------------------------------------------------------------------
+def test_tile_cores_partition_the_image():
+    plan = plan_tiles(53, 71, tile=16, halo=10)
+    cover = torch.zeros(53, 71, dtype=torch.int64)
+    for t in plan:
+        cover[t.core] += 1
+        assert t.read[0].start <= t.core[0].start and t.read[0].stop >= t.core[0].stop
+    assert (cover == 1).all()
+
+
+@pytest.mark.parametrize("tile", [7, 16, 40])
+def test_tiled_energy_and_gradient_equal_one_pass(tile):
+    torch.manual_seed(0)
+    net = build_net(SMALL).double().eval()
+    x = torch.rand(2, 3, 53, 71, dtype=torch.double, requires_grad=True)
+    e = net(x)
+    (g,) = torch.autograd.grad(e.sum(), x)
+    tiled = TiledEnergy(net, tile)
+    x2 = x.detach().clone().requires_grad_(True)
+    e2 = tiled(x2)
+    (g2,) = torch.autograd.grad((e2 * torch.tensor([1.0, 2.0], dtype=torch.double)).sum(), x2)
+    torch.testing.assert_close(e2, e, rtol=1e-10, atol=1e-9)
+    torch.testing.assert_close(g2, g * torch.tensor([1.0, 2.0], dtype=torch.double).view(2, 1, 1, 1))
+    # batch independence: one image alone gives its own rows
+    single = x[1:].detach().clone().requires_grad_(True)
+    (g_single,) = torch.autograd.grad(tiled(single).sum(), single)
+    torch.testing.assert_close(g_single, g[1:])
+
+
+def test_tiling_needs_a_fully_convolutional_energy():
+    with pytest.raises(TypeError, match="fully convolutional"):
+        TiledEnergy(build_net({"kind": "conv"}))
+
+
+# --- photo crops ----------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def photo_folder(tmp_path_factory):
+    """Eight smooth 'photos' of varied sizes: gradients plus a few discs."""
+    folder = tmp_path_factory.mktemp("photos")
+    rng = np.random.default_rng(0)
+    for i in range(8):
+        h, w = 120 + 10 * i, 160 - 5 * i
+        yy, xx = np.mgrid[:h, :w]
+        img = np.stack([(xx / w * 200 + 30 * c) % 255 for c in range(3)], -1)
+        for _ in range(3):
+            cy, cx, r = rng.integers(0, h), rng.integers(0, w), rng.integers(5, 30)
+            img[(yy - cy) ** 2 + (xx - cx) ** 2 < r * r] = rng.integers(0, 255, 3)
+        Image.fromarray(img.astype(np.uint8), "RGB").save(folder / f"p{i}.jpg", quality=95)
+    return f"folder:{folder}"
+
+
+def test_folder_photos_split_into_disjoint_train_and_val(photo_folder):
+    train, val = photos.load_photos(photo_folder, "train"), photos.load_photos(photo_folder, "val")
+    assert len(val) == 1 and len(train) == 7
+    assert not set(train.files) & set(val.files)
+    assert train.channels == 3 and all(im.dtype == torch.uint8 for im in train.images)
+    with pytest.raises(ValueError, match="train and val"):
+        photos.load_photos(photo_folder, "test")
+
+
+def test_crops_are_reproducible_resumable_and_shaped(photo_folder):
+    train = photos.load_photos(photo_folder, "train")
+    a = photos.PhotoCrops(train, 24, 5, torch.Generator().manual_seed(3))
+    b = photos.PhotoCrops(train, 24, 5, torch.Generator().manual_seed(3))
+    first = next(a)
+    assert first.shape == (5, 3, 24, 24) and first.dtype == torch.uint8
+    assert torch.equal(first, next(b))
+    state = a.state_dict()
+    ahead = next(a)
+    b.load_state_dict(state)
+    assert torch.equal(next(b), ahead)
+    assert not torch.equal(first, ahead)
+    with pytest.raises(ValueError, match="exceeds the smallest photo side"):
+        photos.PhotoCrops(train, 1000, 2, torch.Generator())
+
+
+def test_validation_crops_are_fixed(photo_folder):
+    v1 = photos.validation_crops(photo_folder, size=32, n=4)
+    assert v1.shape == (4, 3, 32, 32)
+    assert torch.equal(v1, photos.validation_crops(photo_folder, size=32, n=4))
+
+
+def test_noisy_crop_start_stays_in_range(photo_folder):
+    start = photos.noisy_crop_start(photos.load_photos(photo_folder, "train"), 16, 0.2)
+    x = start(6, torch.Generator().manual_seed(0))
+    assert x.shape == (6, 3, 16, 16) and x.min() >= 0 and x.max() <= 1
+
+
+def test_missing_debian_photos_say_how_to_install_them(tmp_path, monkeypatch):
+    monkeypatch.setattr(photos, "MATE_DIR", tmp_path / "none")
+    monkeypatch.setattr(photos, "PLASMA_DIR", tmp_path / "none")
+    with pytest.raises(DatasetNotFoundError, match="apt-get install mate-backgrounds plasma-workspace-wallpapers"):
+        photos.load_photos("photos", "train")
+
+
+# --- training on crops ----------------------------------------------------------------------------------------
+def photo_args(source, run_dir, *extra):
+    return ["--div", "js", "--dataset", source, "--crop-size", "16", "--net", json.dumps(SMALL), "--batch-size", "4",
+            "--langevin-steps", "3", "--buffer-size", "16", "--restart-prob", "1", "--data-restarts", "1",
+            "--data-restart-sigma", "0.2", "--map-l2", "1", "--l2", "0", "--max-steps", "3", "--log-every", "1",
+            "--sample-every", "3", "--checkpoint-every", "2", "--run-dir", str(run_dir), "--no-progress", *extra]
+
+
+def test_training_on_photo_crops_exports_a_fully_convolutional_model(photo_folder, tmp_path):
+    assert main(photo_args(photo_folder, tmp_path / "run")) == 0
+    model = load_model(tmp_path / "run" / "model")
+    assert model.fully_convolutional and model.config["image_shape"] is None
+    assert model.config["image_channels"] == 3 and model.config["crop_size"] == 16
+    assert model.config["receptive_radius"] == 5
+    x = torch.rand(2, 3, 37, 23)
+    assert model.energy(x).shape == (2,) and model.log_ratio(x).shape == (2,)
+    assert model.initial_samples(2, torch.Generator().manual_seed(0), size=(20, 30)).shape == (2, 3, 20, 30)
+    lines = [json.loads(ln) for ln in (tmp_path / "run" / "stats.jsonl").read_text().splitlines()]
+    assert [ln["step"] for ln in lines] == [1, 2, 3] and all(np.isfinite(ln["loss_energy"]) for ln in lines)
+
+
+def test_resumed_photo_run_equals_an_uninterrupted_one(photo_folder, tmp_path):
+    assert main(photo_args(photo_folder, tmp_path / "ref", "--max-steps", "4")) == 0
+    assert main(photo_args(photo_folder, tmp_path / "cut", "--max-steps", "2")) == 0
+    assert main(["--resume", str(tmp_path / "cut"), "--max-steps", "4", "--no-progress"]) == 0
+    from training.checkpoint import load_state
+
+    ref, cut = load_state(tmp_path / "ref" / "state.safetensors"), load_state(tmp_path / "cut" / "state.safetensors")
+    assert ref["step"] == cut["step"] == 4
+    for k, v in ref["model"].items():
+        assert torch.equal(v, cut["model"][k]), k
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--dataset", "photos"], "--crop-size"),
+    (["--dataset", "fashion-mnist", "--crop-size", "16"], "photo sources"),
+    (["--dataset", "photos", "--crop-size", "16", "--start", "pca"], "fixed image size"),
+    (["--net", "{not json"], "JSON"),
+])
+def test_bad_photo_arguments_give_clear_errors(args, message, capsys):
+    with pytest.raises(SystemExit):
+        main([*args, "--no-progress"])
+    assert message in capsys.readouterr().err
+
+
+def test_field_models_take_channels_not_a_shape():
+    with pytest.raises(ValueError, match="image_channels"):
+        EBM("cd", SMALL, image_shape=[3, 16, 16])
+    with pytest.raises(ValueError, match="fully convolutional"):
+        EBM("cd", {"kind": "conv"}, image_shape=[1, 28, 28], image_channels=1)
