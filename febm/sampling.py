@@ -125,8 +125,8 @@ class LangevinSampler:
             e, g = energy_and_grad(energy, x) if self.method == "mala" and self.steps > 0 else (None, None)
             for _ in steps:
                 x, e, g, acc = step(energy, x, e, g, known, fix, generator)
-                grad_norm = grad_norm + _per_sample(g).norm(dim=1).mean()  # a tensor: no GPU sync per step
-                accepted += acc
+                grad_norm = grad_norm + _per_sample(g).norm(dim=1).mean()  # tensors: no GPU sync per step
+                accepted = accepted + acc
                 if return_chain:
                     chain.append(x)
         n = max(self.steps, 1)
@@ -134,7 +134,7 @@ class LangevinSampler:
             x=x,
             chain=torch.stack(chain) if return_chain else None,
             grad_norm=float(grad_norm) / n,
-            acceptance=accepted / n if self.method == "mala" else None,
+            acceptance=float(accepted) / n if self.method == "mala" else None,
         )
 
     # --- one step of each rule: (x, E(x), grad E(x)) -> (x', E(x'), grad E(x'), acceptance) ------------
@@ -181,7 +181,7 @@ class LangevinSampler:
         x = torch.where(accept.view(view), prop, x)
         e = torch.where(accept, e_prop, e)
         g = torch.where(accept.view(view), g_prop, g)
-        return x, e, g, accept.float().mean().item()
+        return x, e, g, accept.float().mean()  # a tensor: summed over steps, read once at the end
 
 
 class PCAGaussian(nn.Module):

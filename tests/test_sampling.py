@@ -87,6 +87,17 @@ def test_mala_acceptance_is_reported_and_tracks_the_step():
         assert LangevinSampler(method, steps=2).run(quadratic, x).acceptance is None
 
 
+def test_mala_reads_its_statistics_from_the_device_once(monkeypatch):
+    """A per-step .item() stalls a GPU every step: acceptance and gradient norm are read once, at the end."""
+    reads = []
+    for name in ("item", "__float__"):
+        real = getattr(torch.Tensor, name)
+        monkeypatch.setattr(torch.Tensor, name, lambda self, _real=real: reads.append(1) or _real(self))
+    out = LangevinSampler("mala", steps=10, step_size=0.1, clamp=None).run(quadratic, start(8), generator=gen(0))
+    monkeypatch.undo()
+    assert 0 < out.acceptance <= 1 and len(reads) <= 2
+
+
 def cond_moments(c2: float) -> tuple[float, float]:
     """x1 | x2 = c2: mean m1 + S12/S22 (c2 - m2), variance S11 - S12^2/S22."""
     s11, s12, s22 = S[0, 0].item(), S[0, 1].item(), S[1, 1].item()
