@@ -141,7 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--steps", type=int, help="Langevin steps (default: the model's)")
     common.add_argument("--sampler", choices=METHODS,
                         help="Langevin update rule (default: the model's): authors = the training sampler, "
-                             "ula = unadjusted Langevin, mala = Metropolis-adjusted Langevin")
+                             "ula = unadjusted Langevin, mala = Metropolis-adjusted Langevin; each brings its own "
+                             "step size and samples at the temperature of the model's sampler")
     common.add_argument("--no-progress", action="store_true", help="no progress bar")
     common.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda, cuda:1 (default cpu)")
 

@@ -5,8 +5,9 @@ Three update rules, one driver:
 - ``authors``: the f-EBM/IGEBM training sampler. x += N(0, noise^2); g = clip(grad E, +-grad_clip);
   x = clamp(x - step_size * g). Step size and noise are decoupled: noisy gradient descent, not a
   calibrated sampler, but what the authors trained with.
-- ``ula``: unadjusted Langevin, Eq. 5 of the paper: x = x - (eps/2) grad E + sqrt(eps) z.
-- ``mala``: ULA proposals with a Metropolis-Hastings correction, exact for exp(-E) at any eps.
+- ``ula``: unadjusted Langevin, Eq. 5 of the paper, on E/T: x = x - (eps/2) grad E / T + sqrt(eps) z.
+- ``mala``: ULA proposals with a Metropolis-Hastings correction, exact for exp(-E/T) at any eps (in the clamp
+  box: proposals are reflected at its walls, and the correction uses the reflected proposal's density).
 
 All take a ``known_mask`` (1 = observed: those entries never change), a ``torch.Generator`` for
 reproducibility, and can return the whole chain.
@@ -26,6 +27,7 @@ EnergyFn = Callable[[Tensor], Tensor]  # (B, ...) -> (B,)
 StartFn = Callable[[int, "torch.Generator | None"], Tensor]  # (n, generator) -> n starting points
 
 METHODS = ("authors", "ula", "mala")
+MALA_MARGIN = 0.01  # MALA starts at least this fraction of the clamp box away from its walls (see run)
 NOISE_FLOOR = 1e-10  # PCAGaussian.posterior: observation variance, (1e-5)^2, far below 8-bit resolution
 
 
@@ -73,6 +75,8 @@ class LangevinSampler:
 
     ``step_size`` is eps for ula/mala and the gradient multiplier for ``authors``; ``noise`` is the
     authors' per-step noise std (ula/mala use sqrt(eps)). ``clamp`` keeps samples in the data range.
+    ``temperature``: ula/mala sample exp(-E/T) with this T (None: 1); the authors' sampler has none to set,
+    its T follows from its step and noise (:attr:`target_temperature`).
     """
 
     method: str = "authors"
@@ -81,6 +85,7 @@ class LangevinSampler:
     noise: float = 0.005
     grad_clip: float | None = 0.01
     clamp: tuple[float, float] | None = (0.0, 1.0)
+    temperature: float | None = None
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -91,6 +96,23 @@ class LangevinSampler:
             raise ValueError(f"step_size must be > 0, got {self.step_size}")
         if self.clamp is not None:
             self.clamp = tuple(float(v) for v in self.clamp)
+        if self.temperature is not None:
+            if self.method == "authors":
+                raise ValueError("the authors' sampler has no temperature to set: it samples exp(-E/T) with "
+                                 "T = noise^2 / (2 step_size)")
+            if not self.temperature > 0:
+                raise ValueError(f"temperature must be > 0, got {self.temperature}")
+
+    @property
+    def target_temperature(self) -> float:
+        """T such that the chain draws from exp(-E/T).
+
+        The authors' x <- x - s grad E + n z is ULA with eps = n^2 on E/T for T = n^2 / (2 s) (exactly so
+        without gradient clipping and clamping, and as s -> 0; for s = 10, n = 0.005, T = 1.25e-6).
+        """
+        if self.method == "authors":
+            return self.noise ** 2 / (2.0 * self.step_size)
+        return 1.0 if self.temperature is None else float(self.temperature)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -112,6 +134,12 @@ class LangevinSampler:
         known = None if known_mask is None else known_mask.to(device=x.device).bool().expand_as(x0)
         fix = (lambda v: v) if known is None else (lambda v: torch.where(known, x0, v))
         x = x0.clone()
+        if self.method == "mala" and self.clamp is not None and self.steps > 0:
+            # a pixel on a wall where E falls outwards (a black background) sits at the peak of the target in
+            # the box: every reflected proposal moves it uphill, and with hundreds of such pixels none is
+            # accepted (fmnist-js: 14 % accepted from clamped starts, 50 % from 1 % inside)
+            lo, hi = self.clamp
+            x = fix(x.clamp(lo + MALA_MARGIN * (hi - lo), hi - MALA_MARGIN * (hi - lo)))
         chain = [x] if return_chain else None
         grad_norm, accepted = 0.0, 0.0
         step = getattr(self, f"_{self.method}_step")
@@ -155,26 +183,22 @@ class LangevinSampler:
     def _ula_step(self, energy, x, e, g, known, fix, generator):
         eps = self.step_size
         e, g = energy_and_grad(energy, x)
-        x = fix(self._clamp(x - 0.5 * eps * g + math.sqrt(eps) * self._noise(x, generator)))
+        x = fix(self._clamp(x - 0.5 * eps / self.target_temperature * g + math.sqrt(eps) * self._noise(x, generator)))
         return x, e, g, 0.0
 
     def _mala_step(self, energy, x, e, g, known, fix, generator):
-        eps = self.step_size
+        eps, t = self.step_size, self.target_temperature
+        drift = 0.5 * eps / t
         free = None if known is None else (~known).to(x.dtype)
-        prop = fix(x - 0.5 * eps * g + math.sqrt(eps) * self._noise(x, generator))
+        prop = fix(self._reflect(x - drift * g + math.sqrt(eps) * self._noise(x, generator)))
         e_prop, g_prop = energy_and_grad(energy, prop)
 
-        def log_q(to, frm, g_frm):  # log N(to; frm - eps/2 grad, eps) up to a constant, free entries only
-            d = to - frm + 0.5 * eps * g_frm
-            if free is not None:
-                d = d * free
-            return -_per_sample(d).pow(2).sum(1) / (2 * eps)
+        def log_q(to, frm, g_frm):  # log density of proposing ``to`` from ``frm``, free entries only
+            lq = self._log_proposal(to, frm - drift * g_frm, eps)
+            return _per_sample(lq if free is None else lq * free).sum(1)
 
-        log_alpha = -e_prop + e + log_q(x, prop, g_prop) - log_q(prop, x, g)
-        if self.clamp is not None:  # the target is exp(-E) restricted to the box: outside, reject
-            lo, hi = self.clamp
-            inside = _per_sample((prop >= lo) & (prop <= hi)).all(1)
-            log_alpha = torch.where(inside, log_alpha, torch.full_like(log_alpha, -math.inf))
+        # the target is exp(-E/T) restricted to the box; reflected proposals never leave it
+        log_alpha = (e - e_prop) / t + log_q(x, prop, g_prop) - log_q(prop, x, g)
         u = torch.rand(log_alpha.shape, generator=generator, device=x.device, dtype=x.dtype)
         accept = torch.log(u) < log_alpha
         view = (-1,) + (1,) * (x.dim() - 1)
@@ -182,6 +206,30 @@ class LangevinSampler:
         e = torch.where(accept, e_prop, e)
         g = torch.where(accept.view(view), g_prop, g)
         return x, e, g, accept.float().mean()  # a tensor: summed over steps, read once at the end
+
+    def _reflect(self, y: Tensor) -> Tensor:
+        """Fold y into the clamp box by reflecting at its walls (period twice the width)."""
+        if self.clamp is None:
+            return y
+        lo, hi = self.clamp
+        t = torch.remainder(y - lo, 2 * (hi - lo))
+        return lo + torch.where(t > hi - lo, 2 * (hi - lo) - t, t)
+
+    def _log_proposal(self, to: Tensor, mean: Tensor, eps: float) -> Tensor:
+        """log density of N(mean, eps) folded into the box at ``to``, per entry, up to a constant.
+
+        Every point to + 2 k w and 2 lo - to + 2 k w (w the width) folds onto ``to``; the three of each kind
+        nearest the mean are summed, the others lie over 3 w away and weigh less than exp(-4 w^2 / eps).
+        """
+        if self.clamp is None:
+            return -(to - mean).pow(2) / (2 * eps)
+        lo, hi = self.clamp
+        period = 2 * (hi - lo)
+        terms = []
+        for pre in (to, 2 * lo - to):
+            k = torch.round((mean - pre) / period)
+            terms += [-(pre + period * (k + j) - mean).pow(2) / (2 * eps) for j in (-1, 0, 1)]
+        return torch.logsumexp(torch.stack(terms), dim=0)
 
 
 class PCAGaussian(nn.Module):

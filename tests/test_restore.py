@@ -6,16 +6,19 @@ import pytest
 import torch
 from torch import nn
 
-from febm.model import EBM
+from febm.model import EBM, load_model
 from febm.restore import (
+    METHOD_DEFAULTS,
     PosteriorEnergy,
     Restoration,
     denoise,
     estimate_sigma,
     generate,
     inpaint,
+    model_sampler,
     temperature,
 )
+from febm.sampling import METHODS
 
 NET = {"kind": "conv", "in_channels": 1, "width": 4, "downsamples": 2}
 SHAPE = (1, 13, 11)  # odd sizes catch shape bugs
@@ -126,8 +129,64 @@ def test_denoise_posterior_mean_matches_the_gaussian_closed_form():
 def test_authors_temperature_scales_the_likelihood():
     model = make_model()
     assert temperature(model) == pytest.approx(0.005 ** 2 / 20)
-    model.config["sampler"]["temperature"] = 0.5
-    assert temperature(model) == 0.5
+    model.config["sampler"]["temperature"] = 0.5  # the authors' T follows from step and noise: nothing to set
+    with pytest.raises(ValueError, match="no temperature to set"):
+        temperature(model)
+
+
+def test_another_method_brings_its_own_step_size_at_the_models_temperature():
+    model = make_model()  # the authors' sampler: step 10, noise 0.005, T = 1.25e-6
+    t = temperature(model)
+    for method in ("ula", "mala"):
+        sampler = model_sampler(model, method=method)
+        assert sampler.method == method and sampler.step_size == METHOD_DEFAULTS[method]["step_size"]
+        assert sampler.steps == SAMPLER["steps"] and sampler.clamp == (0.0, 1.0)  # shared settings are kept
+        assert temperature(model, sampler) == pytest.approx(t)  # every method targets the same exp(-E/T)
+    model.config["sampler"]["mala"] = {"step_size": 0.01, "temperature": 0.5}  # tuned for MALA: used as is
+    sampler = model_sampler(model, method="mala", steps=7)
+    assert (sampler.step_size, sampler.steps, temperature(model, sampler)) == (0.01, 7, 0.5)
+    ula_model = make_model(method="ula", step_size=0.1, temperature=0.2)
+    authors = model_sampler(ula_model, method="authors")  # the authors' own settings, not ULA's step
+    assert (authors.step_size, authors.noise, authors.grad_clip) == (10.0, 0.005, 0.01)
+    assert temperature(ula_model) == 0.2
+
+
+def test_denoise_likelihood_weight_is_temperature_over_sigma_squared():
+    """The authors' sampler at T = n^2/(2s) = 0.01 on E(x) + (T/sigma^2) ||x - y||^2 / 2 with a Gaussian E draws
+    from prior N(m, s_p^2 T) times likelihood N(y, sigma^2). Here s_p^2 T = sigma^2, so E[x | y] = (m + y) / 2;
+    the weight inverted (sigma^2 / T = 4) gives 0.69, without T (1/sigma^2) 0.70, T^2/sigma^2 0.50."""
+    m, y, sigma, t, step = 0.5, 0.7, 0.2, 0.01, 0.1
+    model = make_model(steps=150, step_size=step, noise=math.sqrt(2 * step * t), grad_clip=None)
+    model.energy = Quadratic(m, sigma / math.sqrt(t))  # E curvature 0.25 = the likelihood's: chains settle fast
+    assert temperature(model) == pytest.approx(t)
+    out = denoise(model, torch.full((1, *SHAPE), y), sigma=sigma, chains=16, seed=0, progress=False)
+    assert out.mean().item() == pytest.approx((m + y) / 2, abs=0.012)  # 4 standard errors (0.003)
+
+
+def test_denoise_uses_the_temperature_of_the_sampler_that_runs():
+    """An authors model (T = 1.25e-6) denoised with MALA tuned at T = 0.01: the likelihood must be weighted
+    by MALA's T, else it vanishes next to E / 0.01 and the result is the prior mean, 0.5, not 0.6."""
+    m, y, sigma, t = 0.5, 0.7, 0.1, 0.01
+    model = make_model()
+    model.config["sampler"]["mala"] = {"step_size": 0.002, "temperature": t}
+    model.energy = Quadratic(m, sigma / math.sqrt(t))  # prior N(m, sigma^2) at T
+    out = denoise(model, torch.full((1, *SHAPE), y), sigma=sigma, method="mala", steps=150, chains=16, seed=0,
+                  progress=False)
+    assert out.mean().item() == pytest.approx((m + y) / 2, abs=0.01)
+
+
+def test_every_method_moves_the_chains_of_a_shipped_model_downhill_and_in_range():
+    """fmnist-js was trained with the authors' sampler (step 10); ULA with that step pinned 88 % of the pixels
+    at 0 or 1 and MALA never accepted. Each method must now move the start, lower the energy, stay in [0, 1]."""
+    model = load_model("fmnist-js")
+    start = generate(model, 8, steps=0, seed=0, progress=False)
+    energy = lambda x: model.energy(x).mean().item()  # noqa: E731
+    for method in METHODS:
+        x = generate(model, 8, steps=30, method=method, seed=0, progress=False)
+        assert 0 <= x.min() and x.max() <= 1
+        assert (x - start).abs().mean() > 0.004, method
+        assert energy(x) < energy(start), method
+        assert ((x == 0) | (x == 1)).float().mean() < 0.5, method
 
 
 def test_posterior_energy_adds_the_weighted_data_term():

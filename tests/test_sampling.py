@@ -87,6 +87,16 @@ def test_mala_acceptance_is_reported_and_tracks_the_step():
         assert LangevinSampler(method, steps=2).run(quadratic, x).acceptance is None
 
 
+@pytest.mark.parametrize("method, eps", [("ula", 0.005), ("mala", 0.05)])
+def test_ula_and_mala_sample_at_their_temperature(method, eps):
+    t = 0.25  # exp(-E/T): the covariance shrinks to T S
+    sampler = LangevinSampler(method, steps=400, step_size=eps, clamp=None, temperature=t)
+    assert sampler.target_temperature == t
+    mean, cov = moments(sampler.run(quadratic, start(), generator=gen(2)).x)
+    assert (mean - M).abs().max() < MEAN_TOL
+    assert (cov - t * S).abs().max() < t * COV_TOL
+
+
 def test_mala_reads_its_statistics_from_the_device_once(monkeypatch):
     """A per-step .item() stalls a GPU every step: acceptance and gradient norm are read once, at the end."""
     reads = []
@@ -96,6 +106,31 @@ def test_mala_reads_its_statistics_from_the_device_once(monkeypatch):
     out = LangevinSampler("mala", steps=10, step_size=0.1, clamp=None).run(quadratic, start(8), generator=gen(0))
     monkeypatch.undo()
     assert 0 < out.acceptance <= 1 and len(reads) <= 2
+
+
+# --- the clamp box: MALA's target is exp(-E/T) restricted to it ------------------------------------------------------
+def box_moments(c: float) -> tuple[float, float]:
+    """Mean and variance of the density exp(-c x) on [0, 1], by quadrature."""
+    x = torch.linspace(0, 1, 100_001, dtype=torch.float64)
+    w = torch.exp(-c * x)
+    z = torch.trapezoid(w, x)
+    mean = torch.trapezoid(x * w, x) / z
+    return mean.item(), (torch.trapezoid((x - mean) ** 2 * w, x) / z).item()
+
+
+def test_mala_in_the_box_samples_the_restricted_target_where_the_gradient_pushes_out():
+    """E(x) = c x falls towards the wall at 0 and beyond it, where the density peaks: unconstrained proposals
+    leave [0, 1] half of the time there. Every state must stay in the box (proposals that leave it are never
+    accepted as they are), and the chain must sample exp(-c x) restricted to the box, exactly."""
+    c = 5.0
+    x = torch.full((4000, 2), 0.5, dtype=torch.float64)
+    out = LangevinSampler("mala", steps=200, step_size=0.02).run(lambda v: c * v.sum(1), x, generator=gen(0),
+                                                                 return_chain=True)
+    assert ((out.chain >= 0) & (out.chain <= 1)).all()
+    mean, var = box_moments(c)  # 0.193, 0.0306
+    assert out.x.mean().item() == pytest.approx(mean, abs=0.008)  # 4 standard errors
+    assert out.x.var().item() == pytest.approx(var, rel=0.06)
+    assert 0.3 < out.acceptance < 0.95
 
 
 def cond_moments(c2: float) -> tuple[float, float]:
