@@ -254,6 +254,27 @@ def test_authors_gradient_clip_is_per_element():
     assert out.grad_norm == pytest.approx(1e6 * math.sqrt(35), rel=1e-12)  # raw, unclipped norm reported
 
 
+def test_authors_sampler_draws_from_exp_minus_energy_over_its_temperature():
+    """x <- x + n z, then x <- x - s grad E(x): for E = (x - m)^2 / (2 v) that is x' = m + a (x + n z - m) with
+    a = 1 - s / v, whose exact stationary law is N(m, a^2 n^2 / (1 - a^2)). At a fixed T = n^2 / (2 s) that
+    variance tends to T v as s -> 0: the law of exp(-E/T), the sampler's target_temperature."""
+    m, v, step, noise = 0.3, 1.0, 0.05, 0.1
+
+    def exact_var(step, noise):
+        a = 1 - step / v
+        return a * a * noise ** 2 / (1 - a * a)
+
+    sampler = LangevinSampler("authors", steps=150, step_size=step, noise=noise, grad_clip=None, clamp=None)
+    t = sampler.target_temperature
+    assert t == pytest.approx(noise ** 2 / (2 * step))
+    assert exact_var(1e-5, math.sqrt(2 * 1e-5 * t)) == pytest.approx(t * v, rel=1e-4)  # the small-step limit
+    assert exact_var(step, noise) == pytest.approx(0.0926, abs=1e-4)  # 7 % below T v = 0.1 at this step
+    x = sampler.run(lambda u: ((u - m) ** 2).sum(1) / (2 * v), torch.zeros(4000, 4, dtype=torch.float64),
+                    generator=gen(3)).x
+    assert x.mean().item() == pytest.approx(m, abs=0.01)  # 4 standard errors
+    assert x.var().item() == pytest.approx(exact_var(step, noise), rel=0.04)  # 3.5 standard errors
+
+
 def test_authors_without_clip_takes_the_full_gradient_step():
     x = torch.rand(3, 2, dtype=torch.float64)
     step, noise = 0.1, 0.01
