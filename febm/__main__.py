@@ -87,9 +87,12 @@ def run_denoise(args: argparse.Namespace) -> None:
     image, placement = to_model_tensor(load_image(args.input), model)
     if args.add_noise is not None:
         image = add_noise(image, args.add_noise, seed=args.seed)
-    result = denoise(model, image, args.sigma, chains=args.chains, mean=not args.sample, details=True,
+    # noise we just added is known exactly: estimating it instead would only add error
+    sigma = args.sigma if args.sigma is not None else args.add_noise
+    source = "given" if args.sigma is not None else "added" if args.add_noise is not None else "estimated"
+    result = denoise(model, image, sigma, chains=args.chains, mean=not args.sample, details=True,
                      **_sampling(args))
-    print(f"sigma: {result.sigma[0].item():.4f} ({'given' if args.sigma is not None else 'estimated'})")
+    print(f"sigma: {result.sigma[0].item():.4f} ({source})")
     if args.add_noise is not None:
         _write(image, _sibling(out, "_noisy"), placement, args.restore_size)
     _write(result.images, out, placement, args.restore_size)
@@ -178,7 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="noise std in [0, 1] units (an 8-bit std divided by 255); default: estimated from the image")
     p.add_argument("--add-noise", type=float, metavar="S",
                    help="first add Gaussian noise of std S (seeded by --seed), to test the model on a clean image; "
-                        "also writes the noisy input as OUT_noisy.png")
+                        "denoises with sigma S unless --sigma is given; also writes the noisy input as OUT_noisy.png")
     p.set_defaults(run=run_denoise)
 
     p = commands.add_parser("inpaint", parents=[common, restoring], help="fill in the masked part of an image",

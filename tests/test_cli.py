@@ -74,10 +74,10 @@ def test_generate_separate(folder):
     assert not (folder / "one.png").exists()
 
 
-def test_denoise_with_synthetic_noise(folder):
+def test_denoise_with_synthetic_noise_uses_the_added_sigma(folder):
     result = febm(folder, "denoise", "in.png", "--out", "clean.png", "--add-noise", 0.1, "--restore-size", *FAST)
     assert result.returncode == 0, result.stderr
-    assert "sigma: " in result.stdout and "(estimated)" in result.stdout
+    assert "sigma: 0.1000 (added)" in result.stdout  # not re-estimated from the noisy image
     assert size(folder / "clean.png") == ((23, 17), "L")
     assert size(folder / "clean_noisy.png") == ((23, 17), "L")
 
