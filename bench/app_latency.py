@@ -48,6 +48,12 @@ def time_requests(call, n: int) -> list[float]:
     return seconds
 
 
+def model_key(registry, name: str | None) -> str:
+    """The registry key of the model to time: ``name`` itself (a shipped name is its key, and an added folder or
+    repo id is keyed as given), else the first shipped model. Not "the last key": a shipped name is not added."""
+    return registry.entry(name).key if name else next(iter(registry.entries))
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(prog="python -m bench.app_latency", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -69,8 +75,7 @@ def main(argv: list[str] | None = None) -> dict:
     registry = ModelRegistry.discover([args.model] if args.model else [])
     if not len(registry):
         sys.exit(f"error: {no_models_message()}")
-    keys = list(registry.entries)
-    key = keys[-1] if args.model else keys[0]  # an added model comes after the shipped ones
+    key = model_key(registry, args.model)
     entry = registry.entry(key)
     demo = build_app(registry)
     url = launch(demo, port=free_port(), block=False, quiet=True)
