@@ -115,7 +115,10 @@ class LangevinSampler:
         return 1.0 if self.temperature is None else float(self.temperature)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        settings = asdict(self)
+        if settings["temperature"] is None:  # unset: records and evaluation cache keys stay as before it existed
+            del settings["temperature"]
+        return settings
 
     def __call__(self, energy: EnergyFn, x: Tensor, **kwargs) -> Tensor:
         return self.run(energy, x, **kwargs).x

@@ -339,6 +339,9 @@ def test_settings_round_trip():
     s = LangevinSampler("mala", steps=7, step_size=0.2, clamp=[0, 1])
     assert s.clamp == (0.0, 1.0)
     assert LangevinSampler(**s.to_dict()) == s
+    assert "temperature" not in s.to_dict()  # unset: the records of existing models do not change
+    hot = LangevinSampler("ula", temperature=0.5)
+    assert LangevinSampler(**hot.to_dict()) == hot and hot.to_dict()["temperature"] == 0.5
 
 
 # --- shapes ----------------------------------------------------------------------------------------------------------
