@@ -297,6 +297,16 @@ class EBM(
         return model.to(map_location).eval()
 
 
+def _shape_rows(config: dict) -> list[str]:
+    if config.get("image_channels") is None:
+        return [f"| image shape (C, H, W) | {config.get('image_shape')} |"]
+    rho = config.get("receptive_radius")
+    return [f"| images | any size, {config['image_channels']} channels (fully convolutional: E(x) is a sum of "
+            "local energies) |",
+            f"| receptive field | {2 * rho + 1} x {2 * rho + 1} px (radius {rho}) |" if rho is not None else "",
+            f"| training crops | {config.get('crop_size')} x {config.get('crop_size')} px |"]
+
+
 def model_card_body(config: dict, *, name: str | None = None, notes: str | None = None,
                     n_energy: int | None = None, n_critic: int | None = None) -> str:
     """Markdown body of the model card, from config.json alone."""
@@ -313,7 +323,7 @@ def model_card_body(config: dict, *, name: str | None = None, notes: str | None 
         "| --- | --- |",
         f"| divergence | `{div}` |",
         f"| dataset | {dataset} |",
-        f"| image shape (C, H, W) | {config.get('image_shape')} |",
+        *_shape_rows(config),
         f"| data range | {config.get('data_range')} |",
         f"| energy network | `{json.dumps(config.get('energy'))}`{_n_params(n_energy)} |",
         f"| critic network | `{json.dumps(config.get('critic'))}`{_n_params(n_critic)} |",
@@ -339,6 +349,9 @@ def model_card_body(config: dict, *, name: str | None = None, notes: str | None 
         lines += ["## Restoration defaults", "", "Set by `python -m training.tune` on the validation split "
                   "(`denoise` and `inpaint` use them unless told otherwise):", "",
                   "```json", json.dumps(restoration, indent=2), "```", ""]
+    data_card = config.get("data_card")
+    if data_card:
+        lines += ["## Training data", "", data_card.strip(), ""]
     if notes:
         lines += ["## Notes", "", notes.strip(), ""]
     lines += [

@@ -131,8 +131,10 @@ class LangevinSampler:
         known_mask: Tensor | None = None,
         generator: torch.Generator | None = None,
         return_chain: bool = False,
-        progress: bool = False,
+        progress: bool | Callable[[], object] = False,
     ) -> LangevinOutput:
+        """Run the chain from ``x``. ``progress``: True for a progress bar of its own, or a function called
+        after every step (e.g. the ``update`` of a bar over a longer job)."""
         x0 = x.detach()
         known = None if known_mask is None else known_mask.to(device=x.device).bool().expand_as(x0)
         fix = (lambda v: v) if known is None else (lambda v: torch.where(known, x0, v))
@@ -147,7 +149,8 @@ class LangevinSampler:
         grad_norm, accepted = 0.0, 0.0
         step = getattr(self, f"_{self.method}_step")
         steps = range(self.steps)
-        if progress:
+        on_step = progress if callable(progress) else None
+        if progress is True:
             from tqdm.auto import tqdm
 
             steps = tqdm(steps, desc=f"Langevin ({self.method})", leave=False)
@@ -160,6 +163,8 @@ class LangevinSampler:
                 accepted = accepted + acc
                 if return_chain:
                     chain.append(x)
+                if on_step is not None:
+                    on_step()
         n = max(self.steps, 1)
         return LangevinOutput(
             x=x,

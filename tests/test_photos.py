@@ -199,3 +199,78 @@ def test_field_models_take_channels_not_a_shape():
         EBM("cd", SMALL, image_shape=[3, 16, 16])
     with pytest.raises(ValueError, match="fully convolutional"):
         EBM("cd", {"kind": "conv"}, image_shape=[1, 28, 28], image_channels=1)
+
+
+# --- restoration at native resolution ----------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def field_model():
+    torch.manual_seed(0)
+    sampler = {"method": "authors", "steps": 4, "step_size": 10.0, "noise": 0.005, "grad_clip": 0.01}
+    return EBM("js", SMALL, SMALL, image_channels=3, crop_size=16, sampler=sampler).eval()
+
+
+def test_photo_model_restores_rgb_and_grey_arrays_at_their_own_size(field_model):
+    from febm import denoise, generate, inpaint
+
+    rgb, grey = torch.rand(3, 97, 131), torch.rand(1, 1, 300, 200)
+    assert denoise(field_model, rgb, 0.1, progress=False).shape == (1, 3, 97, 131)
+    assert denoise(field_model, grey, 0.1, progress=False).shape == (1, 1, 300, 200)
+    known = torch.ones(1, 1, 300, 200)
+    known[..., 100:150, 50:90] = 0
+    filled = inpaint(field_model, grey, known, progress=False)
+    assert filled.shape == (1, 1, 300, 200)
+    assert torch.equal(filled[known.bool()], grey[known.bool()])  # observed pixels come back bit-identical
+    assert generate(field_model, 2, size=(64, 48), progress=False).shape == (2, 3, 64, 48)
+
+
+def test_restoration_does_not_depend_on_the_tiling(field_model):
+    from febm import denoise, inpaint
+
+    y = torch.rand(2, 3, 70, 90, generator=torch.Generator().manual_seed(1))
+    one_pass = denoise(field_model, y, 0.1, tile=256, progress=False)
+    tiled = denoise(field_model, y, 0.1, tile=32, progress=False)
+    torch.testing.assert_close(tiled, one_pass, rtol=0, atol=1e-4)  # float32 sums in another order
+    known = (torch.rand(1, 1, 70, 90, generator=torch.Generator().manual_seed(2)) > 0.3).float()
+    torch.testing.assert_close(inpaint(field_model, y, known, tile=32, progress=False),
+                               inpaint(field_model, y, known, tile=256, progress=False), rtol=0, atol=1e-4)
+
+
+def test_restoration_of_one_image_does_not_depend_on_the_batch(field_model):
+    from febm import denoise
+
+    y = torch.rand(2, 3, 40, 40, generator=torch.Generator().manual_seed(3))
+    both = denoise(field_model, y, 0.1, steps=0, progress=False)
+    assert torch.equal(both[1:], denoise(field_model, y[1:], 0.1, steps=0, progress=False))
+
+
+def test_several_chains_give_a_per_pixel_uncertainty(field_model):
+    from febm import denoise
+
+    y = torch.rand(1, 1, 48, 40, generator=torch.Generator().manual_seed(4))
+    result = denoise(field_model, y, 0.1, chains=3, details=True, progress=False)
+    assert result.std.shape == y.shape and (result.std >= 0).all() and result.std.max() > 0
+    assert denoise(field_model, y, 0.1, chains=1, details=True, progress=False).std is None
+
+
+def test_photo_restoration_rejects_what_it_cannot_do(field_model):
+    from febm import denoise, generate
+
+    with pytest.raises(ValueError, match="at least 32 px"):
+        denoise(field_model, torch.rand(3, 20, 100), 0.1)
+    with pytest.raises(ValueError, match=r"C in \[1, 3\]"):
+        denoise(field_model, torch.rand(2, 40, 40), 0.1)
+    with pytest.raises(ValueError, match="MALA"):
+        denoise(field_model, torch.rand(3, 40, 40), 0.1, method="mala")
+    with pytest.raises(ValueError, match="size must be"):
+        generate(field_model, 1, size=(16, 64))
+
+
+@pytest.mark.parametrize("sigma255", [15, 25, 50])
+def test_noise_level_is_estimated_on_photos(sigma255):
+    skimage_data = pytest.importorskip("skimage.data")
+    from febm.restore import estimate_sigma
+
+    clean = torch.from_numpy(skimage_data.astronaut()).permute(2, 0, 1).float().div(255)[None]
+    noisy = (clean + sigma255 / 255 * torch.randn(clean.shape, generator=torch.Generator().manual_seed(0)))
+    estimate = estimate_sigma(noisy.clamp(0, 1)).item() * 255
+    assert estimate == pytest.approx(sigma255, rel=0.15)

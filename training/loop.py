@@ -354,6 +354,8 @@ class Trainer:
                        + (f", {torch.cuda.get_device_name()}" if self.device.type == "cuda" else ""),
             "ema": self.cfg.ema, "options": asdict(self.cfg),
         }})
+        if self.cfg.crop_size:
+            model.update_config({"data_card": photos.data_card(self.cfg.dataset)})
         folder = self.run_dir / "model"
         model.save_pretrained(folder)
         return folder

@@ -20,7 +20,9 @@ bench/photos.py).
 
 from __future__ import annotations
 
+import json
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -183,3 +185,40 @@ def noisy_crop_start(photos: PhotoSet, size: int, max_sigma: float):
         return (x + sigma * torch.randn(x.shape, generator=generator)).clamp_(0.0, 1.0)
 
     return sample
+
+
+# --- provenance, for model cards ---------------------------------------------------------------------------
+MATE_COPYRIGHT = Path("/usr/share/doc/mate-backgrounds/copyright")
+
+
+def data_card(name: str) -> str:
+    """Markdown: every training and validation photo with its package, author and licence."""
+    if name != "photos":
+        return f"Random crops of the images under `{name[7:] if name.startswith('folder:') else name}`."
+    files = photo_files(name)
+    val = set(map(str, split_files(files, "val", VAL_PHOTOS)))
+    rows = ["| photo | split | package | author | licence |", "| --- | --- | --- | --- | --- |"]
+    for path in files:
+        package, author, licence = _provenance(path)
+        label = path.parts[-4] if package == "plasma-workspace-wallpapers" else path.stem
+        rows.append(f"| {label} | {'val' if str(path) in val else 'train'} | {package} | {author} | {licence} |")
+    return ("Random crops (random scale: long side 512-1536 px; flips, 90-degree rotations) of the photographs "
+            "of two Debian packages, and nothing else:\n\n" + "\n".join(rows))
+
+
+def _provenance(path: Path) -> tuple[str, str, str]:
+    if path.is_relative_to(PLASMA_DIR):
+        meta = path.parents[2] / "metadata.json"
+        try:
+            plugin = json.loads(meta.read_text(encoding="utf-8"))["KPlugin"]
+            author = ", ".join(a.get("Name", "?") for a in plugin.get("Authors", []))
+            return "plasma-workspace-wallpapers", author or "?", plugin.get("License", "?")
+        except (OSError, ValueError, KeyError):
+            return "plasma-workspace-wallpapers", "?", "see the package's metadata"
+    stanzas = MATE_COPYRIGHT.read_text(encoding="utf-8").split("\n\n") if MATE_COPYRIGHT.is_file() else []
+    for stanza in stanzas:
+        if f"nature/{path.name}" in stanza:
+            fields = dict(re.findall(r"^(Copyright|License): *(.*)$", stanza, flags=re.M))
+            holder = re.sub(r"\s*<[^>]*>", "", fields.get("Copyright", "?")).strip(" ´")  # names, not e-mails
+            return "mate-backgrounds", holder, fields.get("License", "?")
+    return "mate-backgrounds", "?", "GPL-2+ (see the package's copyright file)"
