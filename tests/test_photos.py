@@ -274,3 +274,15 @@ def test_noise_level_is_estimated_on_photos(sigma255):
     noisy = (clean + sigma255 / 255 * torch.randn(clean.shape, generator=torch.Generator().manual_seed(0)))
     estimate = estimate_sigma(noisy.clamp(0, 1)).item() * 255
     assert estimate == pytest.approx(sigma255, rel=0.15)
+
+
+def test_tune_scores_photo_models_on_validation_crops(photo_folder, tmp_path):
+    from training import tune
+
+    assert main(photo_args(photo_folder, tmp_path / "run", "--max-steps", "1")) == 0
+    result = tune.tune(str(tmp_path / "run" / "model"), n=2, denoise_steps=(0, 1), temperature_scales=(1e3,),
+                       inpaint_steps=(0, 1), log=lambda line: None)
+    assert "80-px crops of the validation photos" in result["denoise"]["tuned_on"]
+    assert result["denoise"]["sigmas"] == [round(s / 255, 6) for s in (15, 25, 50)]
+    assert result["inpaint"]["masks"] == ["scribbles"]
+    assert {r["steps"] for r in result["denoise"]["grid"]} == {0, 1}

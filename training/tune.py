@@ -4,7 +4,9 @@
 
 Denoising: Langevin steps x temperature_scale (the weight of the likelihood term, see febm.restore.denoise),
 scored by mean PSNR over the noise levels 0.1, 0.2, 0.3, 0.5 (one setting for every sigma, as users get
-it). Inpainting: Langevin steps, scored over the centre-box and 50 % random-pixel masks. Both use
+it). Inpainting: Langevin steps, scored over the centre-box and 50 % random-pixel masks. Photo (fully
+convolutional) models are tuned on fixed crops of the validation photos (training.photos.validation_crops)
+at sigma = 15, 25, 50 /255 and on scribble masks, with grids sized for them. Both use
 ``--chains`` chains (posterior mean). Steps 0 is in the grids: the start alone (for models with a Gaussian
 start, its exact posterior mean), so the table shows what the energy's chains add to it. Only validation images are used, never the test split; ``--write``
 stores the winners in ``config["restoration"]`` of the model folder, where denoise/inpaint read their
@@ -20,6 +22,7 @@ import sys
 
 import torch
 
+from febm.degradations import add_gaussian_noise, scribble_mask
 from febm.imageio import add_noise, preset_mask
 from febm.metrics import psnr
 from febm.model import load_model, resolve_model
@@ -30,10 +33,17 @@ SIGMAS = (0.1, 0.2, 0.3, 0.5)
 MASKS = ("center", "random-50")
 
 
+PHOTO_SIGMAS = (15 / 255, 25 / 255, 50 / 255)
+PHOTO_GRID = {"denoise_steps": (0, 10, 30, 60), "temperature_scales": (1e2, 1e3, 1e4, 1e5),
+              "inpaint_steps": (0, 10, 30, 100)}
+PHOTO_CROP = 80  # validation crops of 80 px: busy enough to score, cheap enough for a grid on 2 cores
+
+
 def denoise_score(model, clean: torch.Tensor, *, steps: int, temperature_scale: float, chains: int) -> float:
     scores = []
-    for i, sigma in enumerate(SIGMAS):
-        noisy = add_noise(clean, sigma, seed=100 + i)
+    photo = model.fully_convolutional
+    for i, sigma in enumerate(PHOTO_SIGMAS if photo else SIGMAS):
+        noisy = add_gaussian_noise(clean, sigma, 100 + i) if photo else add_noise(clean, sigma, seed=100 + i)
         out = denoise(model, noisy, sigma, steps=steps, chains=chains, temperature_scale=temperature_scale,
                       seed=i, progress=False)
         scores.append(psnr(out, clean).mean().item())
@@ -42,18 +52,34 @@ def denoise_score(model, clean: torch.Tensor, *, steps: int, temperature_scale: 
 
 def inpaint_score(model, clean: torch.Tensor, *, steps: int, chains: int) -> float:
     scores = []
-    for i, kind in enumerate(MASKS):
-        known = preset_mask(kind, tuple(clean.shape[1:]), seed=200 + i)
+    for i, kind in enumerate(("scribbles",) if model.fully_convolutional else MASKS):
+        if model.fully_convolutional:
+            known = scribble_mask(*clean.shape[-2:], 200 + i)
+        else:
+            known = preset_mask(kind, tuple(clean.shape[1:]), seed=200 + i)
         out = inpaint(model, clean, known, steps=steps, chains=chains, seed=i, progress=False)
         scores.append(psnr(out, clean).mean().item())
     return sum(scores) / len(scores)
 
 
-def tune(model_name: str, *, n: int = 128, chains: int = 1, denoise_steps=(0, 10, 30, 60, 100),
-         temperature_scales=(1.0, 10.0, 30.0, 100.0), inpaint_steps=(0, 10, 30, 100),
-         data_root: str | None = None, log=print) -> dict:
+IMAGE_GRID = {"denoise_steps": (0, 10, 30, 60, 100), "temperature_scales": (1.0, 10.0, 30.0, 100.0),
+              "inpaint_steps": (0, 10, 30, 100)}
+
+
+def tune(model_name: str, *, n: int = 128, chains: int = 1, denoise_steps=None, temperature_scales=None,
+         inpaint_steps=None, data_root: str | None = None, log=print) -> dict:
+    """Grid search (defaults: IMAGE_GRID, or PHOTO_GRID for photo models); returns the config entry."""
     model = load_model(model_name)
-    clean = datasets.to_float(datasets.load_dataset(model.config["dataset"], "val", data_root).images[:n])
+    grid = PHOTO_GRID if model.fully_convolutional else IMAGE_GRID
+    denoise_steps = denoise_steps or grid["denoise_steps"]
+    temperature_scales = temperature_scales or grid["temperature_scales"]
+    inpaint_steps = inpaint_steps or grid["inpaint_steps"]
+    if model.fully_convolutional:
+        from training.photos import validation_crops
+
+        clean = datasets.to_float(validation_crops(model.config["dataset"], PHOTO_CROP, n))
+    else:
+        clean = datasets.to_float(datasets.load_dataset(model.config["dataset"], "val", data_root).images[:n])
     grid_d = []
     for steps, scale in itertools.product(denoise_steps, temperature_scales):
         if steps == 0 and scale != temperature_scales[0]:
@@ -66,11 +92,15 @@ def tune(model_name: str, *, n: int = 128, chains: int = 1, denoise_steps=(0, 10
         grid_i.append({"steps": steps, "psnr": round(inpaint_score(model, clean, steps=steps, chains=chains), 3)})
         log(json.dumps({"inpaint": grid_i[-1]}))
     best_d, best_i = max(grid_d, key=lambda r: r["psnr"]), max(grid_i, key=lambda r: r["psnr"])
-    protocol = f"val split, first {len(clean)} images, chains {chains}"
+    photo = model.fully_convolutional
+    protocol = (f"{len(clean)} fixed {PHOTO_CROP}-px crops of the validation photos, chains {chains}"
+                if model.fully_convolutional else f"val split, first {len(clean)} images, chains {chains}")
     return {
         "denoise": {"steps": best_d["steps"], "temperature_scale": best_d["temperature_scale"], "chains": chains,
-                    "val_psnr": best_d["psnr"], "sigmas": list(SIGMAS), "tuned_on": protocol, "grid": grid_d},
-        "inpaint": {"steps": best_i["steps"], "chains": chains, "val_psnr": best_i["psnr"], "masks": list(MASKS),
+                    "val_psnr": best_d["psnr"], "sigmas": [round(v, 6) for v in (PHOTO_SIGMAS if photo else SIGMAS)],
+                    "tuned_on": protocol, "grid": grid_d},
+        "inpaint": {"steps": best_i["steps"], "chains": chains, "val_psnr": best_i["psnr"],
+                    "masks": ["scribbles"] if photo else list(MASKS),
                     "tuned_on": protocol, "grid": grid_i},
     }
 
