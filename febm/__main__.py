@@ -3,13 +3,22 @@
     python -m febm models                                          # the models in the checkpoints folder
     python -m febm generate --n 16 --out samples.png               # a 4x4 grid of new samples
     python -m febm denoise noisy.jpg --out clean.png               # the noise level is estimated
+    python -m febm denoise noisy.jpg --sigma-255 25 --out clean.png     # sigma 25 on the 0-255 scale
     python -m febm denoise clean.png --add-noise 0.2 --out out.png # a test: also writes out_noisy.png
     python -m febm inpaint photo.png --mask mask.png --out filled.png   # painted (white) pixels are filled
     python -m febm inpaint photo.png --preset center --out filled.png
+    python -m febm denoise photo.jpg --model photo-js --out clean.png   # photo models: native resolution
 
-Inputs of any size, format and mode are converted to the model's image shape (febm.imageio); results are
-PNG files at the model's resolution (--restore-size: resized back to the input's size). Errors print one
-line, "error: ...", and exit with status 2.
+Noise levels (sigma) are given either in [0, 1] units, a fraction of the pixel range (--sigma 0.1,
+--add-noise 0.1: what the library takes), or in 0-255 levels of an 8-bit image (--sigma-255 25.5,
+--add-noise-255 25.5); sigma_[0,1] = sigma_255 / 255.
+
+Fashion-MNIST models (a fixed image shape): inputs of any size, format and mode are converted to the model's
+shape (febm.imageio); results are PNG files at the model's resolution (--restore-size: resized back to the
+input's size). Photo models (fully convolutional): JPEG/PNG/WebP/TIFF... are restored at their own resolution
+(EXIF orientation applied, grey stays grey, colour is RGB) and written as PNG with any alpha channel
+re-attached untouched; images above --max-pixels are refused, or downscaled to fit with --downscale.
+Errors print one line, "error: ...", and exit with status 2.
 """
 
 from __future__ import annotations
@@ -21,14 +30,22 @@ import warnings
 from pathlib import Path
 
 from .imageio import (
+    MAX_PIXELS,
     PRESET_MASKS,
+    Photo,
     add_noise,
     check_output,
+    fit_photo,
+    fitted_size,
     from_model_tensor,
     load_image,
+    load_photo,
     mask_to_known,
+    photo_mask,
     preset_mask,
+    resize_pixels,
     save_image,
+    save_photo,
     to_model_tensor,
 )
 from .model import EBM, checkpoints_dir, list_models, load_model
@@ -81,19 +98,67 @@ def run_generate(args: argparse.Namespace) -> None:
         _write(grid[: result.images.shape[1]], out)
 
 
+def _sigma(value: float | None, value_255: float | None, option: str) -> float | None:
+    """A noise level from --OPTION (in [0, 1] units) or --OPTION-255 (0-255 levels), in [0, 1] units."""
+    if value_255 is not None:
+        if not (math.isfinite(value_255) and value_255 > 0):
+            raise ValueError(f"--{option}-255 must be > 0 (the noise std in 0-255 levels), got {value_255:g}")
+        return value_255 / 255.0
+    if value is not None and value > 1:
+        raise ValueError(f"--{option} is in [0, 1] units (a fraction of the pixel range), got {value:g}: for "
+                         f"{value:g} on the 0-255 scale use --{option}-255 {value:g}")
+    return value
+
+
+def _photo(args: argparse.Namespace) -> tuple[Photo, Photo]:
+    """(the input photo as decoded, the one restored: the same, or downscaled to --max-pixels by --downscale)."""
+    original = load_photo(args.input, max_pixels=max(MAX_PIXELS, args.max_pixels))
+    width, height = original.size
+    if original.pixel_count <= args.max_pixels:
+        return original, original
+    if not args.downscale:
+        fit = fitted_size(original.size, args.max_pixels)
+        raise ValueError(f"{args.input} is {width}x{height} = {original.pixel_count:,} pixels, more than --max-pixels "
+                         f"{args.max_pixels:,}: pass --downscale to restore it downscaled to {fit[0]}x{fit[1]}, or "
+                         f"a larger --max-pixels to restore it at full size")
+    photo = fit_photo(original, args.max_pixels)
+    print(f"downscaled {width}x{height} to {photo.size[0]}x{photo.size[1]} (--max-pixels {args.max_pixels:,})")
+    return original, photo
+
+
+def _write_photo(images, path: Path, original: Photo, photo: Photo, restore_size: bool) -> None:
+    """A photo model's result, with the input's alpha; --restore-size undoes a --downscale."""
+    if restore_size and photo.size != original.size:
+        images, photo = resize_pixels(images, original.size), original
+    save_photo(images, path, photo)
+    print(f"wrote {path}")
+
+
 def run_denoise(args: argparse.Namespace) -> None:
     out = check_output(args.out)
+    sigma = _sigma(args.sigma, args.sigma_255, "sigma")
+    added = _sigma(args.add_noise, args.add_noise_255, "add-noise")
     model = _load(args)
-    image, placement = to_model_tensor(load_image(args.input), model)
-    if args.add_noise is not None:
-        image = add_noise(image, args.add_noise, seed=args.seed)
+    if model.fully_convolutional:
+        original, photo = _photo(args)
+        image, placement = photo.pixels, None
+    else:
+        image, placement = to_model_tensor(load_image(args.input), model)
+    if added is not None:
+        image = add_noise(image, added, seed=args.seed)
     # noise we just added is known exactly: estimating it instead would only add error
-    sigma = args.sigma if args.sigma is not None else args.add_noise
-    source = "given" if args.sigma is not None else "added" if args.add_noise is not None else "estimated"
+    source = "given" if sigma is not None else "added" if added is not None else "estimated"
+    sigma = sigma if sigma is not None else added
     result = denoise(model, image, sigma, chains=args.chains, mean=not args.sample, details=True,
                      **_sampling(args))
-    print(f"sigma: {result.sigma[0].item():.4f} ({source})")
-    if args.add_noise is not None:
+    used = result.sigma[0].item()
+    print(f"sigma: {used:.4f} ({source}) in [0, 1] units = {used * 255:.2f} in 0-255 levels")
+    if model.fully_convolutional:
+        if added is not None:
+            _write_photo(image, _sibling(out, "_noisy"), original, photo, args.restore_size)
+        _write_photo(result.images, out, original, photo, args.restore_size)
+        return
+    if added is not None:
         _write(image, _sibling(out, "_noisy"), placement, args.restore_size)
     _write(result.images, out, placement, args.restore_size)
 
@@ -103,6 +168,17 @@ def run_inpaint(args: argparse.Namespace) -> None:
         raise ValueError("--mask-observed applies to --mask, not to --preset")
     out = check_output(args.out)
     model = _load(args)
+    if model.fully_convolutional:
+        original, photo = _photo(args)
+        image = photo.pixels
+        if args.mask is not None:
+            known = photo_mask(load_image(args.mask), photo.size, painted_is_fill=not args.mask_observed,
+                               input_size=original.size)
+        else:
+            known = preset_mask(args.preset, image.shape[-2:], seed=args.seed)
+        filled = inpaint(model, image, known, chains=args.chains, mean=not args.sample, **_sampling(args))
+        _write_photo(filled, out, original, photo, args.restore_size)
+        return
     image, placement = to_model_tensor(load_image(args.input), model)
     if args.mask is not None:
         known = mask_to_known(load_image(args.mask), model, painted_is_fill=not args.mask_observed,
@@ -157,7 +233,14 @@ def build_parser() -> argparse.ArgumentParser:
                            help="return one posterior sample instead of the mean of the chains")
     restoring.add_argument("--restore-size", action="store_true",
                            help="resize the result back to the input's size (blurry for a small model); "
-                                "default: the model's resolution")
+                                "default: the model's resolution (photo models: the input's own, or the "
+                                "--downscale size)")
+    restoring.add_argument("--max-pixels", type=_pixels, default=MAX_PIXELS, metavar="N",
+                           help=f"photo models: the largest image restored, in pixels (e.g. 1e6; default "
+                                f"{MAX_PIXELS:,}); larger images are an error unless --downscale")
+    restoring.add_argument("--downscale", action="store_true",
+                           help="photo models: downscale an image above --max-pixels to fit (area average, aspect "
+                                "ratio kept) instead of refusing it")
 
     p = commands.add_parser("generate", parents=[common], help="sample new images from the model",
                             description="Sample new images: Langevin chains on the model's energy, from its start "
@@ -177,11 +260,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("denoise", parents=[common, restoring], help="remove Gaussian noise from an image",
                             description="Remove additive Gaussian noise: Langevin on the posterior p(x | noisy).")
-    p.add_argument("--sigma", type=float, metavar="S",
-                   help="noise std in [0, 1] units (an 8-bit std divided by 255); default: estimated from the image")
-    p.add_argument("--add-noise", type=float, metavar="S",
-                   help="first add Gaussian noise of std S (seeded by --seed), to test the model on a clean image; "
-                        "denoises with sigma S unless --sigma is given; also writes the noisy input as OUT_noisy.png")
+    level = p.add_mutually_exclusive_group()
+    level.add_argument("--sigma", type=float, metavar="S",
+                       help="the noise std in [0, 1] units, a fraction of the pixel range (e.g. 0.1; an 8-bit std "
+                            "divided by 255); default: estimated from the image")
+    level.add_argument("--sigma-255", type=float, metavar="S255",
+                       help="the noise std in 0-255 levels of an 8-bit image (e.g. 25; the same as --sigma S255/255)")
+    adding = p.add_mutually_exclusive_group()
+    adding.add_argument("--add-noise", type=float, metavar="S",
+                        help="first add Gaussian noise of std S in [0, 1] units (seeded by --seed), to test the model "
+                             "on a clean image; denoises with sigma S unless --sigma/--sigma-255 is given; also writes "
+                             "the noisy input as OUT_noisy.png")
+    adding.add_argument("--add-noise-255", type=float, metavar="S255",
+                        help="as --add-noise, with S255 in 0-255 levels (the same as --add-noise S255/255)")
     p.set_defaults(run=run_denoise)
 
     p = commands.add_parser("inpaint", parents=[common, restoring], help="fill in the masked part of an image",
@@ -200,6 +291,17 @@ def build_parser() -> argparse.ArgumentParser:
                                         "checkpoints/).")
     p.set_defaults(run=run_models)
     return parser
+
+
+def _pixels(text: str) -> int:
+    """A pixel count, also written as 1e6 or 1_000_000."""
+    try:
+        value = float(text.replace("_", ""))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of pixels: {text!r}") from None
+    if not (math.isfinite(value) and value >= 1):
+        raise argparse.ArgumentTypeError(f"a number of pixels must be at least 1, got {text!r}")
+    return int(value)
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:

@@ -5,8 +5,15 @@
     known = mask_to_known(load_image("mask.png"), model, placement=placement)   # painted = fill -> 0
     save_image(from_model_tensor(result), "result.png")       # 8-bit PNG, written atomically
 
+Fully convolutional (photo) models work at the image's own resolution instead:
+
+    photo = load_photo("photo.jpg")                           # (1, C, H, W) pixels + the alpha, kept apart
+    photo = fit_photo(photo, max_pixels=1_000_000)            # downscaled (area average) only if larger
+    save_photo(result, "clean.png", photo)                    # PNG, the alpha re-attached untouched
+
 Inside febm images are float tensors (B, C, H, W) in [0, 1] and masks are ``known_mask`` (1 = observed, 0 =
-fill). Transparent pixels are composited onto black, the background of Fashion-MNIST.
+fill). For model-sized tensors transparent pixels are composited onto black, the background of Fashion-MNIST;
+photos keep their colour under transparent pixels and their alpha apart.
 """
 
 from __future__ import annotations
@@ -252,6 +259,137 @@ def from_model_tensor(t: Tensor, placement: Placement | None = None, *, restore_
         left, top, right, bottom = placement.box
         image = _resize(image, (right - left, bottom - top))
     return image
+
+
+# --- photos at their own resolution (fully convolutional models) ------------------------------------------------
+_GREY_MODES = ("1", "L", "LA", "La", "F")  # and every "I" mode (16- and 32-bit integers)
+_ALPHA_MODES = ("LA", "La", "PA", "RGBA", "RGBa")
+
+
+@dataclass(frozen=True)
+class Photo:
+    """An image at its own resolution, as a fully convolutional model restores it, with its alpha kept apart.
+
+    ``pixels``: (1, C, H, W) float32 in [0, 1]; C = 1 for grey sources (PIL modes 1, L, LA, I;16, I, F), else 3
+    (RGB; palette, CMYK, YCbCr... converted). Colour under transparent pixels is kept as it is (not composited).
+    ``alpha``: (H, W) uint8, the source's alpha channel exactly as decoded (None when it has none);
+    :func:`save_photo` re-attaches it to the result. ``mode``: the source's PIL mode. ``bits``: 16 for 16-bit
+    (and float) grey sources, which are saved back as 16-bit PNG when they have no alpha; else 8.
+    """
+
+    pixels: Tensor
+    alpha: np.ndarray | None = None
+    mode: str = "RGB"
+    bits: int = 8
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height), PIL order."""
+        return int(self.pixels.shape[-1]), int(self.pixels.shape[-2])
+
+    @property
+    def pixel_count(self) -> int:
+        return self.size[0] * self.size[1]
+
+    @property
+    def grey(self) -> bool:
+        return self.pixels.shape[1] == 1
+
+
+def load_photo(source, *, max_pixels: int = MAX_PIXELS) -> Photo:
+    """A file (any format PIL reads: JPEG, PNG, WebP, TIFF...) or PIL image -> a :class:`Photo` at its own size.
+
+    Upright per its EXIF orientation; 16-bit values divided by 65535; palette, CMYK, YCbCr... converted to RGB;
+    grey stays grey (one channel); an alpha channel (or a palette's or tRNS transparency) is split off untouched.
+    File errors as for :func:`load_image`.
+    """
+    if isinstance(source, Image.Image):
+        image = ImageOps.exif_transpose(check_pil(source, max_pixels))
+    else:
+        image = load_image(source, max_pixels=max_pixels)
+    mode, alpha = image.mode, None
+    grey = mode in _GREY_MODES or mode.startswith("I")
+    if mode in _ALPHA_MODES or "transparency" in image.info:
+        with_alpha = image.convert("LA" if grey else "RGBA")  # un-premultiplies La / RGBa
+        alpha = np.array(with_alpha.getchannel("A"))
+        image = with_alpha.convert("L" if grey else "RGB")  # drops the alpha, colour untouched
+    bits = 16 if image.mode.startswith("I") or image.mode == "F" else 8
+    if bits == 16:
+        a = _unit_float(_pil_array(image))  # I: / 65535 and clipped; F: checked to lie in [0, 1]
+    else:
+        a = np.asarray(image.convert("L" if grey else "RGB"), dtype=np.float32) / 255.0
+        a = a[..., None] if a.ndim == 2 else a
+    pixels = torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1)))[None]
+    return Photo(pixels, alpha, mode, bits)
+
+
+def photo_image(pixels: Tensor, alpha: np.ndarray | None = None, bits: int = 8) -> Image.Image:
+    """(C, H, W) or (1, C, H, W) in [0, 1] -> PIL: "L" / "RGB", "LA" / "RGBA" with ``alpha`` (H, W) uint8
+    attached as it is, or "I;16" for ``bits=16`` grey without alpha."""
+    t = pixels[0] if pixels.dim() == 4 and pixels.shape[0] == 1 else pixels
+    if t.dim() != 3 or t.shape[0] not in (1, 3):
+        raise ValueError(f"expected a tensor (C, H, W) or (1, C, H, W) with C = 1 or 3, got {tuple(pixels.shape)}")
+    if alpha is not None and tuple(alpha.shape) != tuple(t.shape[1:]):
+        raise ValueError(f"the alpha channel is {alpha.shape[1]}x{alpha.shape[0]} pixels but the image is "
+                         f"{t.shape[2]}x{t.shape[1]}")
+    if bits == 16 and t.shape[0] == 1 and alpha is None:
+        a = (t[0].detach().float().clamp(0, 1) * 65535).round().cpu().numpy().astype(np.uint16)
+        return Image.fromarray(a)
+    image = from_model_tensor(t)
+    if alpha is not None:
+        image.putalpha(Image.fromarray(np.asarray(alpha, dtype=np.uint8)))
+    return image
+
+
+def save_photo(pixels: Tensor, path: str | os.PathLike, photo: Photo | None = None) -> Path:
+    """Write a restored photo as PNG (atomically, as :func:`save_image`), re-attaching ``photo``'s alpha
+    untouched (it must have the result's size) and keeping 16-bit grey at 16 bits."""
+    alpha, bits = (photo.alpha, photo.bits) if photo is not None else (None, 8)
+    return save_image(photo_image(pixels, alpha, bits), path)
+
+
+def fitted_size(size: tuple[int, int], max_pixels: int) -> tuple[int, int]:
+    """The largest (width, height) of ``size``'s aspect ratio with at most ``max_pixels`` pixels (``size`` itself
+    when it fits)."""
+    width, height = size
+    if width * height <= max_pixels:
+        return width, height
+    scale = math.sqrt(max_pixels / (width * height))
+    return max(1, math.floor(width * scale)), max(1, math.floor(height * scale))
+
+
+def resize_pixels(pixels: Tensor, size: tuple[int, int]) -> Tensor:
+    """(B, C, H, W) in [0, 1] resized to ``size`` (width, height): area average to shrink, Lanczos (clipped)
+    otherwise."""
+    out = [[np.asarray(_resize(Image.fromarray(np.ascontiguousarray(plane.float().cpu().numpy())), size))
+            for plane in image] for image in pixels]
+    return torch.from_numpy(np.clip(np.asarray(out, dtype=np.float32), 0.0, 1.0))
+
+
+def fit_photo(photo: Photo, max_pixels: int) -> Photo:
+    """``photo`` downscaled (area average, aspect ratio kept) to at most ``max_pixels`` pixels, its alpha too;
+    ``photo`` itself when it fits."""
+    size = fitted_size(photo.size, max_pixels)
+    if size == photo.size:
+        return photo
+    alpha = None
+    if photo.alpha is not None:
+        alpha = np.asarray(Image.fromarray(photo.alpha).resize(size, Image.Resampling.BOX))
+    return Photo(resize_pixels(photo.pixels, size), alpha, photo.mode, photo.bits)
+
+
+def photo_mask(mask, size: tuple[int, int], *, painted_is_fill: bool = True,
+               input_size: tuple[int, int] | None = None) -> Tensor:
+    """A drawn mask -> ``known_mask`` (1, 1, H, W) float 0/1 for a photo of ``size`` (width, height).
+
+    The mask must have the input photo's size (``input_size``, default ``size``: pass the original size when the
+    photo was downscaled), and is then resized to ``size`` with nearest neighbour. Painted pixels as for
+    :func:`mask_to_known`.
+    """
+    source = tuple(input_size or size)
+    width, height = size
+    return mask_to_known(mask, [1, height, width], painted_is_fill=painted_is_fill,
+                         placement=Placement(source, "L", (0, 0, *source)))
 
 
 # --- masks ---------------------------------------------------------------------------------------------------

@@ -166,3 +166,130 @@ def test_help_explains_every_command(capsys):
         main(["inpaint", "--help"])
     out = capsys.readouterr().out
     assert all(option in out for option in ("--mask", "--preset", "--mask-observed", "--chains", "--sample"))
+
+
+# --- photo models: native resolution -------------------------------------------------------------------------------
+FIELD = {"kind": "field", "width": 8, "kernel_size": 3, "dilations": [1, 2, 1], "activation": "softplus"}
+PHOTO_FAST = ["--model", "photo-js", "--steps", "1", "--no-progress"]
+WIDE = (1024, 768)  # the photos' size as shown (width, height)
+
+
+def bright_left(size, seed=0, channels=3):
+    """Noise on a left-bright / right-dark split, as an (H, W[, C]) uint8 array of ``size`` (width, height)."""
+    width, height = size
+    a = np.random.default_rng(seed).integers(0, 60, (height, width, channels), dtype=np.uint8)
+    a[:, : width // 2] += 180
+    return a if channels > 1 else a[..., 0]
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    """A checkpoints folder with a tiny photo model (fully convolutional, colour), photo-js, and test photos: a
+    1024x768 JPEG stored as 768x1024 portrait with EXIF orientation 8 (rotate 90 degrees counter-clockwise to show
+    it), a 1024x768 RGBA PNG, a mask for it, and a small grey PNG."""
+    folder = tmp_path_factory.mktemp("cli-photos")
+    torch.manual_seed(0)
+    EBM("js", FIELD, FIELD, dataset="photos", image_channels=3, crop_size=16,
+        sampler={"method": "authors", "steps": 3, "step_size": 10.0, "noise": 0.005, "grad_clip": 0.01}
+        ).save_pretrained(folder / "checkpoints" / "photo-js")
+    shown = Image.fromarray(bright_left(WIDE))
+    stored = shown.transpose(Image.Transpose.ROTATE_270)  # 768 wide, 1024 high; orientation 8 rotates it back
+    exif = stored.getexif()
+    exif[0x0112] = 8
+    stored.save(folder / "portrait.jpg", quality=95, exif=exif)
+    rgba = np.dstack([bright_left(WIDE, 1), np.random.default_rng(2).integers(0, 256, WIDE[::-1], dtype=np.uint8)])
+    Image.fromarray(rgba, "RGBA").save(folder / "alpha.png")
+    mask = np.zeros(WIDE[::-1], np.uint8)
+    mask[300:400, 500:700] = 255
+    Image.fromarray(mask).save(folder / "photo_mask.png")
+    Image.fromarray(bright_left((96, 64), 3, channels=1)).save(folder / "grey.png")
+    return folder
+
+
+@pytest.fixture
+def photo_checkpoints(photos, monkeypatch):
+    monkeypatch.setenv("FEBM_CHECKPOINTS", str(photos / "checkpoints"))
+    monkeypatch.chdir(photos)
+
+
+def test_photo_denoise_at_native_resolution_with_the_exif_orientation_applied(photos):
+    result = febm(photos, "denoise", "portrait.jpg", "--out", "portrait_clean.png", "--sigma-255", 25, *PHOTO_FAST)
+    assert result.returncode == 0, result.stderr
+    assert "sigma: 0.0980 (given) in [0, 1] units = 25.00 in 0-255 levels" in result.stdout
+    assert size(photos / "portrait_clean.png") == (WIDE, "RGB")
+    out = np.asarray(Image.open(photos / "portrait_clean.png"), dtype=np.float32)
+    assert out[:, : WIDE[0] // 2 - 20].mean() > out[:, WIDE[0] // 2 + 20:].mean() + 100  # upright: bright on the left
+
+
+def test_photo_alpha_is_carried_through_untouched(photos):
+    result = febm(photos, "denoise", "alpha.png", "--out", "alpha_clean.png", "--sigma", 0.1, "--add-noise", 0.1,
+                  *PHOTO_FAST)
+    assert result.returncode == 0, result.stderr
+    alpha = np.asarray(Image.open(photos / "alpha.png"))[..., 3]
+    for name in ("alpha_clean.png", "alpha_clean_noisy.png"):
+        with Image.open(photos / name) as out:
+            assert out.size == WIDE and out.mode == "RGBA"
+            assert np.array_equal(np.asarray(out)[..., 3], alpha)
+
+
+def test_photo_inpaint_keeps_the_observed_pixels_at_native_resolution(photos):
+    result = febm(photos, "inpaint", "alpha.png", "--mask", "photo_mask.png", "--out", "alpha_filled.png", *PHOTO_FAST)
+    assert result.returncode == 0, result.stderr
+    source, filled = np.asarray(Image.open(photos / "alpha.png")), np.asarray(Image.open(photos / "alpha_filled.png"))
+    assert filled.shape == source.shape
+    painted = np.asarray(Image.open(photos / "photo_mask.png")) > 0
+    assert np.array_equal(filled[~painted], source[~painted])  # colour and alpha
+    assert not np.array_equal(filled[painted, :3], source[painted, :3])
+
+
+def test_sigma_255_is_sigma_over_255(photos, photo_checkpoints, capsys):
+    assert main(["denoise", "grey.png", "--out", "g1.png", "--sigma", str(25.5 / 255), *PHOTO_FAST]) == 0
+    assert main(["denoise", "grey.png", "--out", "g2.png", "--sigma-255", "25.5", *PHOTO_FAST]) == 0
+    assert main(["denoise", "grey.png", "--out", "g3.png", "--add-noise-255", "25.5", *PHOTO_FAST]) == 0
+    assert main(["denoise", "grey.png", "--out", "g4.png", "--add-noise", str(25.5 / 255), *PHOTO_FAST]) == 0
+    out = capsys.readouterr().out
+    assert out.count("sigma: 0.1000 (given) in [0, 1] units = 25.50 in 0-255 levels") == 2
+    assert out.count("sigma: 0.1000 (added) in [0, 1] units = 25.50 in 0-255 levels") == 2
+    images = [np.asarray(Image.open(photos / f"g{i}.png")) for i in range(1, 5)]
+    assert np.array_equal(images[0], images[1]) and np.array_equal(images[2], images[3])
+    assert Image.open(photos / "g1.png").mode == "L" and images[0].shape == (64, 96)  # grey stays grey
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--sigma", "25"], "--sigma is in [0, 1] units (a fraction of the pixel range), got 25: for 25 on the 0-255 "
+                        "scale use --sigma-255 25"),
+    (["--sigma-255", "0"], "--sigma-255 must be > 0"),
+    (["--add-noise", "30"], "use --add-noise-255 30"),
+    (["--max-pixels", "3000"], "grey.png is 96x64 = 6,144 pixels, more than --max-pixels 3,000: pass --downscale to "
+                               "restore it downscaled to 67x44"),
+])
+def test_photo_options_errors(photos, photo_checkpoints, capsys, args, message):
+    assert main(["denoise", "grey.png", "--out", "x.png", *args, *PHOTO_FAST]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1, err
+    assert not (photos / "x.png").exists()
+
+
+def test_sigma_and_sigma_255_are_exclusive(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["denoise", "in.png", "--out", "x.png", "--sigma", "0.1", "--sigma-255", "25"])
+    assert exit_.value.code == 2 and "not allowed with argument" in capsys.readouterr().err
+
+
+def test_downscale_to_fit_and_restore_size(photos, photo_checkpoints, capsys):
+    assert main(["denoise", "grey.png", "--out", "small.png", "--max-pixels", "3000", "--downscale", *PHOTO_FAST]) == 0
+    assert "downscaled 96x64 to 67x44 (--max-pixels 3,000)" in capsys.readouterr().out
+    assert size(photos / "small.png") == ((67, 44), "L")
+    assert main(["inpaint", "alpha.png", "--mask", "photo_mask.png", "--out", "back.png", "--max-pixels", "1e5",
+                 "--downscale", "--restore-size", *PHOTO_FAST]) == 0
+    with Image.open(photos / "back.png") as back:  # restored downscaled, resized back, the original alpha
+        assert back.size == WIDE and back.mode == "RGBA"
+        assert np.array_equal(np.asarray(back)[..., 3], np.asarray(Image.open(photos / "alpha.png"))[..., 3])
+
+
+def test_help_says_the_unit_of_sigma(capsys):
+    with pytest.raises(SystemExit):
+        main(["denoise", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "--sigma S the noise std in [0, 1] units" in out and "--sigma-255 S255 the noise std in 0-255 levels" in out
+    assert "--add-noise-255" in out and "--max-pixels" in out and "--downscale" in out

@@ -11,15 +11,22 @@ from PIL import Image
 from febm.imageio import (
     LUMA,
     PRESET_MASKS,
+    Photo,
     Placement,
     ResolutionWarning,
     add_noise,
     check_pil,
+    fit_photo,
+    fitted_size,
     from_model_tensor,
     load_image,
+    load_photo,
     mask_to_known,
+    photo_image,
+    photo_mask,
     preset_mask,
     save_image,
+    save_photo,
     to_model_tensor,
 )
 
@@ -310,3 +317,93 @@ def test_add_noise_is_seeded_and_clipped():
     assert torch.equal(add_noise(x, 0.0), x)
     with pytest.raises(ValueError, match=">= 0"):
         add_noise(x, -0.1)
+
+
+# --- photos at their own resolution --------------------------------------------------------------------------------
+@pytest.mark.parametrize("mode,channels,alpha", [
+    ("1", 1, False), ("L", 1, False), ("LA", 1, True), ("I;16", 1, False), ("I", 1, False), ("F", 1, False),
+    ("P", 3, False), ("RGB", 3, False), ("RGBA", 3, True), ("CMYK", 3, False), ("YCbCr", 3, False),
+])
+def test_load_photo_keeps_the_size_grey_stays_grey_and_splits_the_alpha(mode, channels, alpha):
+    image = _image(mode)
+    photo = load_photo(image)
+    assert photo.pixels.shape == (1, channels, 17, 23) and photo.pixels.dtype == torch.float32
+    assert 0 <= photo.pixels.min() and photo.pixels.max() <= 1 and photo.pixels.std() > 0
+    assert (photo.alpha is not None) == alpha and photo.mode == mode and photo.size == (23, 17)
+    if alpha:
+        assert photo.alpha.dtype == np.uint8 and np.array_equal(photo.alpha, np.asarray(image.getchannel("A")))
+    assert photo.bits == (16 if mode in ("I;16", "I", "F") else 8)
+
+
+def test_load_photo_keeps_the_colour_under_transparent_pixels():
+    a = rng_uint8(17, 23, 4)
+    a[:, :5, 3] = 0
+    photo = load_photo(Image.fromarray(a))
+    assert np.array_equal((photo.pixels[0].permute(1, 2, 0).numpy() * 255).round(), a[..., :3])  # not composited
+    assert np.array_equal(photo.alpha, a[..., 3])
+
+
+def test_load_photo_reads_a_palette_transparency():
+    image = Image.fromarray(rng_uint8(17, 23, 3)).convert("P", palette=Image.Palette.ADAPTIVE, colors=8)
+    image.info["transparency"] = 0
+    photo = load_photo(image)
+    index = np.asarray(image)
+    assert photo.alpha is not None and photo.pixels.shape[1] == 3
+    assert np.array_equal(photo.alpha == 0, index == 0)
+
+
+@pytest.mark.parametrize("suffix", ["jpg", "png", "webp", "tiff"])
+def test_load_photo_applies_the_exif_orientation(tmp_path, suffix):
+    shown = np.zeros((40, 64, 3), np.uint8)
+    shown[:, :32] = 255  # bright on the left
+    stored = Image.fromarray(shown).transpose(Image.Transpose.ROTATE_90)  # 40 wide, 64 high
+    exif = stored.getexif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to show it
+    stored.save(tmp_path / f"p.{suffix}", exif=exif)
+    photo = load_photo(tmp_path / f"p.{suffix}")
+    assert photo.size == (64, 40)
+    assert photo.pixels[..., :28].mean() > 0.9 and photo.pixels[..., 36:].mean() < 0.1
+
+
+def test_save_photo_round_trips_and_reattaches_the_alpha(tmp_path):
+    rgba = rng_uint8(17, 23, 4)
+    Image.fromarray(rgba).save(tmp_path / "in.png")
+    photo = load_photo(tmp_path / "in.png")
+    save_photo(photo.pixels, tmp_path / "out.png", photo)
+    with Image.open(tmp_path / "out.png") as out:
+        assert out.mode == "RGBA" and np.array_equal(np.asarray(out), rgba)
+    sixteen = np.random.default_rng(0).integers(0, 65536, (17, 23), dtype=np.uint16)
+    Image.fromarray(sixteen).save(tmp_path / "16.png")
+    photo = load_photo(tmp_path / "16.png")
+    save_photo(photo.pixels, tmp_path / "16out.png", photo)
+    with Image.open(tmp_path / "16out.png") as out:
+        assert out.mode.startswith("I") and np.array_equal(np.asarray(out).astype(np.uint16), sixteen)
+    grey_alpha = Photo(torch.rand(1, 1, 17, 23), rgba[..., 3], "LA")
+    assert photo_image(grey_alpha.pixels, grey_alpha.alpha).mode == "LA"
+    with pytest.raises(ValueError, match="the alpha channel is 23x17 pixels but the image is 5x4"):
+        photo_image(torch.rand(1, 3, 4, 5), rgba[..., 3])
+    with pytest.raises(ValueError, match=r"\.png"):
+        save_photo(photo.pixels, tmp_path / "out.jpg")
+
+
+def test_fit_photo_downscales_to_the_pixel_limit_keeping_the_aspect_ratio():
+    photo = Photo(torch.rand(1, 3, 768, 1024), rng_uint8(768, 1024), "RGBA")
+    assert fit_photo(photo, 1024 * 768) is photo
+    small = fit_photo(photo, 100_000)
+    width, height = small.size
+    assert width * height <= 100_000 and (width, height) == fitted_size((1024, 768), 100_000) == (365, 273)
+    assert small.alpha.shape == (273, 365) and small.pixels.shape == (1, 3, 273, 365)
+    assert 0 <= small.pixels.min() and small.pixels.max() <= 1
+    flat = Photo(torch.full((1, 1, 64, 64), 0.25))
+    assert torch.allclose(fit_photo(flat, 1000).pixels, torch.tensor(0.25))  # an area average
+
+
+def test_photo_mask_at_the_photo_size_and_after_a_downscale():
+    painted = np.zeros((40, 60), np.uint8)
+    painted[10:20, 30:50] = 255
+    known = photo_mask(painted, (60, 40))
+    assert known.shape == (1, 1, 40, 60) and known[0, 0, 10:20, 30:50].sum() == 0 and known.sum() == 60 * 40 - 200
+    half = photo_mask(painted, (30, 20), input_size=(60, 40))
+    assert half.shape == (1, 1, 20, 30) and half.sum() == 30 * 20 - 50  # nearest neighbour: 5 x 10 painted
+    with pytest.raises(ValueError, match="the mask is 60x40 pixels but the image is 64x40"):
+        photo_mask(painted, (64, 40))
