@@ -383,7 +383,8 @@ def denoise(
     Chains start from the model's start distribution conditioned on y (exact for the Gaussian "pca" start:
     its posterior mean when ``mean=True``, a posterior sample otherwise), or at y for other models.
 
-    ``sigma``: the noise std in [0, 1] units — a number, a (B,) tensor, or None to estimate it per image
+    ``sigma``: the noise std in [0, 1] units, a fraction of the pixel range (noise quoted in 0-255 levels of an
+    8-bit image is ``sigma_255 / 255``: 25 -> 0.098) — a number, a (B,) tensor, or None to estimate it per image
     (:func:`estimate_sigma`). ``chains`` chains per image (default from the model's config, else 1);
     ``mean=True`` returns their average (the posterior-mean estimate, best in PSNR), ``False`` the first
     chain's sample. T is the sampler's temperature (:func:`temperature`), times ``temperature_scale``.
