@@ -1,53 +1,77 @@
-"""The app's handlers: the values of the UI's inputs -> febm's public API -> PIL images (served as PNG).
+"""The app's handlers: the values of the UI's inputs -> febm's public API -> images (served as PNG).
 
-No layout here (see ui.py). Images enter as file paths and leave as PIL images, converted at the edges by
-febm.imageio; every restoration goes through febm.restore. Bad input raises gr.Error with a message the
-user can act on; the server carries on.
+No layout here (see ui.py). Images enter as file paths and leave as PIL images (Fashion-MNIST models, at the
+model's resolution) or as PNG files at the photo's own resolution (photo models: written once, alpha re-attached,
+shown and downloaded as they are), converted at the edges by febm.imageio; every restoration goes through
+febm.restore. Bad input raises gr.Error with a message the user can act on; the server carries on. A photo above
+the pixel limit is not an error: the summary says so and the UI offers "Downscale to fit".
 """
 
 from __future__ import annotations
 
 import functools
+import math
 import random
+import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import gradio as gr
+import numpy as np
 import torch
 from PIL import Image
 
+from febm import restore
 from febm.imageio import (
     MAX_PIXELS,
     PRESET_MASKS,
+    Photo,
     ResolutionWarning,
     add_noise,
+    fit_photo,
+    fitted_size,
     from_model_tensor,
     load_image,
+    load_photo,
     mask_to_known,
+    photo_mask,
     preset_mask,
+    save_photo,
     to_model_tensor,
 )
 from febm.metrics import psnr
 from febm.model import ModelNotFoundError
-from febm import restore
 
 from .models import ModelRegistry
 
 NOISE_MODES = ("add", "noisy")  # add synthetic noise of sigma | the image is already noisy
+SIGMA_UNITS = ("0-1", "0-255")  # sigma as a fraction of the [0, 1] pixel range | in 0-255 levels of an 8-bit image
 PAINTED = "painted"  # the inpaint mask choice that reads the painted layer; the others are PRESET_MASKS
 MASK_CHOICES = (PAINTED, *PRESET_MASKS)
 CHAIN_FRAMES = 10  # frames of the Langevin chain shown
 CHAIN_ROWS = 8  # images whose chain is shown
 UNKNOWN_GRAY = 0.5  # how pixels to be filled are shown
 
+# What a photo model's restoration costs on this project's CPU (2 cores, torch's default 2 threads), per pixel and
+# Langevin step (one gradient of the tiled energy): STEP_SECONDS + STEP_SECONDS_PER_MAC x the energy network's
+# multiply-adds per pixel. Measured on 512x512 colour images with three fully convolutional energies (1,952,
+# 11,968 and 46,976 multiply-adds per pixel: 7.8, 11.3 and 18.4 us per pixel-step; docs/performance.md).
+STEP_SECONDS = 7.3e-6
+STEP_SECONDS_PER_MAC = 2.4e-10
+RESTORE_SECONDS = 30.0  # the automatic pixel limit: what the CPU restores in about this many seconds
+MIN_AUTO_PIXELS = 128 * 128  # ... but never less than this
+
 
 @dataclass(frozen=True)
 class Limits:
-    max_pixels: int = MAX_PIXELS
+    max_pixels: int = MAX_PIXELS  # largest upload decoded (checked before decoding)
     max_steps: int = 1000
     max_images: int = 64
     max_chains: int = 16
+    # photo models: the largest image restored at native resolution; None = automatic (see pixel_limit)
+    max_restore_pixels: int | None = None
+    restore_seconds: float = RESTORE_SECONDS
 
 
 class UserError(gr.Error):
@@ -55,6 +79,10 @@ class UserError(gr.Error):
 
     def __init__(self, message: str):
         super().__init__(message, print_exception=False)
+
+
+class Cancelled(Exception):
+    """The request was cancelled (Stop): raised from the progress updates to end the computation."""
 
 
 def user_errors(handler):
@@ -68,6 +96,52 @@ def user_errors(handler):
             raise
         except (ValueError, TypeError, LookupError, ModelNotFoundError, RuntimeError) as e:
             raise UserError(e.args[0] if isinstance(e, KeyError) and e.args else str(e)) from None
+
+    return wrapped
+
+
+# --- cancellation --------------------------------------------------------------------------------------------
+def request_running() -> bool:
+    """False once the request this thread serves has been cancelled. Gradio cancels the request's task and frees
+    its place in the queue, but cannot stop the worker thread: the restoration checks this on every progress
+    update and stops (outside a gradio request, e.g. a direct call, it is always True)."""
+    from gradio.context import LocalContext
+
+    blocks, event_id = LocalContext.blocks.get(None), LocalContext.event_id.get(None)
+    queue = getattr(blocks, "_queue", None)
+    if queue is None or event_id is None:
+        return True
+    return any(job is not None and any(event._id == event_id for event in job) for job in queue.active_jobs)
+
+
+def cancellable(progress) -> None:
+    """Make ``progress`` (the request's gr.Progress, which tracks febm's tqdm bars) raise Cancelled on the next
+    update after the request was cancelled."""
+    update = getattr(progress, "update", None)
+    if update is None or getattr(update, "cancellable", False):
+        return
+
+    def checked(n=1):
+        if not request_running():
+            raise Cancelled()
+        return update(n)
+
+    checked.cancellable = True
+    progress.update = checked
+
+
+def stops_on_cancel(handler):
+    """Run ``handler`` with a cancellable progress; a cancelled request ends quietly (nobody reads its result)."""
+
+    @functools.wraps(handler)
+    def wrapped(*args, **kwargs):
+        for value in (*args, *kwargs.values()):
+            if isinstance(value, gr.Progress):
+                cancellable(value)
+        try:
+            return handler(*args, **kwargs)
+        except Cancelled:
+            raise UserError("Cancelled.") from None
 
     return wrapped
 
@@ -95,17 +169,31 @@ def pick_seed(value) -> int:
     return random.SystemRandom().randrange(2**31) if seed == -1 else seed
 
 
-def check_sigma(value, *, allow_zero: bool) -> float | None:
+def check_sigma(value, *, allow_zero: bool, unit: str = "0-1") -> float | None:
+    """The noise std in [0, 1] units from the σ field, given in ``unit``: "0-1" (a fraction of the pixel range,
+    the library's unit) or "0-255" (levels of an 8-bit image, divided by 255 here)."""
+    if unit not in SIGMA_UNITS:
+        raise UserError(f"the σ unit must be one of {', '.join(SIGMA_UNITS)}, got {unit!r}")
     try:
         sigma = 0.0 if value is None else float(value)
     except (TypeError, ValueError):
         sigma = float("nan")
     if allow_zero and sigma == 0:
         return None
-    if not 0 < sigma <= 1:
-        raise UserError(f"σ must be in (0, 1] (the noise std, in units of the [0, 1] pixel range), got {value}"
-                       + (" (0 = estimate it from the image)" if allow_zero else ""))
-    return sigma
+    top = 255 if unit == "0-255" else 1
+    if not 0 < sigma <= top:
+        what = ("the noise std in 0–255 levels of an 8-bit image" if unit == "0-255"
+                else "the noise std, in units of the [0, 1] pixel range")
+        hint = (f"; for {value} on the 0–255 scale, set the unit to 0–255"
+                if unit == "0-1" and 1 < sigma <= 255 else "")
+        raise UserError(f"σ must be in (0, {top}] ({what}), got {value}{hint}"
+                        + (" (0 = estimate it from the image)" if allow_zero else ""))
+    return sigma / top
+
+
+def describe_sigma(sigma: float, source: str) -> str:
+    """σ in both units, e.g. "σ = 0.098 (given) = 25.0/255"."""
+    return f"σ = {sigma:.3f} ({source}) = {sigma * 255:.1f}/255"
 
 
 def read_image(path: str | None, limits: Limits, what: str = "image") -> Image.Image:
@@ -119,15 +207,103 @@ def read_image(path: str | None, limits: Limits, what: str = "image") -> Image.I
         raise UserError(message.replace(str(path), Path(path).name)) from None
 
 
-def model_tensor(image: Image.Image, model) -> torch.Tensor:
-    """Any mode and size -> the model's (1, C, H, W); a large resize is reported as a warning, not an error."""
+def is_colour(image: Image.Image, tolerance: float = 2.0) -> bool:
+    """True when the image has colour: channels that differ by more than ``tolerance`` 8-bit levels on average
+    (a grey photo saved as RGB or JPEG is not colour)."""
+    if image.mode in ("1", "L", "LA", "La", "F") or image.mode.startswith("I"):
+        return False
+    a = np.asarray(image.convert("RGB").resize((64, 64), Image.Resampling.BOX), dtype=np.float32)
+    return float(np.abs(a - a.mean(axis=2, keepdims=True)).mean()) > tolerance
+
+
+def model_tensor(image: Image.Image, model) -> tuple[torch.Tensor, str]:
+    """Any mode and size -> (the model's (1, C, H, W), a note for the summary when the upload does not look like the
+    model's data: far larger or smaller, or colour for a grey model; "" otherwise). A large resize is also shown as a
+    warning, not an error."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ResolutionWarning)
         x, _ = to_model_tensor(image, model)
+    mismatch = []
     for w in caught:
         if issubclass(w.category, ResolutionWarning):
             gr.Warning(str(w.message))
-    return x
+            mismatch.append(f"{image.width}×{image.height} pixels")
+    channels, height, width = model.config["image_shape"]
+    if channels == 1 and is_colour(image):
+        mismatch.append("in colour")
+    if not mismatch:
+        return x, ""
+    dataset = model.config.get("dataset") or "its training data"
+    grey = " grey" if channels == 1 else ""
+    converted = "converted to grey and " if "in colour" in mismatch else ""
+    size = f"{width}×{height}"
+    note = (f"**Note:** the upload is {' and '.join(mismatch)}, unlike this model's data ({dataset}: {size}{grey} "
+            f"images): it was {converted}resized to {size}, so the result is a {size}{grey} thumbnail. To restore a "
+            "photo at its own size, pick a photo model.")
+    return x, note
+
+
+# --- photo models: the pixel limit ----------------------------------------------------------------------------
+def macs_per_pixel(model) -> int:
+    """Multiply-adds per pixel of one pass of a fully convolutional energy (its convolutions are all stride 1)."""
+    return sum(m.in_channels // m.groups * m.out_channels * math.prod(m.kernel_size)
+               for m in model.energy.modules() if isinstance(m, torch.nn.Conv2d))
+
+
+def step_seconds_per_pixel(model) -> float:
+    """Estimated seconds per pixel and Langevin step on this project's CPU (the constants above)."""
+    return STEP_SECONDS + STEP_SECONDS_PER_MAC * macs_per_pixel(model)
+
+
+def restore_settings(model, task: str, steps: int | None, chains: int | None) -> tuple[int, int]:
+    """(steps, chains) a request runs: the ones asked for, else the model's tuned defaults, else its sampler's."""
+    tuned = (model.config.get("restoration") or {}).get(task) or {}
+    steps = steps if steps is not None else tuned.get("steps")
+    sampler = restore.model_sampler(model, steps=steps)
+    return int(sampler.steps), int(chains if chains is not None else tuned.get("chains", 1))
+
+
+def pixel_limit(model, steps: int, chains: int, limits: Limits) -> int:
+    """The largest photo restored at native resolution: ``limits.max_restore_pixels`` when set, else what this
+    CPU restores in about ``limits.restore_seconds`` with these steps and chains (at least MIN_AUTO_PIXELS, at
+    most the upload limit)."""
+    if limits.max_restore_pixels is not None:
+        return int(limits.max_restore_pixels)
+    per_pixel = max(1, steps) * max(1, chains) * step_seconds_per_pixel(model)
+    return int(min(limits.max_pixels, max(MIN_AUTO_PIXELS, limits.restore_seconds / per_pixel)))
+
+
+def over_limit_message(photo: Photo, limit: int, model, steps: int, chains: int, limits: Limits) -> str:
+    width, height = photo.size
+    fit = fitted_size(photo.size, limit)
+    seconds = photo.pixel_count * max(1, steps) * max(1, chains) * step_seconds_per_pixel(model)
+    why = ("this server's limit, `--max-restore-pixels`" if limits.max_restore_pixels is not None else
+           f"what this server's CPU restores in about {limits.restore_seconds:.0f} s with {steps} Langevin "
+           f"step{'s' * (steps != 1)} × {chains} chain{'s' * (chains != 1)}")
+    return (f"**This photo is {width}×{height} = {photo.pixel_count:,} pixels**, more than the {limit:,} pixels "
+            f"restored at native resolution ({why}; this photo would take about {_duration(seconds)}). "
+            f"Nothing was restored: click **Downscale to fit** to restore it at {fit[0]}×{fit[1]}, or ask for "
+            "fewer steps or chains.")
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 1:
+        return "under a second"
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
+
+
+def output_folder(limits: Limits) -> Path:
+    """A fresh folder for one request's PNGs, in gradio's cache (which it serves from)."""
+    from gradio.utils import get_upload_folder
+
+    root = Path(get_upload_folder())
+    root.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix="febm-", dir=root))
+
+
+def stem(path: str | None) -> str:
+    name = Path(path).stem if path else "image"
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in name)[:60] or "image"
 
 
 # --- outputs -------------------------------------------------------------------------------------------------
@@ -152,12 +328,18 @@ def chain_strip(chain: torch.Tensor, frames: int = CHAIN_FRAMES, rows: int = CHA
 
 # --- the handlers ----------------------------------------------------------------------------------------------
 class Handlers:
-    """One method per endpoint; their parameters are the UI's inputs in order."""
+    """One method per endpoint; their parameters are the UI's inputs in order.
+
+    /denoise and /inpaint return (before, after, summary, view): before/after are PIL images at the model's size
+    for Fashion-MNIST models and PNG files at the photo's own size for photo models; ``view`` is a gr.State for the
+    UI (the comparison slider, the download, whether the photo was above the pixel limit), not part of the API.
+    """
 
     def __init__(self, registry: ModelRegistry, limits: Limits = Limits()):
         self.registry, self.limits = registry, limits
 
     @user_errors
+    @stops_on_cancel
     def generate(self, model, n, steps, seed, rejection, progress=gr.Progress(track_tqdm=True)):
         """-> (samples, the Langevin chain as a strip of frames, a summary)."""
         ebm = self.registry.get(model)
@@ -167,55 +349,136 @@ class Handlers:
             raise UserError(f"Rejection sampling needs the learned density ratio, but this model "
                            f"({ebm.divergence}) has no critic: untick rejection sampling.")
         result = restore.generate(ebm, n, seed=seed, steps=steps, rejection=bool(rejection), return_chain=True,
-                          progress=True, details=True)
+                                  progress=True, details=True)
         info = f"{n} samples · {result.chain.shape[0] - 1} Langevin steps · seed {seed}"
         if result.acceptance_rate is not None:
             info += f" · rejection sampling acceptance rate {result.acceptance_rate:.1%}"
         return to_pil(result.images), chain_strip(result.chain), info
 
     @user_errors
-    def denoise(self, model, image, noise_mode, sigma, steps, chains, seed, progress=gr.Progress(track_tqdm=True)):
-        """-> (the noisy input at the model's size, the denoised image, a summary with σ and PSNR)."""
+    @stops_on_cancel
+    def denoise(self, model, image, noise_mode, sigma, steps, chains, seed, sigma_unit="0-1", downscale=False,
+                progress=gr.Progress(track_tqdm=True)):
+        """-> (the noisy input, the denoised image, a summary with σ in both units and PSNR, the view state).
+
+        ``sigma`` is in ``sigma_unit``: "0-1" (a fraction of the [0, 1] pixel range; the default, as before this
+        parameter existed) or "0-255" (levels of an 8-bit image). ``downscale``: photo models, restore a photo
+        above the pixel limit downscaled to fit instead of answering with the limit.
+        """
         ebm = self.registry.get(model)
         if noise_mode not in NOISE_MODES:
             raise UserError(f"noise mode must be one of {', '.join(NOISE_MODES)}, got {noise_mode!r}")
-        sigma = check_sigma(sigma, allow_zero=noise_mode == "noisy")
+        sigma = check_sigma(sigma, allow_zero=noise_mode == "noisy", unit=sigma_unit or "0-1")
         steps, seed = check_steps(steps, self.limits), pick_seed(seed)
         chains = check_int("chains", chains, 0, self.limits.max_chains) or None  # 0: the model's
-        x = model_tensor(read_image(image, self.limits), ebm)
+        if ebm.fully_convolutional:
+            return self.denoise_photo(ebm, image, noise_mode, sigma, steps, chains, seed, bool(downscale))
+        x, note = model_tensor(read_image(image, self.limits), ebm)
         clean, noisy = (x, add_noise(x, sigma, seed=seed)) if noise_mode == "add" else (None, x)
         result = restore.denoise(ebm, noisy, sigma, seed=seed, steps=steps, chains=chains, progress=True, details=True)
-        info = f"σ = {result.sigma[0].item():.3f} ({'estimated' if sigma is None else 'given'}) · seed {seed}"
+        info = self.denoise_summary(result, sigma, clean, noisy, seed) + (f"\n\n{note}" if note else "")
+        return from_model_tensor(noisy), from_model_tensor(result.images), info, {"photo": False}
+
+    @staticmethod
+    def denoise_summary(result, sigma, clean, noisy, seed) -> str:
+        info = f"{describe_sigma(result.sigma[0].item(), 'estimated' if sigma is None else 'given')} · seed {seed}"
         if clean is not None:
             info += (f" · PSNR {psnr(result.images, clean).item():.2f} dB "
                      f"(noisy input: {psnr(noisy, clean).item():.2f} dB)")
-        return from_model_tensor(noisy), from_model_tensor(result.images), info
+        return info
+
+    def denoise_photo(self, ebm, image, noise_mode, sigma, steps, chains, seed, downscale):
+        photo, note, over, _ = self.photo_input(ebm, image, "denoise", steps, chains, downscale)
+        if over:
+            return None, None, over, {"photo": True, "over_limit": True}
+        x = photo.pixels
+        clean, noisy = (x, add_noise(x, sigma, seed=seed)) if noise_mode == "add" else (None, x)
+        result = restore.denoise(ebm, noisy, sigma, seed=seed, steps=steps, chains=chains, progress=True, details=True)
+        folder, name = output_folder(self.limits), stem(image)
+        before = save_photo(noisy, folder / f"{name}-noisy.png", photo)
+        after = save_photo(result.images, folder / f"{name}-denoised.png", photo)
+        info = f"{photo.size[0]}×{photo.size[1]} · {self.denoise_summary(result, sigma, clean, noisy, seed)}{note}"
+        return str(before), str(after), info, {"photo": True, "before": str(before), "after": str(after)}
+
+    def photo_input(self, ebm, path, task, steps, chains, downscale) -> tuple[Photo | None, str, str, tuple]:
+        """(the photo to restore, a note for the summary, the over-limit message or "", the upload's size)."""
+        original = self.read_photo(path)
+        steps, chains = restore_settings(ebm, task, steps, chains)
+        limit = pixel_limit(ebm, steps, chains, self.limits)
+        if original.pixel_count <= limit:
+            return original, "", "", original.size
+        if not downscale:
+            return None, "", over_limit_message(original, limit, ebm, steps, chains, self.limits), original.size
+        photo = fit_photo(original, limit)
+        if min(photo.size) < restore.MIN_SIDE:
+            raise UserError(f"Downscaled to fit {limit:,} pixels, this {original.size[0]}×{original.size[1]} photo "
+                            f"would be {photo.size[0]}×{photo.size[1]}, below the {restore.MIN_SIDE} px a side photo "
+                            "models need: crop it first.")
+        return photo, (f" · downscaled from {original.size[0]}×{original.size[1]} to fit the pixel limit "
+                       f"({limit:,} pixels)"), "", original.size
+
+    def read_photo(self, path: str | None, what: str = "image") -> Photo:
+        if not path:
+            raise UserError(f"No {what}: upload one or pick an example.")
+        return load_photo(read_image(path, self.limits, what))
 
     @user_errors
-    def inpaint(self, model, image, mask, steps, chains, seed, progress=gr.Progress(track_tqdm=True)):
-        """-> (the input with the pixels to fill in gray, the inpainted image, a summary)."""
+    @stops_on_cancel
+    def inpaint(self, model, image, mask, steps, chains, seed, downscale=False, progress=gr.Progress(track_tqdm=True)):
+        """-> (the input with the pixels to fill in gray, the inpainted image, a summary, the view state)."""
         ebm = self.registry.get(model)
         if mask not in MASK_CHOICES:
             raise UserError(f"mask must be one of {', '.join(MASK_CHOICES)}, got {mask!r}")
         steps, seed = check_steps(steps, self.limits), pick_seed(seed)
         chains = check_int("chains", chains, 0, self.limits.max_chains) or None  # 0: the model's
         image = image or {}  # the editor's value: {"background": path, "layers": [paths], "composite": path}
-        x = model_tensor(read_image(image.get("background"), self.limits), ebm)
-        known = (self.painted_mask(image.get("layers") or [], ebm) if mask == PAINTED
-                 else preset_mask(mask, ebm, seed=seed))
+        if ebm.fully_convolutional:
+            return self.inpaint_photo(ebm, image, mask, steps, chains, seed, bool(downscale))
+        x, note = model_tensor(read_image(image.get("background"), self.limits), ebm)
+        known = (self.painted_mask(image.get("layers") or [], ebm.config["image_shape"][-2:],
+                                   lambda layer: mask_to_known(layer, ebm, painted_is_fill=True))
+                 if mask == PAINTED else preset_mask(mask, ebm, seed=seed))
         filled = restore.inpaint(ebm, x, known, seed=seed, steps=steps, chains=chains, progress=True)
         shown = torch.where(known.bool(), x, torch.full_like(x, UNKNOWN_GRAY))
-        info = f"filled {1 - known.mean().item():.0%} of the pixels · seed {seed}"
-        return from_model_tensor(shown), from_model_tensor(filled), info
+        info = f"filled {1 - known.mean().item():.0%} of the pixels · seed {seed}" + (f"\n\n{note}" if note else "")
+        return from_model_tensor(shown), from_model_tensor(filled), info, {"photo": False}
 
-    def painted_mask(self, layers: list[str], ebm) -> torch.Tensor:
-        """known_mask from the paint layers: a pixel painted in any layer is filled."""
-        known = torch.ones(1, 1, *ebm.config["image_shape"][-2:])
+    def inpaint_photo(self, ebm, image, mask, steps, chains, seed, downscale):
+        background = image.get("background")
+        photo, note, over, shown_size = self.photo_input(ebm, background, "inpaint", steps, chains, downscale)
+        if over:
+            return None, None, over, {"photo": True, "over_limit": True}
+        x = photo.pixels
+        width, height = photo.size
+        known = (self.painted_mask(image.get("layers") or [], (height, width),
+                                   lambda layer: photo_layer(layer, photo.size, shown_size))
+                 if mask == PAINTED else preset_mask(mask, (height, width), seed=seed))
+        filled = restore.inpaint(ebm, x, known, seed=seed, steps=steps, chains=chains, progress=True)
+        shown = torch.where(known.bool(), x, torch.full_like(x, UNKNOWN_GRAY))
+        folder, name = output_folder(self.limits), stem(background)
+        before = save_photo(shown, folder / f"{name}-masked.png", photo)
+        after = save_photo(filled, folder / f"{name}-inpainted.png", photo)
+        info = f"{width}×{height} · filled {1 - known.mean().item():.0%} of the pixels · seed {seed}{note}"
+        return str(before), str(after), info, {"photo": True, "before": str(before), "after": str(after)}
+
+    def painted_mask(self, layers: list[str], shape, to_known) -> torch.Tensor:
+        """known_mask (1, 1, H, W) of ``shape`` (H, W) from the paint layers, each read by ``to_known(layer)``:
+        a pixel painted in any layer is filled."""
+        known = torch.ones(1, 1, *(int(v) for v in shape))
         for path in layers:
-            known = known * mask_to_known(read_image(path, self.limits, "mask layer"), ebm, painted_is_fill=True)
+            known = known * to_known(read_image(path, self.limits, "mask layer"))
         if known.all():
             raise UserError("Nothing is painted: paint over the pixels to fill, or pick a preset mask.")
         if not known.any():
             raise UserError("The mask covers the whole image: leave some pixels unpainted to condition on "
                            "(or use the Generate tab).")
         return known
+
+
+def photo_layer(layer: Image.Image, size: tuple[int, int], shown: tuple[int, int]) -> torch.Tensor:
+    """A paint layer -> known_mask at the photo's ``size``; the layer must have the shape of the image ``shown`` in
+    the editor (the upload; it is resized when the photo was downscaled, or when the canvas was scaled)."""
+    if abs(layer.width * shown[1] - layer.height * shown[0]) > 0.02 * layer.height * shown[0]:
+        raise UserError(f"the mask layer is {layer.width}×{layer.height} pixels, not the shape of the image "
+                        f"({shown[0]}×{shown[1]}): paint on the image as it is shown")
+    return photo_mask(layer, size, painted_is_fill=True, input_size=layer.size)

@@ -30,6 +30,20 @@ class ModelEntry:
         return f"{self.divergence.upper()} · {self.config.get('dataset') or 'unknown data'} ({self.key})"
 
     @property
+    def fully_convolutional(self) -> bool:
+        """A photo model: restores images of any size at their own resolution."""
+        return self.config.get("image_channels") is not None and not self.config.get("image_shape")
+
+    @property
+    def image_summary(self) -> str:
+        if not self.fully_convolutional:
+            return f"image {'×'.join(map(str, self.config.get('image_shape') or []))}"
+        rho = self.config.get("receptive_radius")
+        colour = "colour (grey photos too)" if self.config.get("image_channels") == 3 else "grey"
+        reach = f", receptive field {2 * rho + 1}×{2 * rho + 1} px" if isinstance(rho, int) else ""
+        return f"photos of any size at their own resolution, {colour}{reach}"
+
+    @property
     def default_steps(self) -> int | None:
         return (self.config.get("sampler") or {}).get("steps")
 
@@ -46,7 +60,7 @@ class ModelEntry:
             "critic: yes (rejection sampling available)" if self.has_critic else "no critic (no rejection sampling)",
         ]
         command = training.get("command")
-        lines = [f"**{self.label}** — image {'×'.join(map(str, self.config.get('image_shape') or []))}",
+        lines = [f"**{self.label}** — {self.image_summary}",
                  " · ".join(facts)]
         if isinstance(fid, (int, float)) and metrics.get("samples") and metrics.get("split"):
             lines.append(f"FID of {metrics['samples']:,} samples against the {metrics['split']} split "

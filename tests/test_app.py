@@ -2,6 +2,7 @@
 
 import os
 import threading
+import time
 import urllib.request
 
 import gradio as gr
@@ -15,12 +16,14 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 from gradio_client import Client, handle_file  # noqa: E402
 from gradio_client.exceptions import AppError  # noqa: E402
 
-from app import example_paths  # noqa: E402
+from app import PHOTO_EXAMPLES_DIR, example_paths, photo_example_paths  # noqa: E402
 from app.__main__ import build_parser  # noqa: E402
-from app.handlers import Handlers, Limits, chain_strip  # noqa: E402
+from app.handlers import MIN_AUTO_PIXELS, Handlers, Limits, chain_strip, pixel_limit  # noqa: E402
 from app.models import ModelRegistry  # noqa: E402
 from app.screenshot import free_port  # noqa: E402
-from app.ui import build_app, launch  # noqa: E402
+from app.ui import SIGMA_LABELS, build_app, convert_sigma, launch, show_view, sigma_unit_of  # noqa: E402
+from febm import restore  # noqa: E402
+from febm.imageio import fitted_size  # noqa: E402
 from febm.model import EBM  # noqa: E402
 
 # gradio's queue uses pandas options that pandas 3 deprecates: not ours to fix.
@@ -32,10 +35,18 @@ SIZE = (28, 28)
 FAST = {"steps": 2, "chains": 1, "seed": 0}  # the sampling arguments of a quick request
 
 
+FIELD = {"kind": "field", "width": 8, "kernel_size": 3, "dilations": [1, 2, 1], "activation": "softplus"}
+
+
 def make_model(divergence: str) -> EBM:
     return EBM(divergence, energy=NET, critic=None if divergence == "cd" else NET, dataset="fashion-mnist",
                image_shape=[1, *SIZE], sampler=SAMPLER, metrics={"fid": 300.5, "samples": 5000, "split": "test"},
                training={"command": f"python -m training.run --div {divergence} --preset tiny", "steps": 10})
+
+
+def make_photo_model() -> EBM:
+    """A tiny fully convolutional colour model: restores photos of any size at their own resolution."""
+    return EBM("js", FIELD, FIELD, dataset="photos", image_channels=3, crop_size=16, sampler=SAMPLER)
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +54,7 @@ def checkpoints(tmp_path_factory):
     folder = tmp_path_factory.mktemp("checkpoints")
     for divergence in ("js", "cd"):
         make_model(divergence).save_pretrained(folder / f"tiny-{divergence}")
+    make_photo_model().save_pretrained(folder / "tiny-photo")
     return folder
 
 
@@ -83,10 +95,11 @@ def open_png(path) -> Image.Image:
     return image
 
 
-def denoise(client, image, mode="add", sigma=0.2, model="tiny-js", **sampling):
+def denoise(client, image, mode="add", sigma=0.2, model="tiny-js", sigma_unit=None, **sampling):
     args = {**FAST, **sampling}
+    unit = {} if sigma_unit is None else {"sigma_unit": sigma_unit}  # None: the API's default unit
     return client.predict(model, handle_file(image), mode, sigma, args["steps"], args["chains"], args["seed"],
-                          api_name="/denoise")
+                          api_name="/denoise", **unit)
 
 
 def inpaint(client, background, mask="center", layers=(), model="tiny-js", **sampling):
@@ -311,12 +324,172 @@ def test_models_added_with_model_are_labelled_and_summarised(checkpoints, tmp_pa
 def test_shipped_models_are_labelled_by_divergence_and_data(checkpoints, monkeypatch):
     monkeypatch.setenv("FEBM_CHECKPOINTS", str(checkpoints))
     labels = dict(ModelRegistry.discover().choices())
-    assert labels == {"CD · fashion-mnist (tiny-cd)": "tiny-cd", "JS · fashion-mnist (tiny-js)": "tiny-js"}
+    assert labels == {"CD · fashion-mnist (tiny-cd)": "tiny-cd", "JS · fashion-mnist (tiny-js)": "tiny-js",
+                      "JS · photos (tiny-photo)": "tiny-photo"}
 
 
 def test_command_line_defaults():
     args = build_parser().parse_args([])
     assert (args.host, args.port, args.share, args.model) == ("127.0.0.1", 7860, False, [])
-    assert (args.max_pixels, args.max_steps) == (40e6, 1000)
-    args = build_parser().parse_args(["--model", "a", "--model", "user/b", "--max-pixels", "1e6"])
-    assert args.model == ["a", "user/b"] and args.max_pixels == 1e6
+    assert (args.max_pixels, args.max_steps, args.max_restore_pixels) == (40e6, 1000, None)
+    args = build_parser().parse_args(["--model", "a", "--model", "user/b", "--max-pixels", "1e6",
+                                      "--max-restore-pixels", "2.5e5"])
+    assert args.model == ["a", "user/b"] and args.max_pixels == 1e6 and args.max_restore_pixels == 2.5e5
+
+
+# --- photo models: native resolution -------------------------------------------------------------------------------
+PHOTO = (200, 150)  # (width, height)
+
+
+def photo_file(path, size=PHOTO, mode="RGBA", seed=0) -> str:
+    """A noisy colour photo of ``size``; RGBA with a random alpha channel."""
+    width, height = size
+    a = np.random.default_rng(seed).integers(0, 256, (height, width, 4 if mode == "RGBA" else 3), dtype=np.uint8)
+    return save(Image.fromarray(a, mode), path)
+
+
+def test_photo_denoise_returns_native_size_pngs_with_the_alpha(client, tmp_path):
+    path = photo_file(tmp_path / "photo.png")
+    noisy, result, info = denoise(client, path, sigma=25, model="tiny-photo", steps=1, sigma_unit="0-255")
+    alpha = np.asarray(Image.open(path))[..., 3]
+    for output in (noisy, result):
+        image = open_png(output)
+        assert image.size == PHOTO and image.mode == "RGBA"
+        assert np.array_equal(np.asarray(image)[..., 3], alpha)  # carried through untouched
+    assert info.startswith("200×150 · σ = 0.098 (given) = 25.0/255") and "PSNR" in info
+    assert "photo-noisy.png" in noisy and "photo-denoised.png" in result  # named after the upload, for the download
+
+
+def test_photo_sigma_in_0_255_levels_is_sigma_in_0_1_units_times_255(client, tmp_path):
+    path = photo_file(tmp_path / "photo.png", mode="RGB")
+    levels = denoise(client, path, sigma=25.5, model="tiny-photo", steps=1, sigma_unit="0-255")
+    units = denoise(client, path, sigma=0.1, model="tiny-photo", steps=1, sigma_unit="0-1")
+    default = denoise(client, path, sigma=0.1, model="tiny-photo", steps=1)  # the API's unit is [0, 1] by default
+    arrays = [np.asarray(open_png(r[1])) for r in (levels, units, default)]
+    assert np.array_equal(arrays[0], arrays[1]) and np.array_equal(arrays[1], arrays[2])
+    assert all("σ = 0.100 (given) = 25.5/255" in r[2] for r in (levels, units, default))
+
+
+def test_the_api_keeps_sigma_in_0_1_units_by_default(client):
+    parameters = {p["parameter_name"]: p for p in
+                  client.view_api(print_info=False, return_format="dict")["named_endpoints"]["/denoise"]["parameters"]}
+    assert parameters["sigma_unit"]["parameter_default"] == "0-1"
+    assert parameters["downscale"]["parameter_default"] is False
+    assert list(parameters)[:7] == ["model", "image", "noise_mode", "sigma", "steps", "chains", "seed"]
+
+
+def test_photo_inpaint_fills_the_painted_pixels_at_native_size(client, tmp_path):
+    path = photo_file(tmp_path / "photo.png", mode="RGB")
+    layer = np.zeros((PHOTO[1], PHOTO[0], 4), np.uint8)
+    layer[40:90, 60:140] = (255, 0, 255, 255)  # the editor's paint layer, at the photo's size
+    masked, result, info = inpaint(client, path, "painted", [save(Image.fromarray(layer), tmp_path / "layer.png")],
+                                   model="tiny-photo", steps=1)
+    source, shown, filled = (np.asarray(open_png(p)) for p in (path, masked, result))
+    painted = layer[..., 3] > 0
+    assert filled.shape == shown.shape == source.shape
+    assert np.array_equal(filled[~painted], source[~painted]) and (shown[painted] == 128).all()
+    assert info.startswith("200×150 · filled 13% of the pixels")
+
+
+def test_photo_preset_mask(client, tmp_path):
+    _, result, info = inpaint(client, photo_file(tmp_path / "p.png"), "center", model="tiny-photo", steps=1)
+    assert open_png(result).size == PHOTO and open_png(result).mode == "RGBA" and "filled 25%" in info
+
+
+def test_a_photo_above_the_pixel_limit_is_answered_with_the_limit_then_downscaled_to_fit(checkpoints, tmp_path,
+                                                                                        monkeypatch):
+    monkeypatch.setenv("FEBM_CHECKPOINTS", str(checkpoints))
+    handlers = Handlers(ModelRegistry.discover(), Limits(max_restore_pixels=5000))
+    path = photo_file(tmp_path / "big.png")
+    before, after, info, view = handlers.denoise("tiny-photo", path, "add", 25, 1, 1, 0, "0-255")
+    assert before is None and after is None and view["over_limit"]
+    assert "This photo is 200×150 = 30,000 pixels" in info and "5,000 pixels" in info
+    assert "--max-restore-pixels" in info
+    assert "Downscale to fit" in info and "81×61" in info and fitted_size(PHOTO, 5000) == (81, 61)
+    before, after, info, view = handlers.denoise("tiny-photo", path, "add", 25, 1, 1, 0, "0-255", True)
+    assert Image.open(after).size == (81, 61) and view["after"] == after and not view.get("over_limit")
+    assert "downscaled from 200×150 to fit the pixel limit (5,000 pixels)" in info
+    layer = np.zeros((150, 200), np.uint8)
+    layer[50:100, 50:100] = 255
+    editor = {"background": path, "layers": [save(Image.fromarray(layer), tmp_path / "layer.png")]}
+    assert handlers.inpaint("tiny-photo", editor, "painted", 1, 1, 0)[3]["over_limit"]
+    _, filled, info, _ = handlers.inpaint("tiny-photo", editor, "painted", 1, 1, 0, True)
+    assert Image.open(filled).size == (81, 61) and "downscaled" in info
+
+
+def test_the_automatic_pixel_limit_follows_the_work_asked_for(checkpoints):
+    model = EBM.from_pretrained(str(checkpoints / "tiny-photo"))
+    limits = Limits()
+    few, many = pixel_limit(model, 3, 1, limits), pixel_limit(model, 30, 1, limits)
+    assert few > many >= MIN_AUTO_PIXELS and abs(few / many - 10) < 0.01
+    assert pixel_limit(model, 30, 2, limits) == many // 2 or pixel_limit(model, 30, 2, limits) == many // 2 + 1
+    assert pixel_limit(model, 100_000, 16, limits) == MIN_AUTO_PIXELS
+    assert pixel_limit(model, 0, 1, Limits(max_pixels=1000)) == 1000
+    assert pixel_limit(model, 3, 1, Limits(max_restore_pixels=1234)) == 1234
+
+
+def test_a_fashion_mnist_model_says_when_the_upload_is_not_like_its_data(client, example, tmp_path):
+    _, result, info = denoise(client, photo_file(tmp_path / "photo.jpg", mode="RGB"))
+    assert open_png(result).size == SIZE
+    assert "**Note:** the upload is 200×150 pixels and in colour" in info and "28×28 grey thumbnail" in info
+    assert "pick a photo model" in info
+    _, _, info = inpaint(client, save(Image.new("RGB", (40, 30), (200, 30, 30)), tmp_path / "red.png"))
+    assert "the upload is in colour" in info and "converted to grey" in info
+    _, _, info = denoise(client, example)  # a Fashion-MNIST image: no note
+    assert "Note" not in info
+
+
+def test_stop_ends_the_restoration(client, tmp_path, monkeypatch):
+    outcome = []
+    real = restore.denoise
+
+    def recorded(*args, **kwargs):
+        try:
+            return real(*args, **kwargs)
+        except BaseException as e:
+            outcome.append(type(e).__name__)
+            raise
+
+    monkeypatch.setattr(restore, "denoise", recorded)
+    path = photo_file(tmp_path / "photo.png", size=(128, 128), mode="RGB")
+    job = client.submit("tiny-photo", handle_file(path), "add", 0.1, 1000, 1, 0, api_name="/denoise")
+    deadline = time.monotonic() + 60
+    while not (job.status().progress_data or time.monotonic() > deadline):  # running: the progress bar moves
+        time.sleep(0.2)
+    job.cancel()
+    while not outcome and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert outcome == ["Cancelled"]
+    _, result, _ = denoise(client, path, model="tiny-photo", steps=1)  # the server carries on
+    assert open_png(result).size == (128, 128)
+
+
+def test_sigma_field_units():
+    assert SIGMA_LABELS["0-255"].startswith("σ (noise std) in 0–255 levels")
+    assert SIGMA_LABELS["0-1"].startswith("σ (noise std) in [0, 1] units")
+    assert convert_sigma("0-255", 0.1).value == 25.5 and convert_sigma("0-255", 0.1).label == SIGMA_LABELS["0-255"]
+    assert convert_sigma("0-1", 25.5).value == 0.1 and convert_sigma("0-1", 25.5).label == SIGMA_LABELS["0-1"]
+    assert convert_sigma("0-1", None).value == 0.2
+
+
+def test_photo_models_show_sigma_in_levels_and_a_slider(checkpoints, monkeypatch):
+    monkeypatch.setenv("FEBM_CHECKPOINTS", str(checkpoints))
+    registry = ModelRegistry.discover()
+    assert sigma_unit_of(registry.entry("tiny-photo")) == "0-255" and sigma_unit_of(registry.entry("tiny-js")) == "0-1"
+    assert "photos of any size at their own resolution, colour" in registry.entry("tiny-photo").card_summary()
+    slider, download, fit = show_view({"photo": True, "before": "a.png", "after": "b.png"})
+    assert slider == ("a.png", "b.png") and download.value["orig_name"] == "b.png" and download.visible
+    assert not fit.visible
+    slider, download, fit = show_view({"photo": True, "over_limit": True})
+    assert slider is None and not download.visible and fit.visible
+    assert not show_view({"photo": False})[2].visible
+
+
+def test_photo_examples_ship_with_their_licence():
+    paths = photo_example_paths()
+    assert [p.name for p in paths] == ["astronaut-256x256.png", "chelsea-320x240.png", "coffee-320x240.png"]
+    for p in paths:
+        with Image.open(p) as image:
+            assert image.mode == "RGB" and image.width * image.height <= 320 * 256
+    readme = (PHOTO_EXAMPLES_DIR / "README.md").read_text()
+    assert "public domain" in readme and readme.count("CC0") >= 2 and "never use" in readme
