@@ -465,16 +465,24 @@ WARM_UP = 256  # px: the side of the untimed warm-up crop
 FIGURE_CROP = 96  # px of the photo, shown enlarged (nearest neighbour)
 
 
+def package_versions() -> dict[str, str]:
+    """Installed versions of what the numbers depend on (from the packages' metadata)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for package in ("torch", "numpy", "scikit-image", "PyWavelets", "scikit-learn", "bm3d", "bm4d", "Pillow"):
+        try:
+            out[package] = version(package)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
 def machine() -> dict:
-    import skimage
-    versions = {"torch": torch.__version__, "scikit-image": skimage.__version__, "numpy": np.__version__}
-    for module, package in (("bm3d", "bm3d"), ("pywt", "PyWavelets"), ("sklearn", "scikit-learn")):
-        if importlib.util.find_spec(module) is not None:
-            versions[package] = getattr(__import__(module), "__version__", "?")
     return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
             "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "load_average_at_start": [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None,
-            "versions": versions}
+            "versions": package_versions()}
 
 
 def load_models(models: list[tuple[str, str]], device: str = "cpu", notes: list[str] | None = None
@@ -590,20 +598,64 @@ def _fmt_speed(v: float) -> str:
     return f"{v:.3g}" if v >= 0.01 else f"{v:.1e}" if v > 0 else "0"
 
 
+def _mpx_range(report: dict) -> str:
+    mpx = [p["shape"][0] * p["shape"][1] / 1e6 for p in report.get("photos", {}).values()]
+    return f"{min(mpx):.2f}-{max(mpx):.2f}" if mpx else "?"
+
+
 def markdown(report: dict) -> str:
     cases = report["cases"]
-    lines = ["# Photo restoration benchmark", "",
-             f"Produced by `{report['command']}` on {report['date'][:10]}"
-             f" ({report['machine']['processor']}, {report['machine']['cpu_count']} logical CPUs, torch "
-             f"{report['machine']['torch_threads']} threads, total {report['seconds']:.0f} s). "
-             "Test photos only (never used for training or tuning); classical parameters tuned on validation "
-             "crops of the training photos (bench/photo_params.json). PSNR in dB and SSIM over the whole photo, "
-             "means over photos; s/Mpx = wall-clock seconds per megapixel of that method in this run (CPU s/Mpx: "
-             "the process's CPU time, all threads).", ""]
-    if report.get("max_side"):
-        lines += [f"Photos downscaled to a long side of at most {report['max_side']} px.", ""]
+    mach = report["machine"]
+    load = mach.get("load_average_at_start")
+    lines = [
+        "# Photo restoration benchmark", "",
+        "Classical restorers, BM3D and the project's photo models on the ten **test photos** (the photographs "
+        "inside PyPI wheels: scikit-image's astronaut, camera, chelsea, coffee, rocket, motorcycle_left; "
+        "scikit-learn's china, flower; matplotlib's grace_hopper; PyWavelets' aero), never used for training or "
+        "tuning. Written by `bench/photos.py` from one run:", "",
+        f"    {report['command']}", "",
+        f"on {report['date'][:10]}: {mach['processor']}, {mach['cpu_count']} logical CPUs shared with other jobs "
+        f"(load average {load[0] if load else '?'} at the start), torch {mach['torch_threads']} threads (its "
+        f"default), {report['seconds'] / 60:.1f} minutes in all. "
+        + (f"Photos downscaled to a long side of at most {report['max_side']} px" if report.get("max_side") else
+           "Photos at their full size")
+        + f" ({_mpx_range(report)} Mpx each). Versions: "
+        + ", ".join(f"{k} {v}" for k, v in mach.get("versions", {}).items()) + ".", "",
+        "**Protocol.** Grey cases use all ten photos (the luma of the colour ones, as PIL's `convert(\"L\")` "
+        "stores it), colour cases the eight colour photos. Noise: `febm.degradations.add_gaussian_noise`, σ in "
+        "0-255 units, clipped to [0, 1] as a stored image is, the true σ given to every method. Inpainting: "
+        "`scribble_mask` (smooth brush strokes 3-7 px wide, 5-15 % of the pixels) and `text_mask` (lines of "
+        "text in PIL's bitmap font scaled up, about 13 %), hidden pixels white in the input, the mask given to "
+        "every method. One degradation per (case, photo), seeded. TV weight, non-local-means h / patch / "
+        "distance, the wavelet and its colour space, and the Wiener window were tuned per case for mean PSNR on "
+        "16 validation crops (96 px) of the held-out training photos (`python -m bench.photos --tune`, "
+        "[bench/photo_params.json](../bench/photo_params.json)); BM3D (σ known), BayesShrink and the biharmonic "
+        "fill need no tuning. PSNR (dB) and SSIM (7×7, channels averaged) over the whole photo, outputs clipped "
+        "to [0, 1], means over photos. s/Mpx: wall-clock seconds of the method's call per megapixel (10⁶ pixels "
+        "whatever the channels), summed over photos, every method in this same run after an untimed warm-up; "
+        "CPU s/Mpx counts the process's CPU time over all threads, less disturbed by other jobs.", "",
+        "**Licence.** BM3D / CBM3D come from the `bm3d` package (Tampere University), free for non-commercial "
+        "use only: a benchmark baseline here (in the `bench` extra), never imported by or a dependency of "
+        "`febm`.", ""]
     if report["notes"]:
         lines += ["Notes:", "", *[f"- {n}" for n in report["notes"]], ""]
+    lines += ["## Best per case (PSNR, dB)", "", "| case | best method | PSNR | BM3D | best other classical | PSNR "
+              "| Gaussian start alone |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    for c in cases.values():
+        rows = c["methods"]
+
+        def top(names):
+            found = [m for m in names if m in rows]
+            return max(found, key=lambda m: rows[m]["psnr"]) if found else None
+
+        def db(m):
+            return f"{rows[m]['psnr']:.2f}" if m in rows else "—"
+
+        best, classical = top([m for m in rows if m != "input"]), top(CLASSICAL)
+        name = (lambda m: SHORT.get(m, m.removeprefix("model:")) if m else "—")
+        lines.append(f"| {c['title']} | {name(best)} | {db(best)} | {db('bm3d')} | {name(classical)} | "
+                     f"{db(classical)} | {db('start')} |")
+    lines.append("")
     methods = []
     for case in cases.values():
         methods += [m for m in case["methods"] if m not in methods]
@@ -719,6 +771,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", help="JSON with every number")
     p.add_argument("--markdown", help="Markdown tables")
     p.add_argument("--figure", help="PNG of zoomed crops")
+    p.add_argument("--from-json", metavar="PATH", help="re-render --markdown from a report written by --out "
+                   "(no restoration runs)")
     p.add_argument("--photos", nargs="+", choices=list(PHOTOS), help="test photos (default: all ten)")
     p.add_argument("--cases", nargs="+", choices=list(CASES), help="cases (default: all)")
     p.add_argument("--methods", nargs="+", choices=list(METHODS), help="classical methods (default: all)")
@@ -764,6 +818,13 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     if args.tune:
         return main_tune(args, argv)
+    if args.from_json:
+        report = json.loads(Path(args.from_json).read_text("utf-8"))
+        text = markdown(report)
+        if args.markdown:
+            write_atomic(args.markdown, text + "\n")
+        print(text)
+        return report
     started = time.perf_counter()
     notes: list[str] = []
     params, note = load_params(args.params)

@@ -129,6 +129,9 @@ def test_tiny_run_writes_json_markdown_and_figure(tmp_path, small_photos):
     assert "<details>" in text and "TV (Chambolle)" in text
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert report["cases"] == stored["cases"]
+    again = tmp_path / "again.md"
+    photos_bench.main(["--from-json", str(out), "--markdown", str(again)])  # re-rendered without running
+    assert again.read_text() == text
 
 
 def test_bm3d_runs_only_where_asked(small_photos):
@@ -142,7 +145,6 @@ def test_bm3d_runs_only_where_asked(small_photos):
 
 
 def test_tune_picks_from_the_grids():
-    rng = np.random.default_rng(0)
     yy, xx = np.mgrid[0:32, 0:32]
     smooth = np.stack([128 + 60 * np.sin(xx / 5 + k) * np.cos(yy / 7) for k in range(3)])
     crops = torch.from_numpy(np.stack([smooth, smooth[::-1].copy()]).clip(0, 255).astype(np.uint8))
@@ -154,7 +156,6 @@ def test_tune_picks_from_the_grids():
     assert "ycbcr" not in record["params"]["grey-25"]["wavelet"] or not record["params"]["grey-25"]["wavelet"]["ycbcr"]
     psnr = record["validation_psnr"]["colour-25"]
     assert psnr["tv"] > psnr["input"] and psnr["start"] > psnr["input"]
-    del rng
 
 
 def test_params_file_and_fallback(tmp_path):
