@@ -34,10 +34,12 @@ and never tunes on the test photos.
 Metrics: PSNR (dB) and SSIM (scikit-image, data range 1, 7x7 window, channels averaged) over the whole photo,
 outputs clipped to [0, 1]; the mean over photos per case. Speed: seconds per megapixel (1e6 pixels, whatever
 the channel count), time.perf_counter around each method call on each photo, summed over photos divided by their
-summed megapixels, all methods in the same run on the same machine (torch at its default thread count, recorded).
+summed megapixels, all methods in the same run on the same machine (torch at its default thread count, recorded)
+after one untimed warm-up call each; the process's CPU time (time.process_time, all threads) is recorded beside it,
+since a shared machine's other jobs stretch wall-clock time. ``--from-json`` re-renders the Markdown of a run.
 
 Licences: ``bm3d`` (and its ``bm4d`` library) is free for non-commercial use only (Tampere University): a
-benchmark baseline here, imported only inside this file's BM3D method; ``febm`` never imports or depends on it.
+benchmark baseline here, imported only by this file (when BM3D runs); ``febm`` never imports or depends on it.
 scikit-learn's china and flower photos are CC-BY (their authors are credited in scikit-learn's documentation).
 """
 

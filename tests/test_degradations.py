@@ -99,6 +99,7 @@ def test_text_scale_makes_blocks():
 def test_generator_helper():
     g = torch.Generator()
     assert as_generator(g) is g
-    assert torch.equal(torch.rand(3, generator=as_generator(7)), torch.rand(3, generator=torch.Generator().manual_seed(7)))
+    expected = torch.rand(3, generator=torch.Generator().manual_seed(7))
+    assert torch.equal(torch.rand(3, generator=as_generator(7)), expected)
     with pytest.raises(TypeError):
         as_generator(True)
