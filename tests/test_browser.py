@@ -12,8 +12,9 @@ from PIL import Image
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
+from app.handlers import Limits  # noqa: E402
 from app.models import ModelRegistry  # noqa: E402
-from app.screenshot import browser_missing, chromium, denoise_in_browser, free_port  # noqa: E402
+from app.screenshot import _image_shown, browser_missing, chromium, denoise_in_browser, free_port  # noqa: E402
 from app.ui import build_app, launch  # noqa: E402
 from febm.model import EBM  # noqa: E402
 
@@ -78,3 +79,56 @@ def test_inpaint_painted_pixels_in_chromium(app_url, tmp_path):
     assert not errors
     fraction = int(summary.split("filled ")[1].split("%")[0])
     assert 0 < fraction < 50, summary  # a diagonal stroke, not the whole image
+
+
+FIELD = {"kind": "field", "width": 8, "kernel_size": 3, "dilations": [1, 2, 1], "activation": "softplus"}
+
+
+@pytest.fixture(scope="module")
+def photo_app_url(tmp_path_factory):
+    """A Fashion-MNIST model first, then a tiny photo model; photos above 50,000 pixels need "Downscale to fit"."""
+    if reason := browser_missing():
+        pytest.skip(reason)
+    checkpoints = tmp_path_factory.mktemp("photo-checkpoints")
+    EBM("js", energy=NET, critic=NET, dataset="fashion-mnist", image_shape=[1, 28, 28],
+        sampler=SAMPLER).save_pretrained(checkpoints / "tiny-js")
+    EBM("js", FIELD, FIELD, dataset="photos", image_channels=3, crop_size=16,
+        sampler={**SAMPLER, "steps": 1}).save_pretrained(checkpoints / "tiny-photo")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("FEBM_CHECKPOINTS", str(checkpoints))
+        demo = build_app(ModelRegistry.discover(), Limits(max_restore_pixels=50_000))
+    yield launch(demo, port=free_port(), block=False, quiet=True)
+    demo.close()
+
+
+def test_a_photo_model_switches_to_native_resolution_in_chromium(photo_app_url, tmp_path):
+    """Pick the photo model: σ in 0-255 levels; an example photo above the pixel limit is answered with the limit,
+    "Downscale to fit" restores it; before/after in the slider and a download of the PNG."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    with chromium() as driver:
+        wait = WebDriverWait(driver, TIMEOUT)
+        driver.get(photo_app_url)
+        wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "input[role=combobox][aria-label=Model]")).click()
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "li[role=option][aria-label*='tiny-photo']"))[0].click()
+        wait.until(lambda d: [t for t in d.find_elements(By.CSS_SELECTOR, "button[role=tab]")
+                              if t.text.strip() == "Denoise"])[0].click()
+        unit = wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#denoise-sigma-unit input[value='0-255']:checked"))
+        assert unit
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#denoise-photo-examples button.gallery-item"))[0].click()
+        wait.until(lambda d: _image_shown(d, "#denoise-input img"))
+        driver.find_element(By.ID, "denoise-run").click()
+        try:
+            fit = wait.until(lambda d: (b := d.find_element(By.ID, "denoise-fit")).is_displayed() and b)
+            assert "This photo is 256×256 = 65,536 pixels" in driver.find_element(By.ID, "denoise-info").text
+            fit.click()
+            wait.until(lambda d: "downscaled" in d.find_element(By.ID, "denoise-info").text)
+            wait.until(lambda d: d.find_element(By.ID, "denoise-download").is_displayed())
+            wait.until(lambda d: _image_shown(d, "#denoise-slider img"))
+        finally:
+            driver.save_screenshot(str(tmp_path / "photo.png"))
+        summary = driver.find_element(By.ID, "denoise-info").text
+        errors = [e.text for e in driver.find_elements(By.CSS_SELECTOR, ".toast-body")]
+    assert not errors
+    assert summary.startswith("223×223 · σ = 0.098 (given) = 25.0/255") and "downscaled from 256×256" in summary
