@@ -114,8 +114,8 @@ def test_a_photo_model_switches_to_native_resolution_in_chromium(photo_app_url, 
         wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "li[role=option][aria-label*='tiny-photo']"))[0].click()
         wait.until(lambda d: [t for t in d.find_elements(By.CSS_SELECTOR, "button[role=tab]")
                               if t.text.strip() == "Denoise"])[0].click()
-        unit = wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#denoise-sigma-unit input[value='0-255']:checked"))
-        assert unit
+        assert wait.until(lambda d: d.find_elements(By.CSS_SELECTOR,
+                                                    "#denoise-sigma-unit input[value='0-255']:checked"))
         wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#denoise-photo-examples button.gallery-item"))[0].click()
         wait.until(lambda d: _image_shown(d, "#denoise-input img"))
         driver.find_element(By.ID, "denoise-run").click()
