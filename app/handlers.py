@@ -110,10 +110,10 @@ def request_running() -> bool:
     from gradio.context import LocalContext
 
     blocks, event_id = LocalContext.blocks.get(None), LocalContext.event_id.get(None)
-    queue = getattr(blocks, "_queue", None)
-    if queue is None or event_id is None:
+    jobs = getattr(getattr(blocks, "_queue", None), "active_jobs", None)
+    if jobs is None or event_id is None:  # not in a queued request (or a gradio without these internals)
         return True
-    return any(job is not None and any(event._id == event_id for event in job) for job in queue.active_jobs)
+    return any(job is not None and any(getattr(event, "_id", None) == event_id for event in job) for job in jobs)
 
 
 def cancellable(progress) -> None:
