@@ -172,11 +172,24 @@ def run_buttons(prefix: str, label: str) -> tuple[gr.Button, gr.Button, gr.Butto
     return run, stop, fit
 
 
+API_RESULTS = ("Fashion-MNIST models return images at the model's size (28×28); photo models return PNG files at the "
+               "photo's own size, with its alpha channel. A photo above the pixel limit is not restored: the summary "
+               "says so and the images are empty, unless downscale=True (restore it downscaled to fit).")
+API_DESCRIPTIONS = {
+    "denoise": ("Denoise an image -> (the noisy input, the denoised image, a summary). sigma is the noise std in the "
+                "unit sigma_unit names: '0-1' (the default: a fraction of the [0, 1] pixel range, e.g. 0.1) or "
+                "'0-255' (levels of an 8-bit image, e.g. 25.5 = 0.1 x 255); with noise_mode 'noisy', sigma 0 = "
+                "estimate it. " + API_RESULTS),
+    "inpaint": ("Fill the painted pixels (or a preset mask) -> (the input with the pixels to fill in grey, the "
+                "inpainted image, a summary). " + API_RESULTS),
+}
+
+
 def wire(handler, api_name: str, inputs: list, outputs: list, run: gr.Button, stop: gr.Button, fit: gr.Button,
          tab: RestoreTab, view: gr.State) -> None:
     """Run (the public endpoint), Downscale to fit (the same with downscale=True), Stop (cancels either)."""
     shown = [tab.slider, tab.download, tab.fit]
-    running = run.click(handler, inputs, outputs, api_name=api_name)
+    running = run.click(handler, inputs, outputs, api_name=api_name, api_description=API_DESCRIPTIONS[api_name])
     running.success(show_view, view, shown, api_visibility="private")
     fitting = fit.click(handler, [*inputs[:-1], gr.State(True)], outputs, api_visibility="private")
     fitting.success(show_view, view, shown, api_visibility="private")

@@ -371,11 +371,14 @@ def test_photo_sigma_in_0_255_levels_is_sigma_in_0_1_units_times_255(client, tmp
 
 
 def test_the_api_keeps_sigma_in_0_1_units_by_default(client):
-    parameters = {p["parameter_name"]: p for p in
-                  client.view_api(print_info=False, return_format="dict")["named_endpoints"]["/denoise"]["parameters"]}
+    endpoint = client.view_api(print_info=False, return_format="dict")["named_endpoints"]["/denoise"]
+    parameters = {p["parameter_name"]: p for p in endpoint["parameters"]}
     assert parameters["sigma_unit"]["parameter_default"] == "0-1"
     assert parameters["downscale"]["parameter_default"] is False
     assert list(parameters)[:7] == ["model", "image", "noise_mode", "sigma", "steps", "chains", "seed"]
+    assert parameters["sigma"]["label"].startswith("σ (noise std) in [0, 1] units")
+    assert "'0-1' (the default: a fraction of the [0, 1] pixel range" in endpoint["description"]
+    assert "'0-255' (levels of an 8-bit image" in endpoint["description"]
 
 
 def test_photo_inpaint_fills_the_painted_pixels_at_native_size(client, tmp_path):
