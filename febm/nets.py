@@ -245,6 +245,7 @@ class FieldEnergy(SpecMixin, nn.Module):
         activation: str = "softplus",
         spectral_norm: bool = True,
         branch_gain: float = 1.0,
+        output_gain: float = 1.0,
     ):
         super().__init__()
         dilations = tuple(int(d) for d in dilations)
@@ -261,6 +262,9 @@ class FieldEnergy(SpecMixin, nn.Module):
         self.acts = nn.ModuleList(make_activation(activation) for _ in dilations)
         self.gains = nn.Parameter(torch.full((len(dilations),), float(branch_gain)))
         self.head = sn(nn.Conv2d(width, 1, 1))
+        # a learnable scale of the local energies: started small, the first chains barely move and the energy
+        # grows only as far as training asks (softplus features are positive, so the map starts far from 0)
+        self.output_gain = nn.Parameter(torch.tensor(float(output_gain)))
         self.receptive_radius = kernel_size // 2 + sum(dilations)
 
     def energy_map(self, x: Tensor) -> Tensor:
@@ -271,7 +275,7 @@ class FieldEnergy(SpecMixin, nn.Module):
         h = self.act(self.stem(2.0 * x - 1.0))  # centre [0, 1] data
         for conv, act, gain in zip(self.blocks, self.acts, self.gains):
             h = h + gain * act(conv(h))
-        return self.head(h)
+        return self.output_gain * self.head(h)
 
     def forward(self, x: Tensor, per_position: bool = False) -> Tensor:
         """E(x), (B,); ``per_position=True`` returns the map (through DDP's forward, unlike energy_map)."""

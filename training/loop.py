@@ -68,7 +68,7 @@ class TrainConfig:
     beta2: float = 0.999
     l2: float = 1.0
     max_grad_norm: float | None = None
-    map_l2: float = 0.0  # fully convolutional energies: weight of the squared per-position energies
+    map_l2: float = 0.0  # fully convolutional networks: weight of the summed squared per-position outputs
     ema: float = 0.999
     dequantize: bool = True
     crop_size: int | None = None  # photo sources: train on random square crops of this side

@@ -20,23 +20,18 @@ def febm_step(
     re-reads the critic after its update, as in Algorithm 1. ``max_grad_norm`` clips each network's
     gradient norm: the estimators of chi2-type divergences are heavy-tailed while the model is far off.
     ``update_energy=False`` makes it a critic-only step (a warm-up that lets the critic catch up).
-    ``map_l2`` (fully convolutional energies) adds map_l2 * mean(e_i^2) over every position's local energy: it
-    bounds each local energy, which a penalty on the sums alone does not.
+    ``map_l2`` (fully convolutional networks) adds map_l2 * sum_i e_i^2 over every position's local output, for
+    the energy and the critic: it bounds each local energy, which a penalty on the sums alone does not, and
+    keeps the critic from saturating on crops that it tells apart too easily.
     """
     x = torch.cat([x_pos, x_neg])  # one forward pass per network over both batches
     n = x_pos.shape[0]
-    map_penalty = 0.0
-    if map_l2 > 0:
-        maps = energy(x, per_position=True).float()  # through the (DDP) wrapper's forward
-        map_penalty = map_l2 * maps.pow(2).mean()
-        e_pos, e_neg = maps.sum(dim=(1, 2, 3)).split([n, x.shape[0] - n])
-    else:
-        e_pos, e_neg = energy(x).split([n, x.shape[0] - n])
+    e_pos, e_neg, energy_penalty = _outputs(energy, x, n, map_l2)
     stats = {"energy_pos": e_pos.mean().item(), "energy_neg": e_neg.mean().item()}
     h_pos = h_neg = None
     if objective.uses_critic:
-        h_pos, h_neg = critic(x).split([n, x.shape[0] - n])
-        loss_critic = objective.critic_loss(h_pos, h_neg, e_pos, e_neg)
+        h_pos, h_neg, critic_penalty = _outputs(critic, x, n, map_l2)
+        loss_critic = objective.critic_loss(h_pos, h_neg, e_pos, e_neg) + critic_penalty
         opt_critic.zero_grad(set_to_none=True)
         loss_critic.backward()
         _clip(critic, max_grad_norm)
@@ -46,13 +41,26 @@ def febm_step(
         with torch.no_grad():
             h_pos, h_neg = critic(x).split([n, x.shape[0] - n])
         stats.update(loss_critic=loss_critic.item(), critic_pos=h_pos.mean().item(), critic_neg=h_neg.mean().item())
-    loss_energy = objective.energy_loss(e_pos, e_neg, h_pos, h_neg, mean_over_ranks=_mean_over_ranks()) + map_penalty
+    loss_energy = objective.energy_loss(e_pos, e_neg, h_pos, h_neg, mean_over_ranks=_mean_over_ranks()) + energy_penalty
     opt_energy.zero_grad(set_to_none=True)
     loss_energy.backward()
     _clip(energy, max_grad_norm)
     opt_energy.step()
     stats["loss_energy"] = loss_energy.item()
     return stats
+
+
+def _outputs(net, x: Tensor, n: int, map_l2: float) -> tuple[Tensor, Tensor, Tensor | float]:
+    """The network's outputs on the positives and the negatives, and map_l2 * sum_i e_i^2 over the local outputs
+    of a fully convolutional network, averaged over the batch (computed through the wrapper's forward, so DDP
+    sees it). A sum over positions, like the energy itself: a mean would dilute the penalty by the number of
+    positions, and energies and critics then drifted to thousands (photo pilots, docs/photos.md)."""
+    if map_l2 <= 0:
+        pos, neg = net(x).split([n, x.shape[0] - n])
+        return pos, neg, 0.0
+    maps = net(x, per_position=True).float()
+    pos, neg = maps.sum(dim=(1, 2, 3)).split([n, x.shape[0] - n])
+    return pos, neg, map_l2 * maps.pow(2).sum(dim=(1, 2, 3)).mean()
 
 
 def _mean_over_ranks():

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Train, tune and ship the photo models (issue 15): the photo-cpu preset, one thread each, resumable.
+#
+#   scripts/photo_models.sh train js cd        # train (or resume) runs/ckpt/photo-<div>, two at a time
+#   scripts/photo_models.sh ship js cd         # tune on the validation crops, copy into checkpoints/
+#
+# Needs Debian's photographs: apt-get install mate-backgrounds plasma-workspace-wallpapers (training only).
+# A killed run resumes from its last checkpoint (every 100 steps) when trained again; a finished one is skipped.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+JOBS=${JOBS:-2}
+export OMP_NUM_THREADS=1
+
+train_one() {
+    local div=$1 dir=runs/ckpt/photo-$1
+    if [ -f "$dir/model/model.safetensors" ]; then
+        echo "$dir: trained"
+    elif [ -f "$dir/options.json" ]; then
+        "$PY" -m training.run --resume "$dir" --no-progress >> "$dir.log" 2>&1
+    else
+        mkdir -p runs/ckpt
+        "$PY" -m training.run --preset photo-cpu --div "$div" --seed 0 --run-dir "$dir" --no-progress >> "$dir.log" 2>&1
+    fi
+}
+
+case "${1:-}" in
+    train)
+        shift
+        export -f train_one
+        export PY
+        printf '%s\n' "$@" | xargs -P "$JOBS" -I{} bash -c 'train_one {}'
+        ;;
+    ship)
+        shift
+        for div in "$@"; do
+            run=runs/ckpt/photo-$div/model
+            [ -f "$run/model.safetensors" ] || { echo "error: $run is not a finished run" >&2; exit 1; }
+            "$PY" -m training.tune "$run" --n 12 --write
+            rm -rf "checkpoints/photo-$div"
+            cp -r "$run" "checkpoints/photo-$div"
+        done
+        ;;
+    *)
+        sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'
+        exit 2
+        ;;
+esac
