@@ -36,7 +36,7 @@ case "${1:-}" in
         for div in "$@"; do
             run=runs/ckpt/photo-$div/model
             [ -f "$run/model.safetensors" ] || { echo "error: $run is not a finished run" >&2; exit 1; }
-            "$PY" -m training.tune "$run" --n 12 --write
+            "$PY" -m training.tune "$run" --n 8 --write
             rm -rf "checkpoints/photo-$div"
             cp -r "$run" "checkpoints/photo-$div"
         done

@@ -346,3 +346,18 @@ def test_a_stages_file_of_another_format_is_ignored_not_fatal(tmp_path, capsys):
     ev._save_stages(stages, {"samples": torch.ones(2, 1, 4, 4), "sampling_seconds": 1.5})
     back = ev._load_stages(stages)
     assert back["sampling_seconds"] == 1.5 and torch.equal(back["samples"], torch.ones(2, 1, 4, 4))
+
+
+def test_evaluate_merge_adds_models_to_an_earlier_table(shipped_pair, tmp_path):
+    from training.evaluate import main as evaluate_main
+
+    earlier = tmp_path / "earlier.json"
+    earlier.write_text(json.dumps([{"model": "old-model", "divergence": "kl", "samples": 6, "split": "test",
+                                    "pca_fd": 1.5, "training_steps": 3}]))
+    out, md = tmp_path / "r.json", tmp_path / "r.md"
+    common = ["--no-fid", "--fid-samples", "6", "--steps", "2", "--no-progress", "--out", str(out), "--markdown", str(md)]
+    assert evaluate_main(["tiny-js", "--merge", str(earlier), *common]) == 0
+    assert [Path(r["model"]).name for r in json.loads(out.read_text())] == ["old-model", "tiny-js"]
+    assert "| old-model | kl |" in md.read_text() and "| tiny-js | js |" in md.read_text()
+    with pytest.raises(SystemExit):  # another protocol cannot be merged
+        evaluate_main(["tiny-js", "--merge", str(earlier), *common[:2], "--fid-samples", "8", "--no-progress"])

@@ -193,10 +193,11 @@ def evaluate(model_name: str, *, fid_samples: int = 1000, steps: int | None = No
 
 def evaluate_all(names: list[str], *, out: str | None, markdown: str | None, grids: str | None,
                  write_cards: bool, progress: bool, cache: bool = True, samples_png: str | None = None,
-                 **kwargs) -> list[dict]:
+                 keep: list[dict] | None = None, **kwargs) -> list[dict]:
     """Every model with one protocol (same data, extractors, seeds); JSON, a Markdown table, grids.
     Reports found in the evaluation cache are reused unless ``cache`` is false. ``samples_png``: a copy of
-    the (one) model's sample grid."""
+    the (one) model's sample grid. ``keep``: earlier results (same protocol) of other models, listed first in
+    the table (``--merge``: add models to a table without evaluating the others again)."""
     results, protocol, dataset = [], None, None
     for name in names:
         model = load_model(name)
@@ -229,6 +230,8 @@ def evaluate_all(names: list[str], *, out: str | None, markdown: str | None, gri
             shutil.copyfile(report.with_suffix(".png"), samples_png)
         if write_cards:
             write_card_metrics(name, result, model)
+    evaluated = {Path(r["model"]).name for r in results}
+    results = [r for r in keep or [] if Path(r["model"]).name not in evaluated] + results
     if out:
         _write_atomic(Path(out), json.dumps(results, indent=2) + "\n")
     if markdown:
@@ -332,7 +335,11 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("models", nargs="*", help="names under checkpoints/, model folders, or Hub repo ids")
-    parser.add_argument("--all", action="store_true", help="every model in the checkpoints folder")
+    parser.add_argument("--all", action="store_true",
+                        help="every fixed-size model in the checkpoints folder (photo models have no FID protocol)")
+    parser.add_argument("--dataset", help="with --all: only the models of this data set")
+    parser.add_argument("--merge", metavar="RESULTS_JSON",
+                        help="keep the results in this file (same protocol) for the models not evaluated now")
     parser.add_argument("--fid-samples", type=int, default=1000, help="number of generated samples (default 1000)")
     parser.add_argument("--steps", type=int, help="Langevin steps (default: the model's)")
     parser.add_argument("--split", default="test", choices=["val", "test"], help="reference split (default test)")
@@ -354,7 +361,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.fid_samples < 2:
         parser.error("--fid-samples must be >= 2")
-    names = [m["name"] for m in list_models()] if args.all else args.models
+    names = [m["name"] for m in list_models() if m["image_shape"] and args.dataset in (None, m["dataset"])] \
+        if args.all else args.models
     if not names:
         parser.error("name a model, or use --all for every model in the checkpoints folder")
     common = dict(fid_samples=args.fid_samples, steps=args.steps, split=args.split, seed=args.seed,
@@ -362,8 +370,16 @@ def main(argv=None) -> int:
                   restoration_images=args.restoration)
     if args.samples_png and len(names) != 1:
         parser.error("--samples-png takes one model; use --grids DIR for several")
+    keep = None
+    if args.merge:
+        keep = json.loads(Path(args.merge).read_text(encoding="utf-8"))
+        mismatched = [r["model"] for r in keep if r.get("samples") != args.fid_samples or r.get("split") != args.split]
+        if mismatched:
+            parser.error(f"--merge: {', '.join(mismatched)} in {args.merge} used another protocol "
+                         "(--fid-samples / --split)")
     evaluate_all(names, out=args.out, markdown=args.markdown, grids=args.grids, write_cards=args.write_cards,
-                 samples_png=args.samples_png, progress=not args.no_progress, cache=not args.no_cache, **common)
+                 samples_png=args.samples_png, progress=not args.no_progress, cache=not args.no_cache, keep=keep,
+                 **common)
     return 0
 
 
