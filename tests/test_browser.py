@@ -61,7 +61,7 @@ def test_inpaint_painted_pixels_in_chromium(app_url, tmp_path):
         wait.until(lambda d: [t for t in d.find_elements(By.CSS_SELECTOR, "button[role=tab]")
                               if t.text.strip() == "Inpaint"])[0].click()
         wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#inpaint-examples button.gallery-item"))[1].click()
-        editor = driver.find_element(By.ID, "inpaint-input")
+        editor = wait.until(lambda d: d.find_element(By.ID, "inpaint-input"))  # slow under load: wait for it
         wait.until(lambda d: "Upload an image" not in editor.text)  # the example is on the canvas
         editor.find_element(By.CSS_SELECTOR, "button[aria-label=Brush]").click()
         canvas = max(editor.find_elements(By.TAG_NAME, "canvas"), key=lambda c: c.size["width"])
