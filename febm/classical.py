@@ -31,6 +31,8 @@ def local_wiener(noisy: Tensor, sigma: Tensor | float, window: int | None = None
     b = noisy.shape[0]
     sigma = torch.as_tensor(sigma, dtype=noisy.dtype, device=noisy.device).reshape(-1)
     window = window or wiener_window(float(sigma.max()))
+    if window < 1 or window % 2 == 0:
+        raise ValueError(f"the Wiener window must be an odd number of pixels, got {window}")
     var_noise = sigma.expand(b).view(b, 1, 1, 1) ** 2
     pad = window // 2
     padded = F.pad(noisy, (pad,) * 4, mode="reflect")

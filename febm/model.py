@@ -119,8 +119,10 @@ class EBM(
         elif start["kind"] != "uniform":
             raise ValueError(f"unknown start distribution {start['kind']!r}; valid: uniform, pca")
         if is_field(self.energy):
-            if image_shape is not None or image_channels is None:
-                raise ValueError("a fully convolutional model takes image_channels (and crop_size), not image_shape")
+            if image_shape is not None or image_channels is None or crop_size is None:
+                raise ValueError("a fully convolutional model takes image_channels and crop_size, not image_shape")
+            if self.critic is not None and not is_field(self.critic):
+                raise ValueError("a fully convolutional energy needs a fully convolutional critic")
             if self.start is not None:
                 raise ValueError("a fully convolutional model has no fixed image shape for a 'pca' start")
         elif image_channels is not None or crop_size is not None:
@@ -301,10 +303,11 @@ def _shape_rows(config: dict) -> list[str]:
     if config.get("image_channels") is None:
         return [f"| image shape (C, H, W) | {config.get('image_shape')} |"]
     rho = config.get("receptive_radius")
-    return [f"| images | any size, {config['image_channels']} channels (fully convolutional: E(x) is a sum of "
-            "local energies) |",
-            f"| receptive field | {2 * rho + 1} x {2 * rho + 1} px (radius {rho}) |" if rho is not None else "",
-            f"| training crops | {config.get('crop_size')} x {config.get('crop_size')} px |"]
+    rows = [f"| images | any size, {config['image_channels']} channels (fully convolutional: E(x) is a sum of "
+            "local energies) |", f"| training crops | {config.get('crop_size')} x {config.get('crop_size')} px |"]
+    if rho is not None:
+        rows.insert(1, f"| receptive field | {2 * rho + 1} x {2 * rho + 1} px (radius {rho}) |")
+    return rows
 
 
 def model_card_body(config: dict, *, name: str | None = None, notes: str | None = None,

@@ -410,9 +410,11 @@ def denoise(
         raise ValueError(f"temperature_scale must be > 0, got {temperature_scale}")
     gen = _generator(seed, y.device)
     weight = temperature(model, sampler) * temperature_scale / sigma_t.pow(2)
+    model.eval()  # spectral norm: no power iterations (they would change the weights from tile to tile)
     if model.fully_convolutional:
         x, grey = _model_channels(model, y)
-        energy = PosteriorEnergy(_energy_for(model, sampler, tile), x, weight)
+        # a grey observation is one value per pixel: three equal channels would count its likelihood thrice
+        energy = PosteriorEnergy(_energy_for(model, sampler, tile), x, weight / x.shape[1] if grey else weight)
         start = local_wiener(x, sigma_t).clamp(*_range(model))
         result = _field_chains(sampler, energy, start, chains, known=None, gen=gen, mean=mean,
                                return_chain=return_chain, progress=progress, grey=grey)
@@ -484,6 +486,7 @@ def inpaint(
     known = check_mask(known_mask, x)
     sampler, chains = _settings(model, "inpaint", steps, method, chains)
     gen = _generator(seed, x.device)
+    model.eval()
     if model.fully_convolutional:
         x3, grey = _model_channels(model, x)
         known3 = known[:, :1].expand_as(x3) if grey else known
@@ -491,6 +494,7 @@ def inpaint(
         result = _field_chains(sampler, _energy_for(model, sampler, tile), start, chains, known=known3, gen=gen,
                                mean=mean, return_chain=return_chain, progress=progress, grey=grey)
         result.images = torch.where(known, x, result.images)  # exact, also after averaging
+        result.sample = torch.where(known, x, result.sample)
         return result if details else result.images
     x = _repeat(x, chains)
     known = _repeat(known, chains)

@@ -184,8 +184,11 @@ def test_resumed_photo_run_equals_an_uninterrupted_one(photo_folder, tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["--dataset", "photos"], "--crop-size"),
-    (["--dataset", "fashion-mnist", "--crop-size", "16"], "photo sources"),
-    (["--dataset", "photos", "--crop-size", "16", "--start", "pca"], "fixed image size"),
+    (["--dataset", "fashion-mnist", "--crop-size", "16"], "only with it"),
+    (["--dataset", "fashion-mnist", "--crop-size", "16", "--net", json.dumps(SMALL)], "photo sources"),
+    (["--dataset", "photos", "--crop-size", "16", "--net", json.dumps(SMALL), "--start", "pca"], "fixed image size"),
+    (["--preset", "photo-cpu", "--crop-size", "16"], "twice the network's receptive radius"),
+    (["--map-l2", "1"], "--map-l2"),
     (["--net", "{not json"], "JSON"),
 ])
 def test_bad_photo_arguments_give_clear_errors(args, message, capsys):
@@ -197,6 +200,8 @@ def test_bad_photo_arguments_give_clear_errors(args, message, capsys):
 def test_field_models_take_channels_not_a_shape():
     with pytest.raises(ValueError, match="image_channels"):
         EBM("cd", SMALL, image_shape=[3, 16, 16])
+    with pytest.raises(ValueError, match="fully convolutional critic"):
+        EBM("js", SMALL, {"kind": "conv", "in_channels": 3}, image_channels=3, crop_size=16)
     with pytest.raises(ValueError, match="fully convolutional"):
         EBM("cd", {"kind": "conv"}, image_shape=[1, 28, 28], image_channels=1)
 
@@ -286,3 +291,30 @@ def test_tune_scores_photo_models_on_validation_crops(photo_folder, tmp_path):
     assert result["denoise"]["sigmas"] == [round(s / 255, 6) for s in (15, 25, 50)]
     assert result["inpaint"]["masks"] == ["scribbles"]
     assert {r["steps"] for r in result["denoise"]["grid"]} == {0, 1}
+
+
+def test_photo_restoration_puts_a_directly_built_model_in_eval_mode(field_model):
+    """Spectral norm in train mode runs a power iteration per forward: tiles would see other weights."""
+    from febm import denoise
+
+    field_model.train()
+    y = torch.rand(1, 3, 70, 90, generator=torch.Generator().manual_seed(5))
+    tiled = denoise(field_model, y, 0.1, tile=32, progress=False)
+    assert not field_model.training
+    torch.testing.assert_close(tiled, denoise(field_model, y, 0.1, tile=256, progress=False), rtol=0, atol=1e-4)
+
+
+def test_a_grey_observation_counts_once_in_the_likelihood(field_model, monkeypatch):
+    from febm import restore
+
+    weights = []
+    real = restore.PosteriorEnergy
+
+    def spy(energy, observed, weight):
+        weights.append(weight.clone())
+        return real(energy, observed, weight)
+
+    monkeypatch.setattr(restore, "PosteriorEnergy", spy)
+    restore.denoise(field_model, torch.rand(1, 1, 40, 40), 0.1, steps=1, progress=False)
+    restore.denoise(field_model, torch.rand(1, 3, 40, 40), 0.1, steps=1, progress=False)
+    torch.testing.assert_close(weights[0] * 3, weights[1])

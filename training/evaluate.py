@@ -373,10 +373,11 @@ def main(argv=None) -> int:
     keep = None
     if args.merge:
         keep = json.loads(Path(args.merge).read_text(encoding="utf-8"))
-        mismatched = [r["model"] for r in keep if r.get("samples") != args.fid_samples or r.get("split") != args.split]
+        mismatched = [r["model"] for r in keep if (r.get("samples"), r.get("split"), r.get("seed", args.seed))
+                      != (args.fid_samples, args.split, args.seed)]
         if mismatched:
             parser.error(f"--merge: {', '.join(mismatched)} in {args.merge} used another protocol "
-                         "(--fid-samples / --split)")
+                         "(--fid-samples / --split / --seed)")
     evaluate_all(names, out=args.out, markdown=args.markdown, grids=args.grids, write_cards=args.write_cards,
                  samples_png=args.samples_png, progress=not args.no_progress, cache=not args.no_cache, keep=keep,
                  **common)

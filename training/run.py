@@ -166,9 +166,19 @@ def validate(cfg: TrainConfig) -> None:
             raise ValueError("--net must be a JSON object with a \"kind\"")
     if cfg.dataset == "photos" and not cfg.crop_size:
         raise ValueError("--dataset photos trains on random crops: set --crop-size (or use --preset photo-cpu)")
+    field = cfg.net is not None and json.loads(cfg.net).get("kind") == "field"
+    if field != (cfg.crop_size is not None):
+        raise ValueError("a fully convolutional --net (kind field) trains on crops: give --crop-size with it, "
+                         "and only with it")
+    if cfg.map_l2 < 0 or (cfg.map_l2 > 0 and not field):
+        raise ValueError("--map-l2 must be >= 0, and applies to fully convolutional networks (--net kind field)")
     if cfg.crop_size is not None:
-        if cfg.crop_size < 8:
-            raise ValueError("--crop-size must be >= 8")
+        from febm.nets import build_net
+
+        radius = build_net({**json.loads(cfg.net), "in_channels": 3}).receptive_radius
+        if cfg.crop_size <= 2 * radius:
+            raise ValueError(f"--crop-size must exceed twice the network's receptive radius ({radius} px), "
+                             f"got {cfg.crop_size}")
         if cfg.start == "pca":
             raise ValueError("--start pca needs a fixed image size; crops of photos start from uniform noise")
         if not (cfg.dataset == "photos" or cfg.dataset.startswith("folder:")):

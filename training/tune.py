@@ -63,7 +63,7 @@ def inpaint_score(model, clean: torch.Tensor, *, steps: int, chains: int) -> flo
 
 
 IMAGE_GRID = {"denoise_steps": (0, 10, 30, 60, 100), "temperature_scales": (1.0, 10.0, 30.0, 100.0),
-              "inpaint_steps": (0, 10, 30)}
+              "inpaint_steps": (0, 10, 30, 100)}
 
 
 def tune(model_name: str, *, n: int = 128, chains: int = 1, denoise_steps=None, temperature_scales=None,
