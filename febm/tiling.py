@@ -64,31 +64,35 @@ def tiled_energy(net: nn.Module, x: Tensor, plan: list[Tile]) -> Tensor:
     return total
 
 
-def tiled_grad(net: nn.Module, x: Tensor, plan: list[Tile]) -> Tensor:
-    """grad_x E(x), assembled from each tile's core (exact when the plan's halo is >= 2 rho)."""
-    grad = torch.zeros_like(x)
+def tiled_energy_and_grad(net: nn.Module, x: Tensor, plan: list[Tile]) -> tuple[Tensor, Tensor]:
+    """E(x) per image and grad_x E(x), from one forward and one backward pass per tile (the gradient is
+    exact on each tile's core when the plan's halo is >= 2 rho)."""
+    dtype = torch.promote_types(x.dtype, torch.float32)
+    total, grad = x.new_zeros(x.shape[0], dtype=dtype), torch.zeros_like(x)
     with torch.enable_grad():
         for t, window in _windows(x.detach(), plan):
             window = window.clone().requires_grad_(True)
-            (g,) = torch.autograd.grad(net.energy_map(window).sum(), window)
+            local = net.energy_map(window)
+            total = total + local.detach()[..., t.inner[0], t.inner[1]].to(dtype).sum(dim=(1, 2, 3))
+            (g,) = torch.autograd.grad(local.sum(), window)
             grad[..., t.core[0], t.core[1]] = g[..., t.inner[0], t.inner[1]]
-    return grad
+    return total, grad
 
 
 class _TiledEnergyFn(torch.autograd.Function):
+    """E(x) whose backward returns the gradient computed alongside it (samplers always ask for both)."""
+
     @staticmethod
     def forward(ctx, x: Tensor, net: nn.Module, tile: int) -> Tensor:
         plan = plan_tiles(x.shape[-2], x.shape[-1], tile, 2 * net.receptive_radius)
-        ctx.save_for_backward(x)
-        ctx.net, ctx.plan = net, plan
-        with torch.no_grad():
-            return tiled_energy(net, x, plan)
+        energy, grad = tiled_energy_and_grad(net, x, plan)
+        ctx.save_for_backward(grad)
+        return energy
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):
-        (x,) = ctx.saved_tensors
-        grad = tiled_grad(ctx.net, x, ctx.plan)
-        return grad * grad_out.view(-1, *[1] * (x.dim() - 1)).to(grad.dtype), None, None
+        (grad,) = ctx.saved_tensors
+        return grad * grad_out.view(-1, *[1] * (grad.dim() - 1)).to(grad.dtype), None, None
 
 
 class TiledEnergy(nn.Module):
@@ -114,4 +118,6 @@ class TiledEnergy(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if max(x.shape[-2:]) <= self.tile:
             return self.net(x)
+        if not (torch.is_grad_enabled() and x.requires_grad):  # the energy alone: no gradient to compute
+            return tiled_energy(self.net, x, plan_tiles(*x.shape[-2:], self.tile, 2 * self.net.receptive_radius))
         return _TiledEnergyFn.apply(x, self.net, self.tile)

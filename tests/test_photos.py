@@ -76,6 +76,8 @@ def test_tiled_energy_and_gradient_equal_one_pass(tile):
     e2 = tiled(x2)
     (g2,) = torch.autograd.grad((e2 * torch.tensor([1.0, 2.0], dtype=torch.double)).sum(), x2)
     torch.testing.assert_close(e2, e, rtol=1e-10, atol=1e-9)
+    with torch.no_grad():  # the energy alone takes its own path
+        torch.testing.assert_close(tiled(x.detach()), e.detach(), rtol=1e-10, atol=1e-9)
     torch.testing.assert_close(g2, g * torch.tensor([1.0, 2.0], dtype=torch.double).view(2, 1, 1, 1))
     # batch independence: one image alone gives its own rows
     single = x[1:].detach().clone().requires_grad_(True)
