@@ -17,6 +17,7 @@ import inspect
 
 import torch
 from torch import Tensor, nn
+from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
 
 ACTIVATIONS = {
@@ -230,6 +231,10 @@ class FieldEnergy(SpecMixin, nn.Module):
     within ``receptive_radius`` of i (reflect padding at the image border keeps the map's size).
     ``depth=0`` is a Fields-of-Experts-like energy: one bank of k x k filters, a smooth expert function
     each (the activation), weighted by the 1x1 head.
+    ``zero_mean_stem``: the stem's filters sum to zero over their window, as Fields of Experts' do, so the
+    energy ignores a constant offset of a channel and grad_x E is high-pass. Without it, photo energies
+    trained by CD learned brightness and colour first: the denoising cosine (bench.photo_prior) stayed
+    near 0 where it reached 0.7 with it (docs/photos.md).
 
     Smooth activations keep grad_x E smooth for Langevin. Under autocast the map's sum runs in float32.
     """
@@ -246,6 +251,7 @@ class FieldEnergy(SpecMixin, nn.Module):
         spectral_norm: bool = True,
         branch_gain: float = 1.0,
         output_gain: float = 1.0,
+        zero_mean_stem: bool = False,
     ):
         super().__init__()
         dilations = tuple(int(d) for d in dilations)
@@ -254,7 +260,10 @@ class FieldEnergy(SpecMixin, nn.Module):
             raise ValueError("need an odd kernel_size >= 1 and dilations >= 1")
         make_activation(activation)
         sn = _spectral_norm if spectral_norm else (lambda m: m)
-        self.stem = sn(nn.Conv2d(in_channels, width, kernel_size, padding=kernel_size // 2, padding_mode="reflect"))
+        self.stem = nn.Conv2d(in_channels, width, kernel_size, padding=kernel_size // 2, padding_mode="reflect")
+        if zero_mean_stem:
+            parametrize.register_parametrization(self.stem, "weight", _ZeroMean())
+        self.stem = sn(self.stem)  # after the zero mean: a rescaled zero-mean filter keeps its zero mean
         self.act = make_activation(activation)
         self.blocks = nn.ModuleList(
             sn(nn.Conv2d(width, width, 3, padding=d, dilation=d, padding_mode="reflect")) for d in dilations
@@ -284,6 +293,13 @@ class FieldEnergy(SpecMixin, nn.Module):
             return e
         with torch.autocast(device_type=x.device.type, enabled=False):
             return e.to(torch.promote_types(e.dtype, torch.float32)).sum(dim=(1, 2, 3))
+
+
+class _ZeroMean(nn.Module):
+    """Weight parametrization: each (output, input) filter minus its mean over the window."""
+
+    def forward(self, w: Tensor) -> Tensor:
+        return w - w.mean(dim=(2, 3), keepdim=True)
 
 
 NETS: dict[str, type[nn.Module]] = {"resnet": ResNetEnergy, "conv": ConvEnergy, "mlp": MLPEnergy, "field": FieldEnergy}

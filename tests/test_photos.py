@@ -54,6 +54,20 @@ def test_field_energy_rejects_images_smaller_than_its_reach_and_bad_specs():
     assert build_net(json.loads(json.dumps(net.spec))).spec == net.spec
 
 
+def test_zero_mean_stem_ignores_a_constant_offset_of_each_channel_and_survives_a_round_trip(tmp_path):
+    spec = dict(SMALL, zero_mean_stem=True)
+    x = torch.rand(2, 3, 24, 24, dtype=torch.double) * 0.5
+    offset = torch.tensor([0.1, -0.05, 0.3], dtype=torch.double).view(1, 3, 1, 1)
+    net = build_net(spec).double().eval()
+    torch.testing.assert_close(net(x + offset), net(x))
+    plain = build_net(SMALL).double().eval()
+    assert (plain(x + offset) - plain(x)).abs().max() > 1e-3  # the property is the option's, not the net's
+    model = EBM("cd", spec, image_channels=3, crop_size=24).eval()
+    model.save_pretrained(tmp_path / "m")
+    again = load_model(tmp_path / "m").eval()
+    torch.testing.assert_close(again.energy(x.float()), model.energy(x.float()))
+
+
 # --- tiling ---------------------------------------------------------------------------------------------------
 def test_tile_cores_partition_the_image():
     plan = plan_tiles(53, 71, tile=16, halo=10)
