@@ -361,3 +361,39 @@ def test_evaluate_merge_adds_models_to_an_earlier_table(shipped_pair, tmp_path):
     assert "| old-model | kl |" in md.read_text() and "| tiny-js | js |" in md.read_text()
     with pytest.raises(SystemExit):  # another protocol cannot be merged
         evaluate_main(["tiny-js", "--merge", str(earlier), *common[:2], "--fid-samples", "8", "--no-progress"])
+
+
+def test_free_offset_leaves_the_energys_constant_to_the_critic():
+    """With free_offset the energy update has no component along a common shift of all energies (the constant
+    cancels in p_theta); without it the f-EBM update moves it, and the critic moves it back: E and H drift apart."""
+    from febm.objectives import Objective
+    from training.step import febm_step
+
+    class Shifted(torch.nn.Module):  # a toy energy with an explicit additive constant
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.tensor([0.7, -0.3]))
+            self.c = torch.nn.Parameter(torch.tensor(2.0))
+
+        def forward(self, x):
+            return x @ self.w + self.c
+
+    torch.manual_seed(0)
+    x_pos, x_neg = torch.randn(16, 2) + 1.0, torch.randn(16, 2)
+    moved = {}
+    for free in (False, True):
+        energy, critic = Shifted(), Shifted()
+        opt_e = torch.optim.SGD(energy.parameters(), lr=0.1)
+        opt_h = torch.optim.SGD(critic.parameters(), lr=0.0)  # keep the critic fixed: look at E's update only
+        stats = febm_step(energy, critic, Objective("js"), x_pos, x_neg, opt_e, opt_h, free_offset=free)
+        moved[free] = (energy.c.item() - 2.0, energy.w.grad.clone(), stats["loss_energy"])
+    assert abs(moved[False][0]) > 1e-3 and moved[True][0] == 0.0
+    assert moved[True][1].abs().sum() > 1e-3  # the rest of the energy still learns
+    assert moved[True][2] == pytest.approx(moved[False][2])  # the loss value is unchanged
+    cd = {}
+    for free in (False, True):
+        energy = Shifted()
+        opt = torch.optim.SGD(energy.parameters(), lr=0.1)
+        febm_step(energy, None, Objective("cd"), x_pos, x_neg, opt, None, free_offset=free)
+        cd[free] = torch.cat([p.detach().flatten() for p in energy.parameters()])
+    torch.testing.assert_close(cd[True], cd[False])  # CD's update has no offset component anyway

@@ -69,6 +69,7 @@ class TrainConfig:
     l2: float = 1.0
     max_grad_norm: float | None = None
     map_l2: float = 0.0  # fully convolutional networks: weight of the summed squared per-position outputs
+    free_offset: bool = False  # leave the energy's additive constant to the critic (training.step.febm_step)
     ema: float = 0.999
     dequantize: bool = True
     crop_size: int | None = None  # photo sources: train on random square crops of this side
@@ -290,7 +291,7 @@ class Trainer:
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=self.bf16):
             stats = febm_step(self.train_energy, self.train_critic, self.objective, x_pos, out.x,
                               self.opt_energy, self.opt_critic, max_grad_norm=cfg.max_grad_norm,
-                              map_l2=cfg.map_l2)
+                              map_l2=cfg.map_l2, free_offset=cfg.free_offset)
         if cfg.inject_nan_at is not None and self.step + 1 == cfg.inject_nan_at and self.rollbacks == 0:
             with torch.no_grad():
                 next(self.model.energy.parameters()).fill_(float("nan"))

@@ -83,6 +83,7 @@ HELP = {
            "--width, --stages; the critic gets the same spec)",
     "crop_size": "train on random square crops of this side (photo sources: photos, folder:PATH)",
     "map_l2": "fully convolutional energies: weight of the penalty on squared per-position energies",
+    "free_offset": "f-EBM: leave the energy's additive constant to the critic (else E and H can drift apart)",
 }
 _INTERNAL = {"command", "preset"}
 

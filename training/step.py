@@ -12,6 +12,7 @@ from febm.objectives import Objective
 def febm_step(
     energy, critic, objective: Objective, x_pos: Tensor, x_neg: Tensor, opt_energy, opt_critic,
     max_grad_norm: float | None = None, update_energy: bool = True, map_l2: float = 0.0,
+    free_offset: bool = False,
 ) -> dict:
     """Critic ascent step on L, then energy descent step on the Eq. 18 surrogate.
 
@@ -23,6 +24,10 @@ def febm_step(
     ``map_l2`` (fully convolutional networks) adds map_l2 * sum_i e_i^2 over every position's local output, for
     the energy and the critic: it bounds each local energy, which a penalty on the sums alone does not, and
     keeps the critic from saturating on crops that it tells apart too easily.
+    ``free_offset`` takes the energy's additive constant out of its f-EBM update (the value is unchanged). The
+    constant cancels in p_theta and only H + E enters the game, so E and H move it in opposite directions, step
+    after step: on photo crops E and H drifted to -3e4 / +3e4 within 30 steps. Left to the critic alone, it
+    settles. CD's update has no such component (it is the same with or without).
     """
     x = torch.cat([x_pos, x_neg])  # one forward pass per network over both batches
     n = x_pos.shape[0]
@@ -41,6 +46,8 @@ def febm_step(
         with torch.no_grad():
             h_pos, h_neg = critic(x).split([n, x.shape[0] - n])
         stats.update(loss_critic=loss_critic.item(), critic_pos=h_pos.mean().item(), critic_neg=h_neg.mean().item())
+    if free_offset:
+        e_pos, e_neg = _without_offset(e_pos, e_neg)
     loss_energy = objective.energy_loss(e_pos, e_neg, h_pos, h_neg, mean_over_ranks=_mean_over_ranks()) + energy_penalty
     opt_energy.zero_grad(set_to_none=True)
     loss_energy.backward()
@@ -61,6 +68,14 @@ def _outputs(net, x: Tensor, n: int, map_l2: float) -> tuple[Tensor, Tensor, Ten
     maps = net(x, per_position=True).float()
     pos, neg = maps.sum(dim=(1, 2, 3)).split([n, x.shape[0] - n])
     return pos, neg, map_l2 * maps.pow(2).sum(dim=(1, 2, 3)).mean()
+
+
+def _without_offset(e_pos: Tensor, e_neg: Tensor) -> tuple[Tensor, Tensor]:
+    """The energies with the gradient of their common shift removed (same values): e - m + m.detach(), m their
+    mean over the batch (this process's)."""
+    m = torch.cat([e_pos, e_neg]).mean()
+    shift = m - m.detach()
+    return e_pos - shift, e_neg - shift
 
 
 def _mean_over_ranks():
