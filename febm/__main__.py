@@ -87,7 +87,8 @@ def run_generate(args: argparse.Namespace) -> None:
 
     out = check_output(args.out)
     model = _load(args)
-    result = generate(model, args.n, rejection=args.rejection, details=True, **_sampling(args))
+    size = {"size": tuple(args.size)} if args.size else {}
+    result = generate(model, args.n, rejection=args.rejection, details=True, **size, **_sampling(args))
     if args.rejection:
         print(f"acceptance rate: {result.acceptance_rate:.3f}")
     if args.separate:
@@ -256,6 +257,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rejection", action="store_true",
                    help="keep samples by rejection sampling on the learned density ratio (models with a critic); "
                         "prints the acceptance rate")
+    p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"),
+                   help="photo models: draw images of H x W pixels (default: the training crop)")
     p.set_defaults(run=run_generate, separate=False)
 
     p = commands.add_parser("denoise", parents=[common, restoring], help="remove Gaussian noise from an image",

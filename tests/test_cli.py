@@ -221,6 +221,14 @@ def test_photo_denoise_at_native_resolution_with_the_exif_orientation_applied(ph
     assert out[:, : WIDE[0] // 2 - 20].mean() > out[:, WIDE[0] // 2 + 20:].mean() + 100  # upright: bright on the left
 
 
+def test_photo_generate_draws_images_of_the_asked_size(photos, folder):
+    result = febm(photos, "generate", "--n", 2, "--size", 40, 56, "--out", "crops.png", "--separate", *PHOTO_FAST)
+    assert result.returncode == 0, result.stderr
+    assert size(photos / "crops_000.png") == ((56, 40), "RGB")
+    result = febm(folder, "generate", "--n", 1, "--size", 40, 56, "--out", "x.png", *FAST)  # a 28x28 model
+    assert result.returncode != 0 and "size" in result.stderr and not (folder / "x.png").exists()
+
+
 def test_photo_alpha_is_carried_through_untouched(photos):
     result = febm(photos, "denoise", "alpha.png", "--out", "alpha_clean.png", "--sigma", 0.1, "--add-noise", 0.1,
                   *PHOTO_FAST)
