@@ -53,7 +53,7 @@ class ModelEntry:
         sampler = self.config.get("sampler") or {}
         fid = metrics.get("fid")
         facts = [
-            f"FID {fid:.2f}" if isinstance(fid, (int, float)) else "FID not measured",
+            f"FID {fid:.2f}" if isinstance(fid, (int, float)) else self._restoration_fact(),
             (f"trained {training['steps']:,} steps" if isinstance(training.get("steps"), int)
              else "training steps not recorded"),
             f"sampler {sampler.get('method', '?')}, {self.default_steps or '?'} steps by default",
@@ -67,6 +67,16 @@ class ModelEntry:
                          "(`python -m training.evaluate`)")
         lines.append(f"Training command: `{command}`" if command else "Training command: not recorded")
         return "\n\n".join(lines)
+
+
+    def _restoration_fact(self) -> str:
+        """Models without an FID (photo models): their tuned denoising PSNR on validation data, if measured."""
+        tuned = ((self.config.get("restoration") or {}).get("denoise") or {})
+        if not isinstance(tuned.get("val_psnr"), (int, float)):
+            return "FID not measured"
+        sigmas = "/".join(f"{s * 255:.0f}" for s in tuned.get("sigmas") or [])
+        at = f" at σ = {sigmas} (0-255 levels)" if sigmas else ""
+        return f"denoising {tuned['val_psnr']:.2f} dB on validation crops{at}"
 
 
 class ModelRegistry:

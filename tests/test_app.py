@@ -19,7 +19,7 @@ from gradio_client.exceptions import AppError  # noqa: E402
 from app import PHOTO_EXAMPLES_DIR, example_paths, photo_example_paths  # noqa: E402
 from app.__main__ import build_parser  # noqa: E402
 from app.handlers import MIN_AUTO_PIXELS, Handlers, Limits, chain_strip, pixel_limit  # noqa: E402
-from app.models import ModelRegistry  # noqa: E402
+from app.models import ModelEntry, ModelRegistry  # noqa: E402
 from app.screenshot import free_port  # noqa: E402
 from app.ui import SIGMA_LABELS, build_app, convert_sigma, launch, show_view, sigma_unit_of  # noqa: E402
 from febm import restore  # noqa: E402
@@ -480,6 +480,10 @@ def test_photo_models_show_sigma_in_levels_and_a_slider(checkpoints, monkeypatch
     registry = ModelRegistry.discover()
     assert sigma_unit_of(registry.entry("tiny-photo")) == "0-255" and sigma_unit_of(registry.entry("tiny-js")) == "0-1"
     assert "photos of any size at their own resolution, colour" in registry.entry("tiny-photo").card_summary()
+    assert "FID not measured" in registry.entry("tiny-photo").card_summary()  # not tuned
+    tuned = ModelEntry("p", "p", {**registry.entry("tiny-photo").config, "restoration": {
+        "denoise": {"val_psnr": 29.123, "sigmas": [15 / 255, 25 / 255, 50 / 255]}}})
+    assert "denoising 29.12 dB on validation crops at σ = 15/25/50 (0-255 levels)" in tuned.card_summary()
     slider, download, fit = show_view({"photo": True, "before": "a.png", "after": "b.png"})
     assert slider == ("a.png", "b.png") and download.value["orig_name"] == "b.png" and download.visible
     assert not fit.visible
