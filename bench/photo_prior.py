@@ -1,12 +1,14 @@
 """Does a photo prior know the way from a noisy photo to the clean one? Cheap checks on validation crops.
 
-    python -m bench.photo_prior MODEL_FOLDER [--state RUN/state.safetensors] [--tv] [--sigma-check]
+    python -m bench.photo_prior MODEL_FOLDER [--state RUN/state.safetensors] [--tv] [--restoration] [--sigma-check]
 
 - cosine: mean cosine between -grad_x E(y) and x - y over 16 fixed validation crops of 64 px, y = x + noise of
   sigma 0.05 / 0.1 / 0.2 (clipped). A denoising prior points its descent towards x.
 - map: MAP denoising by 100 Adam steps on lam E(x) + ||x - y||^2 / (2 sigma^2) from the noisy crops (or
   ``--from wiener``), 12 crops of 80 px at sigma = 25/255, the prior weight swept (see map_estimate). For scale:
   total variation as E (``--tv``) scores 29.0 dB there, the local Wiener filter 28.47, the noisy crops 20.56.
+- ``--restoration``: the model's tuned denoising and inpainting defaults against their classical start alone, per
+  sigma, on 32 validation crops with training.tune's protocol (restoration, below).
 - ``--state``: score the raw weights of a training state (short pilots: EMA weights are still the initial ones).
 - ``--sigma-check``: febm.restore.estimate_sigma on four scikit-image photos at sigma = 15, 25, 50 (/255).
 Needs Debian's photographs for the validation crops (training only; see training/photos.py).
@@ -63,6 +65,30 @@ def map_estimate(model, start: str = "noisy", sigma: float = 25 / 255, steps: in
             if k % 10 == 0:
                 best = max(best, round(psnr(x.detach(), clean).mean().item(), 2))
         out[f"rel {rel}"] = {"final": round(psnr(x.detach(), clean).mean().item(), 2), "best": best}
+    return out
+
+
+def restoration(model, n: int = 32) -> dict:
+    """PSNR of the model's tuned restoration defaults and of their classical start alone, per noise level, on n
+    validation crops of training.tune's protocol (its crop size, noise seeds and restoration seeds; tuning used
+    the first 8 of these crops), and for scribble inpainting."""
+    from febm.degradations import scribble_mask
+    from febm.restore import denoise, inpaint
+    from training.tune import PHOTO_CROP, PHOTO_SIGMAS
+
+    clean = validation_crops(model.config["dataset"], PHOTO_CROP, n).float() / 255
+    out = {}
+    for i, sigma in enumerate(PHOTO_SIGMAS):
+        noisy = add_gaussian_noise(clean, sigma, 100 + i)
+        start = denoise(model, noisy, sigma, steps=0, seed=i, progress=False)
+        restored = denoise(model, noisy, sigma, seed=i, progress=False)
+        out[f"denoise {sigma * 255:.0f}/255"] = {name: round(psnr(x, clean).mean().item(), 2) for name, x in
+                                                 (("input", noisy), ("start", start), ("model", restored))}
+    known = scribble_mask(PHOTO_CROP, PHOTO_CROP, 200)
+    start = inpaint(model, clean, known, steps=0, seed=0, progress=False)
+    restored = inpaint(model, clean, known, seed=0, progress=False)
+    out["inpaint scribbles"] = {name: round(psnr(x, clean).mean().item(), 2) for name, x in
+                                (("start", start), ("model", restored))}
     return out
 
 
@@ -125,6 +151,8 @@ def main(argv=None) -> int:
     parser.add_argument("--from", dest="start", choices=["noisy", "wiener"], default="noisy")
     parser.add_argument("--sigma-check", action="store_true")
     parser.add_argument("--tv", action="store_true", help="also score total variation as the prior, for scale")
+    parser.add_argument("--restoration", action="store_true",
+                        help="also score the model's tuned restoration defaults against their start, per sigma")
     args = parser.parse_args(argv)
     report = {}
     if args.model:
@@ -132,6 +160,8 @@ def main(argv=None) -> int:
         if step is not None:
             report["step"] = step
         report.update(cosine=cosine(model), map=map_estimate(model, args.start))
+        if args.restoration:
+            report["restoration"] = restoration(model)
     if args.tv:
         report["total_variation"] = dict(cosine=cosine(TotalVariation()), map=map_estimate(TotalVariation(), args.start))
     if args.sigma_check:

@@ -59,3 +59,50 @@ def test_generation_lowers_the_energy_of_its_starting_points(model):
     assert samples.shape == (16, 1, 28, 28) and 0 <= samples.min() and samples.max() <= 1
     with torch.no_grad():
         assert model.energy(samples).mean() < model.energy(starts).mean()
+
+
+# --- photo models -------------------------------------------------------------------------------------------------
+PHOTO_SHIPPED = [m["name"] for m in list_models() if m["dataset"] == "photos"]
+
+
+def test_checkpoints_ship_photo_models():
+    assert {"photo-js", "photo-cd"} <= set(PHOTO_SHIPPED)
+
+
+@pytest.fixture(scope="module")
+def photo():
+    """A 97x131 colour crop of an app example photo (a test photo of the benchmarks, never trained on)."""
+    from app import photo_example_paths
+    from febm.imageio import load_photo
+
+    coffee = next(p for p in photo_example_paths() if p.name.startswith("coffee"))
+    return load_photo(coffee).pixels[0, :, 60:157, 100:231]
+
+
+@pytest.fixture(scope="module", params=PHOTO_SHIPPED)
+def photo_model(request):
+    return load_model(request.param)
+
+
+def test_photo_models_restore_colour_and_grey_arrays_at_their_own_size(photo_model, photo):
+    from febm.degradations import add_gaussian_noise
+
+    assert photo.shape == (3, 97, 131)
+    noisy = add_gaussian_noise(photo[None], 25 / 255, 0)
+    clean = denoise(photo_model, noisy[0], 25 / 255, seed=0, progress=False)
+    assert clean.shape == (1, 3, 97, 131)
+    before, after = psnr(noisy, photo[None]).item(), psnr(clean, photo[None]).item()
+    assert after > before + 4.0, (before, after)  # the tuned defaults on an unseen photo
+    grey = add_gaussian_noise(torch.rand(1, 1, 300, 200).mul(0.2).add(photo.mean(0).mean()), 0.1, 1)
+    assert denoise(photo_model, grey, 0.1, seed=0, steps=2, progress=False).shape == (1, 1, 300, 200)
+
+
+def test_photo_models_fill_scribbles_and_keep_the_observed_pixels(photo_model, photo):
+    from febm.degradations import scribble_mask
+
+    known = scribble_mask(97, 131, 0)
+    filled = inpaint(photo_model, photo[None], known, seed=0, progress=False)
+    observed = known.expand_as(filled)
+    assert torch.equal(filled[observed], photo[None][observed])
+    grey_fill = torch.where(observed, photo[None], torch.full_like(filled, 0.5))
+    assert psnr(filled, photo[None]).item() > psnr(grey_fill, photo[None]).item() + 5.0

@@ -34,9 +34,11 @@ MASKS = ("center", "random-50")
 
 
 PHOTO_SIGMAS = (15 / 255, 25 / 255, 50 / 255)
-# Photo restoration is sensitive to the likelihood's weight within a factor of 3, and the best chains stop before
-# their fixed point (docs/photos.md): half decades, and short chains
-PHOTO_GRID = {"denoise_steps": (0, 5, 10, 20, 40), "temperature_scales": (0.3, 1.0, 3.0, 10.0, 30.0, 100.0),
+# Photo restoration is sensitive to the likelihood's weight within a factor of 3, the best chains stop before
+# their fixed point, and the energy's scale differs between models by decades (docs/photos.md): half decades
+# over five decades, and short chains
+PHOTO_GRID = {"denoise_steps": (0, 5, 10, 20, 40),
+              "temperature_scales": (0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1e3, 3e3, 1e4),
               "inpaint_steps": (0, 10, 30, 60)}
 PHOTO_CROP = 80  # validation crops of 80 px: busy enough to score, cheap enough for a grid on 2 cores
 
