@@ -54,13 +54,13 @@ CHAIN_ROWS = 8  # images whose chain is shown
 UNKNOWN_GRAY = 0.5  # how pixels to be filled are shown
 
 # What a photo model's restoration costs on this project's CPU (2 cores, torch's default 2 threads), per pixel and
-# Langevin step (one gradient of the tiled energy; the rest of a step is noise): STEP_SECONDS + STEP_SECONDS_PER_MAC
-# x the energy network's multiply-adds per pixel. Fitted to the median time of one gradient on a 512x512 colour
-# image of three fully convolutional energies (1,952 / 11,968 / 46,976 multiply-adds per pixel: 3.3 / 6.4 / 12.4 us
-# per pixel), measured while two training jobs shared the two cores (docs/performance.md): an idle CPU is faster, so
-# the automatic limit errs on the small side.
-STEP_SECONDS = 3.0e-6
-STEP_SECONDS_PER_MAC = 2.0e-10
+# Langevin step: STEP_SECONDS + STEP_SECONDS_PER_MAC x the energy network's multiply-adds per pixel. A straight
+# line through the median time of one tiled energy gradient on a 512x512 colour image of three fully convolutional
+# energies on the idle machine (1,952 / 11,968 / 46,976 multiply-adds per pixel: 0.47 / 1.05 / 2.38 us per pixel),
+# times 1.47, what a whole app request costs per step beyond one gradient (photo-js and photo-cd requests: 1.97 us
+# per pixel and step; docs/performance.md). A loaded machine is slower: the limit is then optimistic.
+STEP_SECONDS = 0.68e-6
+STEP_SECONDS_PER_MAC = 6.1e-11
 RESTORE_SECONDS = 30.0  # the automatic pixel limit: what the CPU restores in about this many seconds
 MIN_AUTO_PIXELS = 128 * 128  # ... but never less than this
 
