@@ -37,14 +37,20 @@ def main(argv=None) -> int:
     p.add_argument("--sigma", type=float, default=0.2, help="noise std of the negatives' starts, up to")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--save", help="save the energy's weights here at each evaluation")
+    p.add_argument("--width", type=int, default=24)
+    p.add_argument("--kernel", type=int, default=3, help="the stem's kernel size")
+    p.add_argument("--dilations", type=int, nargs="*", default=[1, 2, 4, 2],
+                   help="residual 3x3 blocks (none: a Fields-of-Experts-like energy, one filter bank)")
+    p.add_argument("--minutes", type=float, help="stop after this much training time (then evaluate)")
     a = p.parse_args(argv)
     torch.manual_seed(0)
-    net = FieldEnergy(3, 24, 3, (1, 2, 4, 2), "softplus", output_gain=0.1, zero_mean_stem=a.zero_mean)
+    net = FieldEnergy(3, a.width, a.kernel, tuple(a.dilations), "softplus", output_gain=0.1, zero_mean_stem=a.zero_mean)
     opt = torch.optim.Adam(net.parameters(), lr=a.lr, betas=(0.0, 0.999))
     photos, gen = load_photos("photos", "train"), torch.Generator().manual_seed(0)
     crops, start = PhotoCrops(photos, 40, 32, gen), noisy_crop_start(photos, 40, a.sigma)
-    t0 = time.time()
+    t0, trained = time.time(), 0.0
     for step in range(1, a.steps + 1):
+        tick = time.time()
         x = next(crops).float() / 255
         neg = start(32, gen)
         for _ in range(a.langevin):
@@ -58,15 +64,19 @@ def main(argv=None) -> int:
         opt.zero_grad()
         loss.backward()
         opt.step()
-        if step % a.eval_every == 0:
+        trained += time.time() - tick
+        last = a.minutes is not None and trained >= 60 * a.minutes
+        if step % a.eval_every == 0 or last:
             net.eval().requires_grad_(False)
             probe = type("Probe", (), {"energy": staticmethod(net)})
-            report = {"step": step, "seconds": round(time.time() - t0), "gap": round((e[32:] - e[:32]).mean().item(), 1),
+            report = {"step": step, "seconds": round(time.time() - t0), "training_seconds": round(trained), "gap": round((e[32:] - e[:32]).mean().item(), 1),
                       "cosine": cosine(probe), "map": map_estimate(probe)}
             print(json.dumps(report), flush=True)
             net.train().requires_grad_(True)
             if a.save:
                 torch.save(net.state_dict(), a.save)
+        if last:
+            break
     return 0
 
 
