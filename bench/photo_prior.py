@@ -72,19 +72,17 @@ def restoration(model, n: int = 32) -> dict:
     """PSNR of the model's tuned restoration defaults and of their classical start alone, per noise level, on n
     validation crops of training.tune's protocol (its crop size, noise seeds and restoration seeds; tuning used
     the first 8 of these crops), and for scribble inpainting."""
-    from febm.degradations import scribble_mask
     from febm.restore import denoise, inpaint
-    from training.tune import PHOTO_CROP, PHOTO_SIGMAS
+    from training.tune import PHOTO_CROP, known_masks, noisy_versions
 
     clean = validation_crops(model.config["dataset"], PHOTO_CROP, n).float() / 255
     out = {}
-    for i, sigma in enumerate(PHOTO_SIGMAS):
-        noisy = add_gaussian_noise(clean, sigma, 100 + i)
+    for i, (sigma, noisy) in enumerate(noisy_versions(model, clean)):
         start = denoise(model, noisy, sigma, steps=0, seed=i, progress=False)
         restored = denoise(model, noisy, sigma, seed=i, progress=False)
         out[f"denoise {sigma * 255:.0f}/255"] = {name: round(psnr(x, clean).mean().item(), 2) for name, x in
                                                  (("input", noisy), ("start", start), ("model", restored))}
-    known = scribble_mask(PHOTO_CROP, PHOTO_CROP, 200)
+    (known,) = known_masks(model, clean)
     start = inpaint(model, clean, known, steps=0, seed=0, progress=False)
     restored = inpaint(model, clean, known, seed=0, progress=False)
     out["inpaint scribbles"] = {name: round(psnr(x, clean).mean().item(), 2) for name, x in

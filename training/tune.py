@@ -43,11 +43,23 @@ PHOTO_GRID = {"denoise_steps": (0, 5, 10, 20, 40),
 PHOTO_CROP = 80  # validation crops of 80 px: busy enough to score, cheap enough for a grid on 2 cores
 
 
+def noisy_versions(model, clean: torch.Tensor) -> list[tuple[float, torch.Tensor]]:
+    """(sigma, noisy copy of ``clean``) for each noise level of the protocol, with its fixed noise seed."""
+    photo = model.fully_convolutional
+    return [(sigma, add_gaussian_noise(clean, sigma, 100 + i) if photo else add_noise(clean, sigma, seed=100 + i))
+            for i, sigma in enumerate(PHOTO_SIGMAS if photo else SIGMAS)]
+
+
+def known_masks(model, clean: torch.Tensor) -> list[torch.Tensor]:
+    """The protocol's inpainting masks for ``clean``, with their fixed seeds (scribbles for photo models)."""
+    if model.fully_convolutional:
+        return [scribble_mask(*clean.shape[-2:], 200)]
+    return [preset_mask(kind, tuple(clean.shape[1:]), seed=200 + i) for i, kind in enumerate(MASKS)]
+
+
 def denoise_score(model, clean: torch.Tensor, *, steps: int, temperature_scale: float, chains: int) -> float:
     scores = []
-    photo = model.fully_convolutional
-    for i, sigma in enumerate(PHOTO_SIGMAS if photo else SIGMAS):
-        noisy = add_gaussian_noise(clean, sigma, 100 + i) if photo else add_noise(clean, sigma, seed=100 + i)
+    for i, (sigma, noisy) in enumerate(noisy_versions(model, clean)):
         out = denoise(model, noisy, sigma, steps=steps, chains=chains, temperature_scale=temperature_scale,
                       seed=i, progress=False)
         scores.append(psnr(out, clean).mean().item())
@@ -56,11 +68,7 @@ def denoise_score(model, clean: torch.Tensor, *, steps: int, temperature_scale: 
 
 def inpaint_score(model, clean: torch.Tensor, *, steps: int, chains: int) -> float:
     scores = []
-    for i, kind in enumerate(("scribbles",) if model.fully_convolutional else MASKS):
-        if model.fully_convolutional:
-            known = scribble_mask(*clean.shape[-2:], 200 + i)
-        else:
-            known = preset_mask(kind, tuple(clean.shape[1:]), seed=200 + i)
+    for i, known in enumerate(known_masks(model, clean)):
         out = inpaint(model, clean, known, steps=steps, chains=chains, seed=i, progress=False)
         scores.append(psnr(out, clean).mean().item())
     return sum(scores) / len(scores)
