@@ -28,7 +28,7 @@ from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, LocalEntr
 from torch import Tensor, nn
 
 from .nets import build_net, count_parameters, is_field
-from .sampling import PCAGaussian
+from .sampling import PCAGaussian, PCAMixture
 
 FORMAT_VERSION = 1
 WEIGHTS_NAME = constants.SAFETENSORS_SINGLE_FILE  # "model.safetensors"
@@ -73,8 +73,9 @@ class EBM(
             they record image_channels and the crop_size they were trained on.
         sampler: default Langevin settings (method, steps, step_size, noise, grad_clip, clamp...).
         start: where chains start: {"kind": "uniform"} (noise over the data range, the default) or
-            {"kind": "pca", "components": k} (``febm.sampling.PCAGaussian``, fitted by the trainer; its
-            parameters are buffers saved with the weights).
+            {"kind": "pca", "components": k} (``febm.sampling.PCAGaussian``) or {"kind": "pca-mixture",
+            "clusters": K, "components": k} (``febm.sampling.PCAMixture``), fitted by the trainer; their
+            parameters are buffers saved with the weights.
         training: the training record (command, steps, wall_time, machine...).
         metrics: evaluation results, e.g. {"fid": 42.0, "samples": 5000, "split": "test"}.
         **extra: further JSON-able config entries, kept and saved as they are.
@@ -112,12 +113,15 @@ class EBM(
         self.critic = build_net(critic) if critic is not None else None
         start = dict(start or {"kind": "uniform"})
         self.start = None
-        if start["kind"] == "pca":
+        if start["kind"] in ("pca", "pca-mixture"):
             if image_shape is None:
-                raise ValueError("a 'pca' start distribution needs image_shape")
-            self.start = PCAGaussian(tuple(image_shape), int(start["components"]), tuple(data_range))
+                raise ValueError(f"a {start['kind']!r} start distribution needs image_shape")
+            self.start = (PCAGaussian(tuple(image_shape), int(start["components"]), tuple(data_range))
+                          if start["kind"] == "pca" else
+                          PCAMixture(tuple(image_shape), int(start["clusters"]), int(start["components"]),
+                                     tuple(data_range)))
         elif start["kind"] != "uniform":
-            raise ValueError(f"unknown start distribution {start['kind']!r}; valid: uniform, pca")
+            raise ValueError(f"unknown start distribution {start['kind']!r}; valid: uniform, pca, pca-mixture")
         if is_field(self.energy):
             if image_shape is not None or image_channels is None or crop_size is None:
                 raise ValueError("a fully convolutional model takes image_channels and crop_size, not image_shape")

@@ -284,28 +284,46 @@ class PCAGaussian(nn.Module):
         x = self.mean + ((z * self.scale) @ self.basis).reshape(n, *self.shape) + residual_scale * self.residual * e
         return x.clamp(*self.data_range)
 
+    def _condition(self, observed: Tensor, sigma: Tensor, known: Tensor | None):
+        """The pieces of conditioning on y = x + N(0, sigma^2) at the ``known`` pixels, in the k-dim z-space.
+
+        The Gaussian is x = mean + U z + r e with U = basis^T diag(scale); given z, an observed pixel has
+        variance r^2 + sigma^2 ("noise", floored because it is 0 for exact observations of a start without
+        residual, components == dim, where conditioning on exact values is the limit). The posterior of z is
+        N(prec^-1 U^T W y / noise, prec^-1), prec = I + U^T W U / noise (k x k per image)."""
+        b = observed.shape[0]
+        y = (observed - self.mean).flatten(1).double()
+        w = torch.ones_like(y) if known is None else known.expand_as(observed).flatten(1).double()
+        noise = (self.residual.double() ** 2 + sigma.double().view(b, 1) ** 2).clamp(min=NOISE_FLOOR)
+        u = (self.basis.T * self.scale).double()  # (D, k)
+        prec = torch.eye(u.shape[1], dtype=torch.double, device=y.device) + torch.einsum("di,bd,dj->bij", u, w / noise, u)
+        proj = (w * y / noise) @ u  # U^T W y / noise, (B, k)
+        return y, w, noise, u, torch.linalg.cholesky(prec), proj
+
+    def log_evidence(self, observed: Tensor, sigma: Tensor, known: Tensor | None = None) -> Tensor:
+        """log p(y) of the observed pixels under this Gaussian plus the noise, (B,): the marginal likelihood
+        by which a mixture weighs its components (Woodbury identity and determinant lemma, k x k work)."""
+        y, w, noise, _, chol, proj = self._condition(observed, sigma, known)
+        explained = (proj.unsqueeze(-1) * torch.cholesky_solve(proj.unsqueeze(-1), chol)).sum((1, 2))
+        quad = (w * y * y / noise).sum(1) - explained
+        n_obs = w.sum(1)
+        logdet = n_obs * noise.squeeze(1).log() + 2 * torch.diagonal(chol, dim1=1, dim2=2).log().sum(1)
+        return (-0.5 * (quad + logdet + n_obs * math.log(2 * math.pi))).float()
+
     def posterior(self, observed: Tensor, sigma: Tensor, known: Tensor | None = None,
                   generator: torch.Generator | None = None) -> Tensor:
         """Samples of x given y = x + N(0, sigma^2) on the ``known`` pixels (all when None), in closed form.
 
-        The Gaussian is x = mean + U z + r e with U = basis^T diag(scale); conditioning happens in the k-dim
-        z-space (k x k solves per image), then the residual e follows exactly. sigma (B,) may be 0 (exact
-        observations: inpainting returns the known pixels unchanged). ``generator=None`` gives the mean.
+        Conditioning happens in the k-dim z-space (``_condition``), then the residual e follows exactly. sigma
+        (B,) may be 0 (exact observations: inpainting returns the known pixels unchanged). ``generator=None``
+        gives the mean.
         """
         b = observed.shape[0]
-        y = (observed - self.mean).flatten(1).double()
-        w = torch.ones_like(y) if known is None else known.expand_as(observed).flatten(1).double()
+        y, w, noise, u, chol, proj = self._condition(observed, sigma, known)
         r2 = self.residual.double() ** 2
-        # variance of y_i given z on observed pixels; floored because it is 0 for exact observations (sigma 0)
-        # of a start without residual (components == dim), where conditioning on exact values is the limit
-        noise = (r2 + sigma.double().view(b, 1) ** 2).clamp(min=NOISE_FLOOR)
-        u = (self.basis.T * self.scale).double()  # (D, k)
-        k = u.shape[1]
-        prec = torch.eye(k, dtype=torch.double, device=y.device) + torch.einsum("di,bd,dj->bij", u, w / noise, u)
-        chol = torch.linalg.cholesky(prec)  # posterior of z: N(prec^-1 U^T W y / noise, prec^-1)
-        z = torch.cholesky_solve(((w * y / noise) @ u).unsqueeze(-1), chol).squeeze(-1)
+        z = torch.cholesky_solve(proj.unsqueeze(-1), chol).squeeze(-1)
         if generator is not None:
-            eps = torch.randn((b, k, 1), generator=generator, device=y.device).double()
+            eps = torch.randn((b, u.shape[1], 1), generator=generator, device=y.device).double()
             z = z + torch.linalg.solve_triangular(chol.mT, eps, upper=True).squeeze(-1)
         low_rank = z @ u.T
         gain = w * r2 / noise  # the residual's share of what z does not explain, observed pixels only
@@ -317,6 +335,86 @@ class PCAGaussian(nn.Module):
         if known is not None:
             x = torch.where(known.expand_as(x).bool() & (sigma.view(b, *[1] * (x.dim() - 1)) == 0), observed, x)
         return x.clamp(*self.data_range)
+
+
+class PCAMixture(nn.Module):
+    """Where chains start: a mixture of ``PCAGaussian``s, one per cluster of the training data.
+
+    One Gaussian over all of Fashion-MNIST blends shirts with shoes and crosses its principal components
+    into plaid; a mixture of probabilistic PCA (Tipping & Bishop 1999) keeps each start within one kind of
+    image. Fitted by k-means in the data's top principal subspace, then a PCAGaussian per cluster, weighted by
+    cluster size (the hard-assignment fit). Sampling picks a component by weight; conditioning on an
+    observation weighs the components by their evidence for it, so restoration keeps an exact posterior.
+    """
+
+    def __init__(self, shape: tuple[int, ...], clusters: int = 32, components: int = 16,
+                 data_range: tuple[float, float] = (0.0, 1.0)):
+        super().__init__()
+        if clusters < 1:
+            raise ValueError(f"clusters must be >= 1, got {clusters}")
+        self.shape, self.data_range = tuple(shape), tuple(float(v) for v in data_range)
+        self.parts = nn.ModuleList(PCAGaussian(shape, components, data_range) for _ in range(clusters))
+        self.register_buffer("log_weight", torch.full((clusters,), -math.log(clusters)))
+
+    @torch.no_grad()
+    def fit(self, images: Tensor, features: int = 64, iterations: int = 30, seed: int = 0) -> "PCAMixture":
+        """k-means (k-means++ start, fixed seed: the same fit on every rank) on the top ``features`` principal
+        coordinates, then one PCAGaussian per cluster."""
+        x = images.flatten(1).double()
+        k = len(self.parts)
+        if x.shape[0] < k * (self.parts[0].basis.shape[0] + 1):
+            raise ValueError(f"{x.shape[0]} images are too few for {k} clusters of "
+                             f"{self.parts[0].basis.shape[0]} components")
+        coords = PCAGaussian(self.shape, min(features, x.shape[1])).fit(images).basis.double()
+        z = (x - x.mean(0)) @ coords.T
+        assign = _kmeans(z, k, iterations, torch.Generator().manual_seed(seed))
+        for i, part in enumerate(self.parts):
+            part.fit(images[assign == i])
+        counts = torch.bincount(assign, minlength=k).double()
+        self.log_weight.copy_((counts / counts.sum()).log())
+        return self
+
+    def sample(self, n: int, generator: torch.Generator | None = None, residual_scale: float = 1.0) -> Tensor:
+        which = torch.multinomial(self.log_weight.exp().cpu(), n, replacement=True, generator=generator)
+        x = torch.empty((n, *self.shape), device=self.log_weight.device)
+        for i in which.unique().tolist():
+            rows = (which == i).nonzero().squeeze(1)
+            x[rows.to(x.device)] = self.parts[i].sample(len(rows), generator, residual_scale)
+        return x
+
+    def posterior(self, observed: Tensor, sigma: Tensor, known: Tensor | None = None,
+                  generator: torch.Generator | None = None) -> Tensor:
+        """As PCAGaussian.posterior, for the mixture: ``generator=None`` gives the posterior mean (the
+        components' posterior means weighted by their responsibilities), else a sample (a component drawn
+        by responsibility, then its posterior sample)."""
+        log_post = torch.stack([w + part.log_evidence(observed, sigma, known)
+                                for w, part in zip(self.log_weight, self.parts)], dim=1)  # (B, K)
+        resp = torch.softmax(log_post, dim=1)
+        if generator is None:
+            means = torch.stack([part.posterior(observed, sigma, known) for part in self.parts], dim=1)
+            return torch.einsum("bk,bk...->b...", resp.to(means.dtype), means).clamp(*self.data_range)
+        which = torch.multinomial(resp.cpu(), 1, generator=generator).squeeze(1)
+        x = torch.empty_like(observed)
+        for i in which.unique().tolist():
+            rows = (which == i).nonzero().squeeze(1).to(observed.device)
+            part_known = None if known is None else known[rows] if known.shape[0] == observed.shape[0] else known
+            x[rows] = self.parts[i].posterior(observed[rows], sigma[rows], part_known, generator)
+        return x
+
+
+def _kmeans(z: Tensor, k: int, iterations: int, generator: torch.Generator) -> Tensor:
+    """Cluster labels (N,) of the rows of z: k-means++ seeding, then Lloyd's iterations."""
+    centres = z[torch.randint(len(z), (1,), generator=generator)]
+    for _ in range(1, k):
+        d2 = torch.cdist(z, centres).min(1).values ** 2
+        centres = torch.cat([centres, z[torch.multinomial(d2.float() / d2.sum(), 1, generator=generator)]])
+    for _ in range(iterations):
+        assign = torch.cdist(z, centres).argmin(1)
+        for i in range(k):
+            members = z[assign == i]
+            if len(members):
+                centres[i] = members.mean(0)
+    return torch.cdist(z, centres).argmin(1)
 
 
 def uniform_start(shape: tuple[int, ...], data_range: tuple[float, float] = (0.0, 1.0)) -> StartFn:

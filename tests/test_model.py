@@ -278,6 +278,19 @@ def test_pca_start_distribution_is_saved_with_the_weights(tmp_path):
     assert torch.equal(back.initial_samples(4, g1), model.initial_samples(4, g2))
 
 
+def test_pca_mixture_start_is_saved_with_the_weights(tmp_path):
+    start = {"kind": "pca-mixture", "clusters": 3, "components": 2}
+    model = EBM("js", energy=NET, critic=NET, image_shape=[1, 6, 5], start=start)
+    model.start.fit(torch.rand(200, 1, 6, 5))
+    model.save_pretrained(tmp_path / "m")
+    back = load_model(tmp_path / "m")
+    assert back.config["start"] == start
+    for key, value in model.start.state_dict().items():
+        assert torch.equal(back.start.state_dict()[key], value), key
+    g1, g2 = torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)
+    assert torch.equal(back.initial_samples(4, g1), model.initial_samples(4, g2))
+
+
 def test_uniform_start_is_the_default_and_unknown_kinds_are_refused():
     x = make_model().initial_samples(7, torch.Generator().manual_seed(0))
     assert x.shape == (7, 1, 17, 23) and 0 <= x.min() and x.max() <= 1

@@ -10,8 +10,8 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from febm.sampling import (METHODS, LangevinOutput, LangevinSampler, PCAGaussian, ReplayBuffer, corrupted_data_start,
-                           mixed_start)
+from febm.sampling import (METHODS, LangevinOutput, LangevinSampler, PCAGaussian, PCAMixture, ReplayBuffer,
+                           corrupted_data_start, mixed_start)
 
 
 
@@ -503,6 +503,66 @@ def test_pca_gaussian_recovers_a_low_rank_gaussian():
 def test_pca_gaussian_rejects_bad_component_counts():
     with pytest.raises(ValueError, match="components"):
         PCAGaussian((1, 2, 2), components=5)
+
+
+def test_pca_gaussian_evidence_is_the_gaussian_density_of_the_observed_pixels():
+    g = PCAGaussian((1, 3, 3), components=2).fit(torch.rand(60, 1, 3, 3, generator=gen(0)) ** 2)
+    y = torch.rand(4, 1, 3, 3, generator=gen(1))
+    sigma = torch.tensor([0.1, 0.2, 0.0, 0.3])
+    known = (torch.rand(4, 1, 3, 3, generator=gen(2)) > 0.3).float()
+    u = (g.basis.T * g.scale).double()
+    for b, value in enumerate(g.log_evidence(y, sigma, known)):
+        seen = known[b].flatten().bool()
+        cov = u @ u.T + (g.residual.double() ** 2 + sigma[b].double() ** 2) * torch.eye(9, dtype=torch.double)
+        d = (y[b] - g.mean).flatten().double()[seen]
+        ref = torch.distributions.MultivariateNormal(torch.zeros(len(d), dtype=torch.double), cov[seen][:, seen])
+        assert value.item() == pytest.approx(ref.log_prob(d).item(), abs=1e-4)
+
+
+def two_kinds(n: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    """Images of two kinds, 30 % bright on the left and 70 % on the right, each varying in brightness."""
+    shape = (1, 4, 4)
+    left, right = torch.zeros(shape), torch.zeros(shape)
+    left[..., :2], right[..., 2:] = 0.8, 0.6
+    kind = torch.rand(n, generator=generator) < 0.3
+    base = torch.where(kind.view(-1, 1, 1, 1), left, right)
+    x = base * (1 + 0.1 * torch.randn(n, 1, 1, 1, generator=generator)) + 0.01 * torch.randn(n, *shape, generator=generator)
+    return x.clamp(0, 1), kind
+
+
+def test_pca_mixture_keeps_each_sample_within_one_kind():
+    data, _ = two_kinds(2000, gen(0))
+    mixture = PCAMixture((1, 4, 4), clusters=2, components=1).fit(data)
+    assert sorted(mixture.log_weight.exp().tolist()) == pytest.approx([0.3, 0.7], abs=0.03)
+    x = mixture.sample(4000, generator=gen(1), residual_scale=0.0)
+    left, right = x[..., :2].mean((1, 2, 3)), x[..., 2:].mean((1, 2, 3))
+    assert ((left < 0.05) | (right < 0.05)).all()  # never a blend of the two kinds
+    assert (left > 0.3).float().mean().item() == pytest.approx(0.3, abs=0.03)
+    assert torch.equal(x[:5], mixture.sample(4000, generator=gen(1), residual_scale=0.0)[:5])  # seeded
+    single = PCAGaussian((1, 4, 4), components=1).fit(data).sample(4000, generator=gen(1), residual_scale=0.0)
+    assert not ((single[..., :2].mean((1, 2, 3)) < 0.05) | (single[..., 2:].mean((1, 2, 3)) < 0.05)).all()
+
+
+def test_pca_mixture_posterior_follows_the_component_the_observation_came_from():
+    data, _ = two_kinds(2000, gen(0))
+    mixture = PCAMixture((1, 4, 4), clusters=2, components=1).fit(data)
+    clean, kind = two_kinds(200, gen(3))
+    sigma = torch.full((200,), 0.2)
+    noisy = clean + 0.2 * torch.randn(clean.shape, generator=gen(4))
+    for x in (mixture.posterior(noisy, sigma), mixture.posterior(noisy, sigma, generator=gen(5))):
+        guessed_left = x[..., :2].mean((1, 2, 3)) > x[..., 2:].mean((1, 2, 3))
+        assert torch.equal(guessed_left, kind)
+    # inpainting: the known right half decides the kind; exact observations come back unchanged
+    known = torch.zeros(1, 1, 4, 4)
+    known[..., 2:] = 1
+    filled = mixture.posterior(clean, torch.zeros(200), known, generator=gen(6))
+    assert torch.equal(filled[..., 2:], clean[..., 2:])
+    assert torch.equal(filled[..., :2].mean((1, 2, 3)) > 0.3, kind)
+
+
+def test_pca_mixture_needs_enough_images_per_cluster():
+    with pytest.raises(ValueError, match="too few"):
+        PCAMixture((1, 4, 4), clusters=8, components=3).fit(torch.rand(20, 1, 4, 4))
 
 
 def test_buffer_fills_and_restarts_from_its_start_distribution():

@@ -64,6 +64,40 @@ def test_cd_run_has_no_critic(standin, tmp_path):
     assert model.critic is None and model.config["divergence"] == "cd"
 
 
+def test_warm_start_continues_a_model_folder_with_snapshots(standin, tmp_path):
+    assert main(tiny_args(standin, tmp_path / "a", "--max-steps", "3")) == 0
+    source = load_model(tmp_path / "a" / "model")
+    # no further steps: the exported model is the source, weights and step count
+    assert main(tiny_args(standin, tmp_path / "same", "--max-steps", "3", "--warm-start", str(tmp_path / "a" / "model"))) == 0
+    same = load_model(tmp_path / "same" / "model")
+    assert same.config["training"]["steps"] == 3
+    for key, value in source.state_dict().items():
+        assert torch.equal(same.state_dict()[key], value), key
+    # two more steps, a snapshot after each
+    run = tmp_path / "b"
+    assert main(tiny_args(standin, run, "--max-steps", "5", "--snapshot-every", "1",
+                          "--warm-start", str(tmp_path / "a" / "model"))) == 0
+    assert [json.loads(ln)["step"] for ln in (run / "stats.jsonl").read_text().splitlines()] == [4, 5]
+    assert sorted(p.name for p in (run / "snapshots").iterdir()) == ["step_000004", "step_000005"]
+    assert load_model(run / "snapshots" / "step_000004").config["training"]["steps"] == 4
+    final = load_model(run / "model")
+    assert final.config["training"]["options"]["warm_start"] == str(tmp_path / "a" / "model")
+    assert not torch.equal(final.energy_of(torch.full((1, 1, 12, 12), 0.5)), source.energy_of(torch.full((1, 1, 12, 12), 0.5)))
+
+
+def test_warm_start_from_other_networks_or_nothing_fails_before_writing_but_a_new_start_is_fine(standin, tmp_path):
+    assert main(tiny_args(standin, tmp_path / "a", "--max-steps", "1")) == 0
+    with pytest.raises(ValueError, match="networks differ"):
+        main(tiny_args(standin, tmp_path / "wide", "--width", "4", "--warm-start", str(tmp_path / "a" / "model")))
+    with pytest.raises(FileNotFoundError):
+        main(tiny_args(standin, tmp_path / "none", "--warm-start", str(tmp_path / "missing")))
+    # another start distribution is fine: the networks continue, the start is this run's own
+    assert main(tiny_args(standin, tmp_path / "mix", "--max-steps", "1", "--start", "pca-mixture", "--start-clusters",
+                          "2", "--start-components", "2", "--warm-start", str(tmp_path / "a" / "model"))) == 0
+    assert load_model(tmp_path / "mix" / "model").config["start"]["kind"] == "pca-mixture"
+    assert not (tmp_path / "wide").exists() and not (tmp_path / "none").exists()
+
+
 def _state_step(path: Path) -> int:
     try:
         return load_state(path)["step"]
@@ -197,6 +231,19 @@ def test_pca_start_is_fitted_on_the_training_data_and_exported(standin, tmp_path
     assert (model.start.scale > 0).all()
     x = model.initial_samples(3, torch.Generator().manual_seed(0))
     assert x.shape == (3, *data.shape[1:])
+
+
+def test_pca_mixture_start_is_fitted_and_exported(standin, tmp_path):
+    run = tmp_path / "mixture"
+    assert main(tiny_args(standin, run, "--start", "pca-mixture", "--start-clusters", "3", "--start-components", "2",
+                          "--max-steps", "2")) == 0
+    model = load_model(run / "model")
+    assert model.config["start"] == {"kind": "pca-mixture", "clusters": 3, "components": 2}
+    data = datasets.to_float(datasets.load_dataset(standin, "train").images)
+    weights = model.start.log_weight.exp()
+    assert weights.sum().item() == pytest.approx(1.0) and (weights > 0).all()
+    mixed = sum(w * part.mean for w, part in zip(weights, model.start.parts))
+    assert torch.allclose(mixed, data.mean(0), atol=1e-5)  # the clusters' means average to the data's
 
 
 @pytest.fixture

@@ -81,8 +81,9 @@ class TrainConfig:
     grad_clip: float | None = 0.01
     buffer_size: int = 10000
     restart_prob: float = 0.05
-    start: str = "uniform"  # where chains start (buffer fill, restarts, generation): uniform | pca
-    start_components: int = 32  # principal components of the "pca" start distribution
+    start: str = "uniform"  # where chains start (buffer fill, restarts, generation): uniform | pca | pca-mixture
+    start_components: int = 32  # principal components of the "pca" start (of each cluster for "pca-mixture")
+    start_clusters: int = 32  # clusters of the "pca-mixture" start
     data_restarts: float = 0.0  # fraction of restarts from corrupted training images (noise or holes)
     data_restart_sigma: float = 0.5  # their largest noise std
     # sampler defaults stored in the model for generation (chains from noise need more steps)
@@ -98,6 +99,8 @@ class TrainConfig:
     log_every: int = 10
     sample_every: int = 500
     checkpoint_every: int = 200
+    snapshot_every: int | None = None  # also export the model folder to snapshots/step_NNNNNN every so many steps
+    warm_start: str | None = None  # a trained model folder to continue from (fresh optimiser and replay buffer)
     push_to_hub: str | None = None
     # stability guard
     energy_limit: float = 1e4  # per position for crops of photos
@@ -157,7 +160,11 @@ def build_model(cfg: TrainConfig, info: dict) -> EBM:
     critic = None if cfg.div == "cd" else {**net, "width": cfg.critic_width or net.get("width", cfg.width)}
     size = info["image_size"]
     sampler = {**cfg.sampler_settings().to_dict(), "steps": cfg.sample_steps}
-    start = {"kind": "pca", "components": cfg.start_components} if cfg.start == "pca" else {"kind": cfg.start}
+    start = {"kind": cfg.start}
+    if cfg.start in ("pca", "pca-mixture"):
+        start["components"] = cfg.start_components
+    if cfg.start == "pca-mixture":
+        start["clusters"] = cfg.start_clusters
     if cfg.crop_size:  # a fully convolutional model: any image size; record what it was trained on
         return EBM(cfg.div, net, critic, dataset=cfg.dataset, image_channels=info["channels"],
                    crop_size=cfg.crop_size, data_range=[0.0, 1.0], sampler=sampler, start=start)
@@ -262,6 +269,29 @@ class Trainer:
         torch.set_rng_state(s["torch_rng"])
         self._apply_lr()
 
+    def warm_start(self, folder: str) -> None:
+        """Continue from a trained model folder: its energy (the EMA weights, which become both the training and
+        the EMA energy), critic, step count and training time, and its start distribution unless this run asks
+        for another. The optimiser moments and the replay buffer start fresh: a model folder does not hold them
+        (``--resume`` continues a run exactly)."""
+        from febm.model import load_model
+
+        source = load_model(folder, device="cpu")
+        if source.config.get("energy") != self.model.config.get("energy") or \
+                source.config.get("critic") != self.model.config.get("critic"):
+            raise ValueError(f"--warm-start {folder}: its networks differ from this run's "
+                             f"(energy {source.config.get('energy')}, critic {source.config.get('critic')})")
+        weights = source.state_dict()
+        if source.config.get("start") != self.model.config.get("start"):  # keep this run's own, fitted start
+            weights = {k: v for k, v in weights.items() if not k.startswith("start.")}
+            weights.update({f"start.{k}": v for k, v in self.model.start.state_dict().items()}
+                           if self.model.start is not None else {})
+        self.model.load_state_dict(weights)
+        self.ema.load_state_dict(source.energy.state_dict())
+        record = source.config.get("training", {})
+        self.step = int(record.get("steps", 0))
+        self.elapsed = 60.0 * float(record.get("wall_time_minutes", 0.0))
+
     def _apply_lr(self) -> None:
         for opt, base in ((self.opt_energy, self.cfg.lr), (self.opt_critic, self.cfg.critic_lr or self.cfg.lr)):
             if opt is not None:
@@ -341,8 +371,8 @@ class Trainer:
         (self.run_dir / "samples").mkdir(exist_ok=True)
         save_image(self.buffer.samples[:64], self.run_dir / "samples" / f"buffer_{self.step:06d}.png", nrow=8)
 
-    def export(self) -> Path:
-        """Write the model folder: EMA energy, critic, config with the training record."""
+    def export(self, folder: Path | None = None) -> Path:
+        """Write the model folder (default run_dir/model): EMA energy, critic, config with the training record."""
         model = EBM(**self.model.config).to("cpu")
         model.load_state_dict({k: v.cpu() for k, v in self.model.state_dict().items()})
         model.energy.load_state_dict({k: v.cpu() for k, v in self.ema.state_dict().items()})
@@ -357,7 +387,7 @@ class Trainer:
         }})
         if self.cfg.crop_size:
             model.update_config({"data_card": photos.data_card(self.cfg.dataset)})
-        folder = self.run_dir / "model"
+        folder = folder or self.run_dir / "model"
         model.save_pretrained(folder)
         return folder
 
@@ -385,15 +415,18 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> P
     cfg.run_dir = str(run_dir)
     rank0 = int(os.environ.get("RANK", "0")) == 0
     trainer = Trainer(cfg, run_dir, progress=progress)  # loads data first: a bad start writes nothing
+    resuming = resume and (run_dir / STATE_FILE).exists()
+    if cfg.warm_start and not resuming:
+        trainer.warm_start(cfg.warm_start)
     if rank0:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "options.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
-    if resume and (run_dir / STATE_FILE).exists():
+    if resuming:
         trainer.load_state_dict(load_state(run_dir / STATE_FILE))
         if rank0:
             _truncate_stats(run_dir / "stats.jsonl", trainer.step)
     else:
-        trainer.save_checkpoint()  # step 0: the guard always has a state to roll back to
+        trainer.save_checkpoint()  # the first state: the guard always has one to roll back to
     if trainer.world > 1:
         dist.barrier()
 
@@ -423,6 +456,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> P
             trainer.save_samples()
         if trainer.step % cfg.checkpoint_every == 0:
             trainer.save_checkpoint()
+        if cfg.snapshot_every and trainer.step % cfg.snapshot_every == 0 and rank0:
+            trainer.export(run_dir / "snapshots" / f"step_{trainer.step:06d}")
         if bar is not None:
             bar.update(1)
             bar.set_postfix(e_pos=f"{stats['energy_pos']:.3f}", e_neg=f"{stats['energy_neg']:.3f}")

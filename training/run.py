@@ -82,11 +82,16 @@ HELP = {
     "inject_nan_at": "testing only: poison the energy at this step to exercise the stability guard",
     "push_to_hub": "upload the final model folder to this Hub repo id",
     "data_restarts": "fraction of chain restarts from training images with noise or holes (teaches restoration)",
-    "start": "where Langevin chains start: uniform noise, or pca (a Gaussian fitted to the training data)",
+    "start": "where Langevin chains start: uniform noise, pca (a Gaussian fitted to the training data) or "
+             "pca-mixture (one such Gaussian per cluster of the training data)",
+    "start_clusters": "clusters of the pca-mixture start",
     "net": 'network spec as JSON, e.g. \'{"kind": "field", "width": 32, "dilations": [1, 2, 1]}\' (replaces --arch, '
            "--width, --stages; the critic gets the same spec)",
     "crop_size": "train on random square crops of this side (photo sources: photos, folder:PATH)",
     "map_l2": "fully convolutional energies: weight of the penalty on squared per-position energies",
+    "warm_start": "continue from this trained model folder or shipped model name (its weights, step count and "
+                  "training time; fresh optimiser and replay buffer)",
+    "snapshot_every": "also export the model folder to RUN_DIR/snapshots/step_NNNNNN every so many steps",
     "free_offset": "f-EBM: leave the energy's additive constant to the critic (else E and H can drift apart)",
 }
 _INTERNAL = {"command", "preset"}
@@ -151,8 +156,9 @@ def validate(cfg: TrainConfig) -> None:
 
     if cfg.div != "cd":
         Objective(cfg.div)  # raises with the list of valid names
-    for name in ("batch_size", "max_steps", "log_every", "sample_every", "checkpoint_every", "buffer_size", "width"):
-        if getattr(cfg, name) < 1:
+    for name in ("batch_size", "max_steps", "log_every", "sample_every", "checkpoint_every", "buffer_size", "width",
+                 "snapshot_every"):
+        if getattr(cfg, name) is not None and getattr(cfg, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1")
     if not 0.0 <= cfg.ema < 1.0:
         raise ValueError("--ema must be in [0, 1)")
@@ -160,8 +166,8 @@ def validate(cfg: TrainConfig) -> None:
         raise ValueError("--data-restarts must be in [0, 1]")
     if not cfg.data_restart_sigma > 0:
         raise ValueError("--data-restart-sigma must be > 0")
-    if cfg.start not in ("uniform", "pca"):
-        raise ValueError(f"--start must be uniform or pca, got {cfg.start!r}")
+    if cfg.start not in ("uniform", "pca", "pca-mixture"):
+        raise ValueError(f"--start must be uniform, pca or pca-mixture, got {cfg.start!r}")
     if cfg.net is not None:
         try:
             spec = json.loads(cfg.net)
@@ -184,8 +190,8 @@ def validate(cfg: TrainConfig) -> None:
         if cfg.crop_size <= 2 * radius:
             raise ValueError(f"--crop-size must exceed twice the network's receptive radius ({radius} px), "
                              f"got {cfg.crop_size}")
-        if cfg.start == "pca":
-            raise ValueError("--start pca needs a fixed image size; crops of photos start from uniform noise")
+        if cfg.start != "uniform":
+            raise ValueError(f"--start {cfg.start} needs a fixed image size; crops of photos start from uniform noise")
         if not (cfg.dataset == "photos" or cfg.dataset.startswith("folder:")):
             raise ValueError("--crop-size applies to photo sources: photos or folder:PATH")
 
