@@ -1,6 +1,7 @@
 """A supervised reference restorer for bench/restoration.py: what a plain network trained on pairs reaches.
 
     python -m bench.supervised --out bench/weights/supervised.safetensors            # 15 minutes
+    python -m bench.supervised --match fmnist-js --cpu-minutes 95.4                   # one EBM's training time
     python -m bench.supervised --out /tmp/sup.safetensors --steps 20 --match runs/pilot-conv16-js/model
 
 One fully-convolutional network for every corruption, like the EBM: it sees the corrupted image (unknown
@@ -10,7 +11,9 @@ on its input. The body is IRCNN-like (Zhang et al., CVPR 2017): 3x3 convolutions
 Its width is chosen to match the EBM energy network's parameter count (``--match``) or given (``--width``).
 Trained on the training split only, with random corruptions from the benchmark's families (Gaussian noise,
 sigma ~ U[0.05, 0.55], clipped; boxes of half size at random places; one random half; random pixels with
-30-90% unknown), MSE, Adam, seeded. Saved as safetensors plus a JSON sidecar (same stem) describing it.
+30-90% unknown), MSE, Adam, seeded. Saved as safetensors plus a JSON sidecar (same stem) describing it. ``--cpu-minutes``
+budgets the process's CPU time (one thread: one core's time, fair however loaded the machine is). A long
+run writes its state to OUT's stem + ``.partial.safetensors`` every 250 steps; the same command resumes it.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from tqdm.auto import tqdm
 
 from febm.files import atomic_path, write_atomic
 from febm.model import load_model
+from training.checkpoint import load_state, save_state
 from training.data import batches, load_dataset, to_float
 
 DILATIONS = (1, 2, 3, 4, 8, 4, 3, 2, 1)
@@ -141,14 +145,19 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--dataset", default="fashion-mnist")
     p.add_argument("--match", metavar="MODEL", help="width to match this EBM's energy-network parameter count")
     p.add_argument("--width", type=int, default=52, help="used when --match is not given (52: ~172 k parameters)")
-    p.add_argument("--minutes", type=float, help="wall-time budget (default 15 when --steps is not given)")
+    p.add_argument("--minutes", type=float, help="wall-time budget (default 15 when no other budget is given)")
+    p.add_argument("--cpu-minutes", type=float, help="budget in this process's CPU time (fair under load)")
     p.add_argument("--steps", type=int, help="stop after this many steps")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = p.parse_args(argv)
-    minutes = args.minutes if args.minutes is not None or args.steps is not None else 15.0
+    if args.minutes is not None and args.cpu_minutes is not None:
+        p.error("give --minutes (wall time) or --cpu-minutes, not both")
+    minutes = args.minutes if {args.minutes, args.cpu_minutes, args.steps} != {None} else 15.0
+    budget, clock = (60 * args.cpu_minutes, time.process_time) if args.cpu_minutes else \
+        (60 * minutes if minutes else math.inf, time.perf_counter)
 
     data = load_dataset(args.dataset, "train")
     channels = data.images.shape[1]
@@ -161,20 +170,35 @@ def main(argv: list[str] | None = None) -> None:
     opt = torch.optim.Adam(net.parameters(), lr=args.lr)
     gen = torch.Generator().manual_seed(args.seed)
     stream = batches(data.images, args.batch_size, generator=gen)
-    start, step, losses = time.perf_counter(), 0, []
-    bar = tqdm(total=args.steps, desc="supervised", unit="step")
-    while (args.steps is None or step < args.steps) and (minutes is None or time.perf_counter() - start < 60 * minutes):
-        losses.append(train_step(net, opt, to_float(next(stream)).to(args.device), gen))
+    partial = Path(args.out).with_suffix(".partial.safetensors")
+    step, spent, losses = 0, 0.0, []
+    if partial.exists():  # resume a killed run of this command
+        state = load_state(partial)
+        net.load_state_dict(state["net"])
+        opt.load_state_dict(state["opt"])
+        gen.set_state(state["gen"])
+        stream.load_state_dict(state["stream"])
+        step, spent, losses = state["step"], state["spent"], state["losses"]
+        print(f"resuming {partial} at step {step}", file=sys.stderr)
+    started = clock() - spent
+    bar = tqdm(total=args.steps, initial=step, desc="supervised", unit="step")
+    while (args.steps is None or step < args.steps) and clock() - started < budget:
+        losses = [*losses[-49:], train_step(net, opt, to_float(next(stream)).to(args.device), gen)]
         step += 1
         bar.update()
-        bar.set_postfix(loss=f"{sum(losses[-50:]) / len(losses[-50:]):.5f}")
+        bar.set_postfix(loss=f"{sum(losses) / len(losses):.5f}")
+        if step % 250 == 0:
+            save_state(partial, {"net": net.state_dict(), "opt": opt.state_dict(), "gen": gen.get_state(),
+                                 "stream": stream.state_dict(), "step": step, "spent": clock() - started,
+                                 "losses": losses})
     bar.close()
-    elapsed = time.perf_counter() - start
-    save(net, args.out, {"steps": step, "minutes": round(elapsed / 60, 2), "batch_size": args.batch_size,
-                         "lr": args.lr, "seed": args.seed, "dataset": args.dataset, "split": "train",
-                         "matched_model": args.match, "matched_parameters": target,
-                         "final_loss": sum(losses[-50:]) / max(1, len(losses[-50:])), "device": str(args.device),
+    elapsed = clock() - started
+    save(net, args.out, {"steps": step, ("cpu_minutes" if args.cpu_minutes else "minutes"): round(elapsed / 60, 2),
+                         "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed, "dataset": args.dataset,
+                         "split": "train", "matched_model": args.match, "matched_parameters": target,
+                         "final_loss": sum(losses) / max(1, len(losses)), "device": str(args.device),
                          "command": " ".join(["python -m bench.supervised", *(argv or sys.argv[1:])])})
+    partial.unlink(missing_ok=True)
     print(f"saved {args.out} ({step} steps, {elapsed / 60:.1f} min, loss {losses[-1] if losses else float('nan'):.5f})")
 
 

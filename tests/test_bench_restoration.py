@@ -154,3 +154,47 @@ def test_quick_run_on_the_shipped_model_writes_json_table_and_figure(tmp_path):
     zoom = rb.FIGURE_ZOOM
     assert Image.open(png).size == (zoom * (rb.FIGURE_IMAGES * 29 + 1), zoom * (rows * 29 + 1))
     assert "gaussian-posterior" in results
+
+
+@pytest.fixture
+def tiny_images(tmp_path):
+    from PIL import Image
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    gen = torch.Generator().manual_seed(0)
+    for i in range(20):
+        Image.fromarray((255 * torch.rand(10, 10, generator=gen)).byte().numpy(), "L").save(folder / f"{i}.png")
+    return f"folder:{folder}"
+
+
+def test_supervised_training_killed_then_rerun_resumes_exactly(tiny_images, tmp_path, monkeypatch):
+    common = ["--dataset", tiny_images, "--width", "4", "--batch-size", "4", "--device", "cpu"]
+    sup.main(["--out", str(tmp_path / "ref.safetensors"), "--steps", "260", *common])
+    real_step, calls = sup.train_step, []
+
+    def dies_at_step_255(*args):
+        calls.append(1)
+        if len(calls) == 255:
+            raise KeyboardInterrupt
+        return real_step(*args)
+
+    monkeypatch.setattr(sup, "train_step", dies_at_step_255)
+    out = tmp_path / "run.safetensors"
+    with pytest.raises(KeyboardInterrupt):
+        sup.main(["--out", str(out), "--steps", "260", *common])
+    assert not out.exists() and out.with_suffix(".partial.safetensors").exists()  # the state of step 250
+    monkeypatch.setattr(sup, "train_step", real_step)
+    sup.main(["--out", str(out), "--steps", "260", *common])
+    assert not out.with_suffix(".partial.safetensors").exists()
+    ref, _ = sup.load(tmp_path / "ref.safetensors")
+    resumed, meta = sup.load(out)
+    assert meta["steps"] == 260
+    for (name, a), b in zip(ref.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def test_supervised_budget_is_wall_or_cpu_time_not_both(tiny_images, tmp_path):
+    with pytest.raises(SystemExit):
+        sup.main(["--out", str(tmp_path / "x.safetensors"), "--dataset", tiny_images, "--minutes", "1",
+                  "--cpu-minutes", "1"])
