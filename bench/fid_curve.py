@@ -1,0 +1,93 @@
+"""FID against training compute: model folders along training runs, one protocol, one figure.
+
+    python -m bench.fid_curve checkpoints/fmnist-js runs/curve/fmnist-js checkpoints/fmnist-cd runs/curve/fmnist-cd \
+        --steps 3000 5000 10000 --out docs/fid_curve.json --figure docs/fid_curve.png
+
+Each argument is a model folder, or a run folder of ``training.run`` whose ``snapshots/step_N`` folders (written
+with ``--snapshot-every``) are taken, only the steps named in ``--steps`` if given. Every model is evaluated by
+``training.evaluate`` (FID of ``--fid-samples`` samples against the test split, its cache: adding a point costs
+only that point) and grouped into one curve per objective. The figure plots FID against training steps and
+against training hours; the hours are each model's recorded training time, on one CPU thread for the
+``fmnist-cpu`` runs, so they are CPU hours. Not run by the tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from febm.files import write_atomic
+from febm.model import load_model
+from training.evaluate import evaluate_all
+
+
+def model_folders(paths: list[str], steps: set[int] | None) -> list[str]:
+    """Model folders: run folders expand to their snapshots (those at ``steps`` when given)."""
+    folders = []
+    for path in paths:
+        snapshots = sorted((Path(path) / "snapshots").glob("step_*"))
+        if not snapshots:
+            folders.append(path)
+        folders += [str(s) for s in snapshots if steps is None or int(s.name[5:]) in steps]
+    return folders
+
+
+def curve_points(results: list[dict]) -> list[dict]:
+    """One row per model: objective, training steps and hours, FID and pixel-PCA FD, sorted by objective and steps."""
+    rows = []
+    for r in results:
+        training = load_model(r["model"]).config.get("training") or {}
+        rows.append({"model": r["model"], "divergence": r["divergence"], "steps": training.get("steps"),
+                     "training_hours": round(training.get("wall_time_minutes", 0) / 60, 2),
+                     "fid": r.get("fid"), "pca_fd": r["pca_fd"], "samples": r["samples"], "split": r["split"]})
+    return sorted(rows, key=lambda row: (row["divergence"], row["steps"] or 0))
+
+
+def plot(rows: list[dict], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), sharey=True)
+    for div in sorted({r["divergence"] for r in rows}):
+        mine = [r for r in rows if r["divergence"] == div and r["fid"] is not None]
+        for ax, key in zip(axes, ("steps", "training_hours")):
+            ax.plot([r[key] for r in mine], [r["fid"] for r in mine], "o-", label=div)
+    axes[0].set(xlabel="training steps", ylabel=f"FID ({rows[0]['samples']} samples, {rows[0]['split']} split)")
+    axes[1].set(xlabel="training hours (one CPU thread)")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    axes[0].legend()
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.fid_curve", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("paths", nargs="+", help="model folders or training.run folders with snapshots/")
+    parser.add_argument("--steps", type=int, nargs="+", help="only the snapshots at these steps")
+    parser.add_argument("--fid-samples", type=int, default=5000)
+    parser.add_argument("--split", default="test", choices=["val", "test"])
+    parser.add_argument("--out", required=True, help="JSON list of the curve's points")
+    parser.add_argument("--figure", help="PNG: FID against steps and training hours")
+    args = parser.parse_args(argv)
+    folders = model_folders(args.paths, set(args.steps) if args.steps else None)
+    if not folders:
+        parser.error("no model folders found")
+    results = evaluate_all(folders, out=None, markdown=None, grids=None, write_cards=False, progress=False,
+                           fid_samples=args.fid_samples, steps=None, split=args.split, seed=0, fid=True,
+                           data_root=None, rejection=False, restoration_images=0)
+    rows = curve_points(results)
+    write_atomic(Path(args.out), json.dumps(rows, indent=2) + "\n")
+    if args.figure:
+        plot(rows, args.figure)
+    for row in rows:
+        print(json.dumps(row))
+
+
+if __name__ == "__main__":
+    main()
