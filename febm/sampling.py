@@ -392,7 +392,11 @@ class PCAMixture(nn.Module):
         resp = torch.softmax(log_post, dim=1)
         if generator is None:
             means = torch.stack([part.posterior(observed, sigma, known) for part in self.parts], dim=1)
-            return torch.einsum("bk,bk...->b...", resp.to(means.dtype), means).clamp(*self.data_range)
+            x = torch.einsum("bk,bk...->b...", resp.to(means.dtype), means).clamp(*self.data_range)
+            if known is None:
+                return x
+            exact = known.expand_as(x).bool() & (sigma.view(-1, *[1] * (x.dim() - 1)) == 0)
+            return torch.where(exact, observed, x)  # the weights sum to 1 only up to rounding
         which = torch.multinomial(resp.cpu(), 1, generator=generator).squeeze(1)
         x = torch.empty_like(observed)
         for i in which.unique().tolist():

@@ -288,16 +288,20 @@ def test_tuned_restoration_defaults_come_from_the_config(model, images):
         denoise(model, images, sigma=0.2, temperature_scale=0.0, progress=False)
 
 
-def _pca_model():
+MIXTURE = {"kind": "pca-mixture", "clusters": 3, "components": 2}
+
+
+def _pca_model(start: dict | None = None):
     model = EBM("js", energy=NET, critic=NET, dataset="test", image_shape=list(SHAPE), sampler=SAMPLER,
-                start={"kind": "pca", "components": 4}).eval()
+                start=start or {"kind": "pca", "components": 4}).eval()
     data = torch.rand(200, *SHAPE, generator=torch.Generator().manual_seed(0)) * torch.linspace(0.2, 1, SHAPE[-1])
     model.start.fit(data)
     return model
 
 
-def test_restoration_chains_start_from_the_gaussian_start_conditioned_on_the_observation(images):
-    model = _pca_model()
+@pytest.mark.parametrize("start", [None, MIXTURE], ids=["pca", "pca-mixture"])
+def test_restoration_chains_start_from_the_gaussian_start_conditioned_on_the_observation(images, start):
+    model = _pca_model(start)
     sigma = torch.full((2,), 0.2)
     assert torch.equal(denoise(model, images, 0.2, steps=0, progress=False), model.start.posterior(images, sigma))
     known = torch.rand(1, 1, *SHAPE[1:], generator=torch.Generator().manual_seed(3)) < 0.5
@@ -308,10 +312,11 @@ def test_restoration_chains_start_from_the_gaussian_start_conditioned_on_the_obs
     assert not torch.equal(one, filled) and torch.equal(one[known.expand_as(images)], images[known.expand_as(images)])
 
 
-def test_gaussian_start_inpainting_draws_no_unconditioned_start_samples(images, monkeypatch):
+@pytest.mark.parametrize("start", [None, MIXTURE], ids=["pca", "pca-mixture"])
+def test_gaussian_start_inpainting_draws_no_unconditioned_start_samples(images, monkeypatch, start):
     """The unconditioned start is only the fallback of models without a Gaussian start: drawing it anyway
     would shift the random stream of the chains."""
-    model = _pca_model()
+    model = _pca_model(start)
     monkeypatch.setattr(model, "initial_samples", lambda *a, **k: pytest.fail("drew unconditioned start samples"))
     known = torch.ones(1, 1, *SHAPE[1:], dtype=torch.bool)
     known[..., :2, :] = False
