@@ -246,6 +246,23 @@ def test_pca_mixture_start_is_fitted_and_exported(standin, tmp_path):
     assert torch.allclose(mixed, data.mean(0), atol=1e-5)  # the clusters' means average to the data's
 
 
+@pytest.mark.parametrize("residual", [0.0, 1.0])
+def test_restarts_take_the_asked_share_of_the_start_residual(standin, tmp_path, residual):
+    from training.loop import Trainer, TrainConfig
+    from training.run import PRESETS
+
+    cfg = TrainConfig(**{**PRESETS["tiny"], "dataset": standin, "run_dir": str(tmp_path), "start": "pca",
+                         "start_components": 3, "restart_residual": residual})
+    trainer = Trainer(cfg, tmp_path, progress=False)
+    # the buffer is filled from the start distribution, drawn with the trainer's generator (seed 0)
+    want = trainer.model.start.sample(cfg.buffer_size, torch.Generator().manual_seed(0), residual_scale=residual)
+    assert torch.equal(trainer.buffer.samples, want)
+    if residual == 0:
+        assert trainer.model.config["sampler"]["start_residual"] == 0.0  # generation starts there too
+    else:
+        assert "start_residual" not in trainer.model.config["sampler"]
+
+
 @pytest.fixture
 def shipped_pair(standin, tmp_path, monkeypatch):
     """A checkpoints folder holding tiny-js and tiny-cd (2 training steps each); an empty evaluation cache."""

@@ -16,6 +16,7 @@ writes.
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import math
 import os
@@ -84,6 +85,7 @@ class TrainConfig:
     start: str = "uniform"  # where chains start (buffer fill, restarts, generation): uniform | pca | pca-mixture
     start_components: int = 32  # principal components of the "pca" start (of each cluster for "pca-mixture")
     start_clusters: int = 32  # clusters of the "pca-mixture" start
+    restart_residual: float = 1.0  # Gaussian starts: scale of their residual per-pixel noise in training restarts
     data_restarts: float = 0.0  # fraction of restarts from corrupted training images (noise or holes)
     data_restart_sigma: float = 0.5  # their largest noise std
     # sampler defaults stored in the model for generation (chains from noise need more steps)
@@ -160,6 +162,8 @@ def build_model(cfg: TrainConfig, info: dict) -> EBM:
     critic = None if cfg.div == "cd" else {**net, "width": cfg.critic_width or net.get("width", cfg.width)}
     size = info["image_size"]
     sampler = {**cfg.sampler_settings().to_dict(), "steps": cfg.sample_steps}
+    if cfg.restart_residual != 1.0:  # generate from the starts trained against
+        sampler["start_residual"] = cfg.restart_residual
     start = {"kind": cfg.start}
     if cfg.start in ("pca", "pca-mixture"):
         start["components"] = cfg.start_components
@@ -214,7 +218,9 @@ class Trainer:
                 self.model.start.fit(datasets.to_float(self.data))
             self.batches = datasets.batches(self.data, self.local_batch, data_gen)
             # each rank: its own data order, Langevin noise and buffer (seeded by rank)
-            start = copy.deepcopy(self.model.start).sample if self.model.start is not None else uniform_start(shape)
+            start = uniform_start(shape)
+            if self.model.start is not None:
+                start = functools.partial(copy.deepcopy(self.model.start).sample, residual_scale=cfg.restart_residual)
             if cfg.data_restarts > 0:
                 corrupted = corrupted_data_start(self.data, start, cfg.data_restart_sigma)
                 start = mixed_start(start, corrupted, cfg.data_restarts)

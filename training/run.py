@@ -85,6 +85,8 @@ HELP = {
     "start": "where Langevin chains start: uniform noise, pca (a Gaussian fitted to the training data) or "
              "pca-mixture (one such Gaussian per cluster of the training data)",
     "start_clusters": "clusters of the pca-mixture start",
+    "restart_residual": "pca starts: scale of their residual per-pixel noise in training restarts (also stored as "
+                        "the model's generation start_residual when not 1)",
     "net": 'network spec as JSON, e.g. \'{"kind": "field", "width": 32, "dilations": [1, 2, 1]}\' (replaces --arch, '
            "--width, --stages; the critic gets the same spec)",
     "crop_size": "train on random square crops of this side (photo sources: photos, folder:PATH)",
@@ -162,6 +164,8 @@ def validate(cfg: TrainConfig) -> None:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1")
     if not 0.0 <= cfg.ema < 1.0:
         raise ValueError("--ema must be in [0, 1)")
+    if not 0.0 <= cfg.restart_residual <= 1.0:
+        raise ValueError("--restart-residual must be in [0, 1]")
     if not 0.0 <= cfg.data_restarts <= 1.0:
         raise ValueError("--data-restarts must be in [0, 1]")
     if not cfg.data_restart_sigma > 0:
