@@ -85,6 +85,23 @@ def test_warm_start_continues_a_model_folder_with_snapshots(standin, tmp_path):
     assert not torch.equal(final.energy_of(torch.full((1, 1, 12, 12), 0.5)), source.energy_of(torch.full((1, 1, 12, 12), 0.5)))
 
 
+def test_fid_curve_takes_a_runs_snapshots_and_records_steps_and_hours(standin, tmp_path):
+    sys.path.insert(0, str(REPO))  # bench/ is not installed
+    from bench.fid_curve import curve_points, model_folders
+
+    run = tmp_path / "run"
+    assert main(tiny_args(standin, run, "--max-steps", "3", "--snapshot-every", "1")) == 0
+    everything = model_folders([str(run), str(run / "model")], None)
+    assert [Path(f).name for f in everything] == ["step_000001", "step_000002", "step_000003", "model"]
+    chosen = model_folders([str(run)], {2, 3})
+    assert [Path(f).name for f in chosen] == ["step_000002", "step_000003"]
+    results = [{"model": f, "divergence": "js", "fid": 10.0 - i, "pca_fd": 1.0, "samples": 8, "split": "val"}
+               for i, f in enumerate(reversed(chosen))]
+    rows = curve_points(results)
+    assert [r["steps"] for r in rows] == [2, 3] and [r["fid"] for r in rows] == [9.0, 10.0]
+    assert all(r["training_hours"] >= 0 for r in rows)
+
+
 def test_warm_start_from_other_networks_or_nothing_fails_before_writing_but_a_new_start_is_fine(standin, tmp_path):
     assert main(tiny_args(standin, tmp_path / "a", "--max-steps", "1")) == 0
     with pytest.raises(ValueError, match="networks differ"):
