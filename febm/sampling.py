@@ -332,9 +332,7 @@ class PCAGaussian(nn.Module):
             res_var = torch.where(w > 0, r2 * (1 - r2 / noise), r2)
             x = x + res_var.clamp(min=0).sqrt() * torch.randn(x.shape, generator=generator, device=y.device).double()
         x = x.float().reshape(observed.shape) + self.mean
-        if known is not None:
-            x = torch.where(known.expand_as(x).bool() & (sigma.view(b, *[1] * (x.dim() - 1)) == 0), observed, x)
-        return x.clamp(*self.data_range)
+        return _keep_exact(x, observed, sigma, known).clamp(*self.data_range)
 
 
 class PCAMixture(nn.Module):
@@ -393,10 +391,7 @@ class PCAMixture(nn.Module):
         if generator is None:
             means = torch.stack([part.posterior(observed, sigma, known) for part in self.parts], dim=1)
             x = torch.einsum("bk,bk...->b...", resp.to(means.dtype), means).clamp(*self.data_range)
-            if known is None:
-                return x
-            exact = known.expand_as(x).bool() & (sigma.view(-1, *[1] * (x.dim() - 1)) == 0)
-            return torch.where(exact, observed, x)  # the weights sum to 1 only up to rounding
+            return _keep_exact(x, observed, sigma, known)  # the weights sum to 1 only up to rounding
         which = torch.multinomial(resp.cpu(), 1, generator=generator).squeeze(1)
         x = torch.empty_like(observed)
         for i in which.unique().tolist():
@@ -404,6 +399,13 @@ class PCAMixture(nn.Module):
             part_known = None if known is None else known[rows] if known.shape[0] == observed.shape[0] else known
             x[rows] = self.parts[i].posterior(observed[rows], sigma[rows], part_known, generator)
         return x
+
+
+def _keep_exact(x: Tensor, observed: Tensor, sigma: Tensor, known: Tensor | None) -> Tensor:
+    """x with the exactly observed pixels (known, sigma 0) set to their observed values."""
+    if known is None:
+        return x
+    return torch.where(known.expand_as(x).bool() & (sigma.view(-1, *[1] * (x.dim() - 1)) == 0), observed, x)
 
 
 def _kmeans(z: Tensor, k: int, iterations: int, generator: torch.Generator) -> Tensor:
