@@ -303,7 +303,11 @@ class PCAGaussian(nn.Module):
     def log_evidence(self, observed: Tensor, sigma: Tensor, known: Tensor | None = None) -> Tensor:
         """log p(y) of the observed pixels under this Gaussian plus the noise, (B,): the marginal likelihood
         by which a mixture weighs its components (Woodbury identity and determinant lemma, k x k work)."""
-        y, w, noise, _, chol, proj = self._condition(observed, sigma, known)
+        return self._log_evidence(self._condition(observed, sigma, known))
+
+    @staticmethod
+    def _log_evidence(conditioned: tuple) -> Tensor:
+        y, w, noise, _, chol, proj = conditioned
         explained = (proj.unsqueeze(-1) * torch.cholesky_solve(proj.unsqueeze(-1), chol)).sum((1, 2))
         quad = (w * y * y / noise).sum(1) - explained
         n_obs = w.sum(1)
@@ -318,8 +322,12 @@ class PCAGaussian(nn.Module):
         (B,) may be 0 (exact observations: inpainting returns the known pixels unchanged). ``generator=None``
         gives the mean.
         """
+        return self._posterior(self._condition(observed, sigma, known), observed, sigma, known, generator)
+
+    def _posterior(self, conditioned: tuple, observed: Tensor, sigma: Tensor, known: Tensor | None,
+                   generator: torch.Generator | None) -> Tensor:
         b = observed.shape[0]
-        y, w, noise, u, chol, proj = self._condition(observed, sigma, known)
+        y, w, noise, u, chol, proj = conditioned
         r2 = self.residual.double() ** 2
         z = torch.cholesky_solve(proj.unsqueeze(-1), chol).squeeze(-1)
         if generator is not None:
@@ -385,11 +393,15 @@ class PCAMixture(nn.Module):
         """As PCAGaussian.posterior, for the mixture: ``generator=None`` gives the posterior mean (the
         components' posterior means weighted by their responsibilities), else a sample (a component drawn
         by responsibility, then its posterior sample)."""
-        log_post = torch.stack([w + part.log_evidence(observed, sigma, known)
-                                for w, part in zip(self.log_weight, self.parts)], dim=1)  # (B, K)
-        resp = torch.softmax(log_post, dim=1)
+        log_post, means = [], []
+        for log_weight, part in zip(self.log_weight, self.parts):  # one conditioning (Cholesky) per component
+            conditioned = part._condition(observed, sigma, known)
+            log_post.append(log_weight + PCAGaussian._log_evidence(conditioned))
+            if generator is None:
+                means.append(part._posterior(conditioned, observed, sigma, known, None))
+        resp = torch.softmax(torch.stack(log_post, dim=1), dim=1)  # (B, K)
         if generator is None:
-            means = torch.stack([part.posterior(observed, sigma, known) for part in self.parts], dim=1)
+            means = torch.stack(means, dim=1)
             x = torch.einsum("bk,bk...->b...", resp.to(means.dtype), means).clamp(*self.data_range)
             return _keep_exact(x, observed, sigma, known)  # the weights sum to 1 only up to rounding
         which = torch.multinomial(resp.cpu(), 1, generator=generator).squeeze(1)
