@@ -478,3 +478,28 @@ def test_free_offset_leaves_the_energys_constant_to_the_critic():
         febm_step(energy, None, Objective("cd"), x_pos, x_neg, opt, None, free_offset=free)
         cd[free] = torch.cat([p.detach().flatten() for p in energy.parameters()])
     torch.testing.assert_close(cd[True], cd[False])  # CD's update has no offset component anyway
+
+
+
+@pytest.mark.parametrize("sigma", [0.0, 0.3])
+def test_instance_noise_blurs_what_the_networks_see_but_not_the_chains(standin, tmp_path, monkeypatch, sigma):
+    from training import loop
+    from training.loop import Trainer, TrainConfig
+    from training.run import PRESETS
+
+    seen = {}
+    monkeypatch.setattr(loop, "febm_step", lambda energy, critic, objective, x_pos, x_neg, *a, **kw:
+                        seen.update(pos=x_pos, neg=x_neg) or {"energy_pos": 0.0, "energy_neg": 0.0})
+    cfg = TrainConfig(**{**PRESETS["tiny"], "dataset": standin, "run_dir": str(tmp_path), "instance_noise": sigma})
+    trainer = Trainer(cfg, tmp_path, progress=False)
+    update = trainer.buffer.update
+    monkeypatch.setattr(trainer.buffer, "update", lambda idx, x: seen.update(chains=x.clone()) or update(idx, x))
+    trainer.train_step()
+    added = seen["neg"] - seen["chains"]
+    if sigma == 0:
+        assert torch.equal(added, torch.zeros_like(added))
+        assert seen["pos"].min() >= 0 and seen["pos"].max() <= 1
+    else:
+        assert abs(added.std().item() - sigma) < 0.05 and abs(added.mean().item()) < 0.05
+        assert seen["pos"].min() < -0.3 and seen["pos"].max() > 1.3  # data in [0, 1] plus the noise
+    assert seen["chains"].min() >= 0 and seen["chains"].max() <= 1  # the buffer keeps clean chain states

@@ -73,6 +73,7 @@ class TrainConfig:
     free_offset: bool = False  # leave the energy's additive constant to the critic (training.step.febm_step)
     ema: float = 0.999
     dequantize: bool = True
+    instance_noise: float = 0.0  # std of Gaussian noise added to positives and negatives where E and H see them
     crop_size: int | None = None  # photo sources: train on random square crops of this side
     # training sampler (authors: 60 steps, step 10, noise 0.005, clip 0.01, buffer 10k, 5% restarts)
     sampler: str = "authors"
@@ -324,8 +325,12 @@ class Trainer:
         out = self.sampler.run(self.model.energy, x_init, generator=self.noise_gen)
         self.model.energy.train()
         self.buffer.update(idx, out.x)
+        x_neg = out.x
+        if cfg.instance_noise > 0:  # both sides blurred alike: fine texture no longer tells data from chains
+            x_pos, x_neg = (x + cfg.instance_noise * torch.randn(x.shape, generator=self.gen).to(dev)
+                            for x in (x_pos, x_neg))  # drawn on the CPU generator: the same on any device
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=self.bf16):
-            stats = febm_step(self.train_energy, self.train_critic, self.objective, x_pos, out.x,
+            stats = febm_step(self.train_energy, self.train_critic, self.objective, x_pos, x_neg,
                               self.opt_energy, self.opt_critic, max_grad_norm=cfg.max_grad_norm,
                               map_l2=cfg.map_l2, free_offset=cfg.free_offset)
         if cfg.inject_nan_at is not None and self.step + 1 == cfg.inject_nan_at and self.rollbacks == 0:
