@@ -94,6 +94,8 @@ HELP = {
     "warm_start": "continue from this trained model folder or shipped model name (its weights, step count and "
                   "training time; fresh optimiser and replay buffer)",
     "snapshot_every": "also export the model folder to RUN_DIR/snapshots/step_NNNNNN every so many steps",
+    "instance_noise": "std of Gaussian noise added to the data and the chains' samples where the energy and "
+                      "critic see them (instance noise; the chains themselves stay clean)",
     "free_offset": "f-EBM: leave the energy's additive constant to the critic (else E and H can drift apart)",
 }
 _INTERNAL = {"command", "preset"}
