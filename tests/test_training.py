@@ -373,6 +373,39 @@ def test_tune_picks_the_best_validation_setting_and_writes_it(standin, tmp_path)
     assert tuned["denoise"]["chains"] == 1 and tuned["denoise"]["steps"] in (0, 10, 30, 60, 100)
 
 
+
+def test_tune_chooses_generation_steps_by_validation_distance_and_writes_them(standin, tmp_path, capsys):
+    from training import tune
+
+    run = tmp_path / "gen"
+    assert main(tiny_args(standin, run, "--max-steps", "2", "--start", "pca", "--start-components", "3")) == 0
+    folder = str(run / "model")
+    result = tune.tune_generation(folder, (0, 3), n=16, metric="pca_fd", log=lambda line: None)
+    assert [row["steps"] for row in result["grid"]] == [0, 3]
+    assert result["val_pca_fd"] == min(row["pca_fd"] for row in result["grid"])
+    assert result["steps"] == min(result["grid"], key=lambda row: row["pca_fd"])["steps"]
+    before = load_model(folder).config
+    assert tune.main([folder, "--generation-steps", "0", "3", "--generation-samples", "16",
+                      "--generation-metric", "pca_fd", "--no-restoration", "--write"]) == 0
+    after = load_model(folder).config
+    assert after["generation"]["grid"] == result["grid"]  # seeded: the same scores again
+    assert after["sampler"] == {**before["sampler"], "steps": result["steps"]}
+    assert "restoration" not in after  # not asked for
+    assert '"generation"' in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--no-restoration"], "nothing to tune"),
+    (["--generation-steps", "-1"], "must be >= 0"),
+    (["--generation-samples", "1", "--generation-steps", "0"], "--generation-samples >= 2"),
+])
+def test_tune_rejects_bad_generation_arguments(args, message, capsys):
+    from training import tune
+
+    with pytest.raises(SystemExit):
+        tune.main(["tiny-js", *args])
+    assert message in capsys.readouterr().err
+
 def test_results_table_summarises_each_objective_over_its_seeds():
     from training.evaluate import results_table
 

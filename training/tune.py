@@ -11,6 +11,13 @@ at sigma = 15, 25, 50 /255 and on scribble masks, with grids sized for them. Bot
 start, its exact posterior mean), so the table shows what the energy's chains add to it. Only validation images are used, never the test split; ``--write``
 stores the winners in ``config["restoration"]`` of the model folder, where denoise/inpaint read their
 defaults, together with the full grid.
+
+    python -m training.tune MODEL --generation-steps 0 5 10 25 --no-restoration --write
+
+``--generation-steps`` also picks the Langevin steps of generation by the FID of ``--generation-samples`` samples
+against the validation split (pixel-PCA FD with ``--generation-metric pca_fd``); ``--write`` stores the winner
+as the model's ``sampler.steps``, what generation, the app and ``training.evaluate`` run, with the grid in
+``config["generation"]``.
 """
 
 from __future__ import annotations
@@ -117,6 +124,28 @@ def tune(model_name: str, *, n: int = 128, chains: int = 1, denoise_steps=None, 
     }
 
 
+def tune_generation(model_name: str, steps_grid, *, n: int = 1000, metric: str = "fid",
+                    data_root: str | None = None, log=print) -> dict:
+    """Langevin steps of generation chosen by the Fréchet distance (``metric``: fid or pca_fd) of n samples
+    (seed 0) to the validation split; returns the config entry (the grid and the winner)."""
+    from febm.restore import generate
+    from training.evaluate import Protocol
+
+    model = load_model(model_name)
+    if model.fully_convolutional:
+        raise ValueError("generation tuning is for whole-image models (photo models restore, they do not generate)")
+    protocol = Protocol(model.config["dataset"], "val", data_root, fid=metric == "fid", progress=False)
+    grid = []
+    for steps in steps_grid:
+        samples = generate(model, n, seed=0, steps=steps, progress=False)
+        quality = protocol.quality(protocol.features(samples))
+        grid.append({"steps": steps, **{k: round(v, 3) for k, v in quality.items()}})
+        log(json.dumps({"generate": grid[-1]}))
+    best = min(grid, key=lambda row: row[metric])
+    return {"steps": best["steps"], "metric": metric, f"val_{metric}": best[metric],
+            "tuned_on": f"val split, {n} samples (seed 0)", "grid": grid}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.tune", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -125,19 +154,40 @@ def main(argv=None) -> int:
     parser.add_argument("--chains", type=int, default=1, help="chains per image, averaged (default 1)")
     parser.add_argument("--data-root", help="folder holding the data set (default: system / cache)")
     parser.add_argument("--write", action="store_true", help="store the best settings in the model folder")
+    parser.add_argument("--generation-steps", type=int, nargs="+", metavar="K",
+                        help="also choose generation's Langevin steps among these, by FID on the val split")
+    parser.add_argument("--generation-samples", type=int, default=1000, help="samples per setting (default 1000)")
+    parser.add_argument("--generation-metric", choices=["fid", "pca_fd"], default="fid")
+    parser.add_argument("--no-restoration", action="store_true", help="skip the restoration grids")
     args = parser.parse_args(argv)
-    if args.n < 1 or args.chains < 1:
-        parser.error("--n and --chains must be >= 1")
+    if args.n < 1 or args.chains < 1 or args.generation_samples < 2:
+        parser.error("--n and --chains must be >= 1, --generation-samples >= 2")
+    if args.generation_steps and min(args.generation_steps) < 0:
+        parser.error("--generation-steps must be >= 0")
+    if args.no_restoration and not args.generation_steps:
+        parser.error("--no-restoration leaves nothing to tune without --generation-steps")
     kind, location = resolve_model(args.model)
     if args.write and kind == "hub":
         parser.error("--write needs a local model folder, not a Hub repo")
-    result = tune(args.model, n=args.n, chains=args.chains, data_root=args.data_root,
-                  log=lambda line: print(line, file=sys.stderr, flush=True))
+    log = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
+    result = {}
+    if not args.no_restoration:
+        result["restoration"] = tune(args.model, n=args.n, chains=args.chains, data_root=args.data_root, log=log)
+    if args.generation_steps:
+        try:
+            result["generation"] = tune_generation(args.model, args.generation_steps, n=args.generation_samples,
+                                                   metric=args.generation_metric, data_root=args.data_root, log=log)
+        except ValueError as err:
+            parser.error(str(err))
     if args.write:
         model = load_model(location)
-        model.update_config({"restoration": result})
+        update = dict(result)
+        if "generation" in result:
+            update["sampler"] = {**model.config["sampler"], "steps": result["generation"]["steps"]}
+        model.update_config(update)
         model.save_pretrained(location)
-    print(json.dumps({k: {kk: vv for kk, vv in v.items() if kk != "grid"} for k, v in result.items()}))
+    summary = {**result.get("restoration", {}), **({"generation": result["generation"]} if "generation" in result else {})}
+    print(json.dumps({k: {kk: vv for kk, vv in v.items() if kk != "grid"} for k, v in summary.items()}))
     return 0
 
 
