@@ -340,7 +340,12 @@ def model_card_body(config: dict, *, name: str | None = None, notes: str | None 
     ]
     command = training.get("command")
     lines += ["Command:", "", "```", str(command), "```", ""] if command else ["Training command: not recorded.", ""]
-    rest = {k: v for k, v in training.items() if k != "command"}
+    origin = training.get("warm_started_from")
+    while origin:  # a run that continued another model: how that one was trained, back to the first
+        lines += [f"It continued `{origin['model']}` ({origin.get('steps', '?')} steps), trained with:", "",
+                  "```", str(origin.get("command", "not recorded")), "```", ""]
+        origin = origin.get("warm_started_from")
+    rest = {k: v for k, v in training.items() if k not in ("command", "warm_started_from")}
     if rest:
         lines += ["| | |", "| --- | --- |"] + [f"| {k} | {_fmt(v)} |" for k, v in rest.items()] + [""]
     lines += ["## Metrics", ""]

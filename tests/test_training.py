@@ -85,6 +85,26 @@ def test_warm_start_continues_a_model_folder_with_snapshots(standin, tmp_path):
     assert not torch.equal(final.energy_of(torch.full((1, 1, 12, 12), 0.5)), source.energy_of(torch.full((1, 1, 12, 12), 0.5)))
 
 
+
+def test_warm_started_models_record_every_command_back_to_the_first(standin, tmp_path):
+    from febm.model import model_card_body
+
+    assert main(tiny_args(standin, tmp_path / "a", "--max-steps", "2")) == 0
+    assert main(tiny_args(standin, tmp_path / "b", "--max-steps", "3", "--warm-start", str(tmp_path / "a" / "model"))) == 0
+    run = tmp_path / "c"
+    assert main(tiny_args(standin, run, "--max-steps", "4", "--warm-start", str(tmp_path / "b" / "model"))) == 0
+    assert main(["--resume", str(run), "--max-steps", "5", "--no-progress"]) == 0  # a resumed run keeps its origin
+    training = load_model(run / "model").config["training"]
+    first = load_model(tmp_path / "a" / "model").config["training"]
+    origin = training["warm_started_from"]
+    assert origin["model"] == str(tmp_path / "b" / "model") and origin["steps"] == 3
+    assert origin["warm_started_from"]["steps"] == 2
+    assert origin["warm_started_from"]["command"] == first["command"]
+    assert "warm_started_from" not in first
+    card = model_card_body(load_model(run / "model").config)
+    assert card.index(training["command"]) < card.index(origin["command"]) < card.index(first["command"])
+    assert f"It continued `{tmp_path / 'b' / 'model'}` (3 steps)" in card
+
 def test_fid_curve_takes_a_runs_snapshots_and_records_steps_and_hours(standin, tmp_path):
     sys.path.insert(0, str(REPO))  # bench/ is not installed
     from bench.fid_curve import curve_points, model_folders

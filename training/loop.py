@@ -40,6 +40,7 @@ from training.checkpoint import all_finite, load_state, save_state
 from training.step import febm_step
 
 STATE_FILE = "state.safetensors"
+WARM_START_FILE = "warm_start.json"  # where a --warm-start run's weights came from
 
 
 @dataclass
@@ -276,11 +277,12 @@ class Trainer:
         torch.set_rng_state(s["torch_rng"])
         self._apply_lr()
 
-    def warm_start(self, folder: str) -> None:
+    def warm_start(self, folder: str) -> dict:
         """Continue from a trained model folder: its energy (the EMA weights, which become both the training and
         the EMA energy), critic, step count and training time, and its start distribution unless this run asks
         for another. The optimiser moments and the replay buffer start fresh: a model folder does not hold them
-        (``--resume`` continues a run exactly)."""
+        (``--resume`` continues a run exactly). Returns where the weights came from (its training command and
+        its own origin), which every model folder of this run records."""
         from febm.model import load_model
 
         source = load_model(folder, device="cpu")
@@ -298,6 +300,8 @@ class Trainer:
         record = source.config.get("training", {})
         self.step = int(record.get("steps", 0))
         self.elapsed = 60.0 * float(record.get("wall_time_minutes", 0.0))
+        return {"model": str(folder), **{k: record[k] for k in ("command", "steps", "wall_time_minutes",
+                                                                 "warm_started_from") if k in record}}
 
     def _apply_lr(self) -> None:
         for opt, base in ((self.opt_energy, self.cfg.lr), (self.opt_critic, self.cfg.critic_lr or self.cfg.lr)):
@@ -396,6 +400,9 @@ class Trainer:
                        + (f", {torch.cuda.get_device_name()}" if self.device.type == "cuda" else ""),
             "ema": self.cfg.ema, "options": asdict(self.cfg),
         }})
+        origin = self.run_dir / WARM_START_FILE
+        if origin.exists():  # the commands that trained the weights this run continued
+            model.config["training"]["warm_started_from"] = json.loads(origin.read_text())
         if self.cfg.crop_size:
             model.update_config({"data_card": photos.data_card(self.cfg.dataset)})
         folder = folder or self.run_dir / "model"
@@ -427,11 +434,12 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> P
     rank0 = int(os.environ.get("RANK", "0")) == 0
     trainer = Trainer(cfg, run_dir, progress=progress)  # loads data first: a bad start writes nothing
     resuming = resume and (run_dir / STATE_FILE).exists()
-    if cfg.warm_start and not resuming:
-        trainer.warm_start(cfg.warm_start)
+    origin = trainer.warm_start(cfg.warm_start) if cfg.warm_start and not resuming else None
     if rank0:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "options.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
+        if origin is not None:
+            (run_dir / WARM_START_FILE).write_text(json.dumps(origin, indent=2) + "\n")
     if resuming:
         trainer.load_state_dict(load_state(run_dir / STATE_FILE))
         if rank0:
