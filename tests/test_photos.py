@@ -297,7 +297,7 @@ def test_noise_level_is_estimated_on_photos(sigma255):
     assert estimate == pytest.approx(sigma255, rel=0.15)
 
 
-def test_tune_scores_photo_models_on_validation_crops(photo_folder, tmp_path):
+def test_tune_scores_photo_models_on_validation_crops(photo_folder, tmp_path, capsys):
     from training import tune
 
     assert main(photo_args(photo_folder, tmp_path / "run", "--max-steps", "1")) == 0
@@ -307,6 +307,9 @@ def test_tune_scores_photo_models_on_validation_crops(photo_folder, tmp_path):
     assert result["denoise"]["sigmas"] == [round(s / 255, 6) for s in (15, 25, 50)]
     assert result["inpaint"]["masks"] == ["scribbles"]
     assert {r["steps"] for r in result["denoise"]["grid"]} == {0, 1}
+    with pytest.raises(SystemExit):  # refused before any restoration grid runs
+        tune.main([str(tmp_path / "run" / "model"), "--generation-steps", "0"])
+    assert "photo models restore, they do not generate" in capsys.readouterr().err
 
 
 def test_photo_restoration_puts_a_directly_built_model_in_eval_mode(field_model):

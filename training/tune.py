@@ -169,16 +169,15 @@ def main(argv=None) -> int:
     kind, location = resolve_model(args.model)
     if args.write and kind == "hub":
         parser.error("--write needs a local model folder, not a Hub repo")
+    if args.generation_steps and load_model(args.model).fully_convolutional:
+        parser.error(f"--generation-steps: {args.model} is a photo model; photo models restore, they do not generate")
     log = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
     result = {}
     if not args.no_restoration:
         result["restoration"] = tune(args.model, n=args.n, chains=args.chains, data_root=args.data_root, log=log)
     if args.generation_steps:
-        try:
-            result["generation"] = tune_generation(args.model, args.generation_steps, n=args.generation_samples,
-                                                   metric=args.generation_metric, data_root=args.data_root, log=log)
-        except ValueError as err:
-            parser.error(str(err))
+        result["generation"] = tune_generation(args.model, args.generation_steps, n=args.generation_samples,
+                                               metric=args.generation_metric, data_root=args.data_root, log=log)
     if args.write:
         model = load_model(location)
         update = dict(result)
