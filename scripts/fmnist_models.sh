@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
-# Train, tune and ship the Fashion-MNIST models of issue 5, then evaluate them all with one protocol.
+# Train, tune and ship the Fashion-MNIST models (issues 5 and 17), then evaluate them all with one protocol.
 #
 #   scripts/fmnist_models.sh train "js 0" "js 1" "cd 1"   # train (or resume) each "DIV SEED", one thread each
-#   scripts/fmnist_models.sh ship js-s1 cd-s1             # tune on the val split, copy into checkpoints/
+#   scripts/fmnist_models.sh mixture js cd                # stage 2: 500 steps against the PCA-mixture start
+#   scripts/fmnist_models.sh ship js-mixture cd-mixture   # tune on the val split, copy into checkpoints/
 #   scripts/fmnist_models.sh evaluate                     # the results table, grids and cards
-#   scripts/fmnist_models.sh curve js cd                  # continue shipped models to CURVE_STEPS (10000)
+#   scripts/fmnist_models.sh curve js cd                  # continue stage 1 to CURVE_STEPS (10000), same recipe
 #
-# Runs live in runs/ckpt/fmnist-<div>[-s<seed>] (seed 0 has no suffix); a killed run resumes from its last
-# checkpoint when trained again, and a finished one is skipped. JOBS=2 trains two at a time (the 2-core
-# machine); each process uses one thread, which is faster than two processes sharing two threads each.
+# The shipped models are two-stage (docs/recipe.md, issue 17): `train` (preset fmnist-cpu, 3000 steps), then
+# `mixture` continues seed 0's run with the preset fmnist-cpu-mixture; `ship X-mixture` installs it as fmnist-X,
+# with generation's Langevin steps tuned too. Runs live in runs/ckpt/fmnist-<div>[-s<seed>|-mixture] (seed 0
+# has no suffix); a killed run resumes from its last checkpoint when trained again, and a finished one is
+# skipped. JOBS=2 trains two at a time (the 2-core machine); each process uses one thread, which is faster than
+# two processes sharing two threads each.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -34,13 +38,25 @@ train_one() {
     fi
 }
 
-curve_one() {  # the same recipe continued from the shipped model, a model folder every 1000 steps (issue 17)
+mixture_one() {  # stage 2 of the shipped recipe, warm-started from seed 0's stage-1 model
+    local div=$1 dir=runs/ckpt/fmnist-$1-mixture
+    if [ -f "$dir/model/model.safetensors" ]; then
+        echo "$dir: trained"
+    elif [ -f "$dir/options.json" ]; then
+        "$PY" -m training.run --resume "$dir" --no-progress >> "$dir.log" 2>&1
+    else
+        "$PY" -m training.run --preset fmnist-cpu-mixture --div "$div" --seed 0 \
+            --warm-start "runs/ckpt/fmnist-$div/model" --run-dir "$dir" --no-progress >> "$dir.log" 2>&1
+    fi
+}
+
+curve_one() {  # stage 1's recipe continued from its 3000-step model, a model folder every 1000 steps (issue 17)
     local div=$1 dir=runs/curve/fmnist-$1
     if [ -f "$dir/options.json" ]; then
         "$PY" -m training.run --resume "$dir" --max-steps "${CURVE_STEPS:-10000}" --no-progress >> "$dir.log" 2>&1
     else
         mkdir -p runs/curve
-        "$PY" -m training.run --preset fmnist-cpu --div "$div" --seed 0 --warm-start "checkpoints/fmnist-$div" \
+        "$PY" -m training.run --preset fmnist-cpu --div "$div" --seed 0 --warm-start "runs/ckpt/fmnist-$div/model" \
             --max-steps "${CURVE_STEPS:-10000}" --snapshot-every 1000 --run-dir "$dir" --no-progress >> "$dir.log" 2>&1
     fi
 }
@@ -51,6 +67,12 @@ case "${1:-}" in
         export -f curve_one
         export PY
         printf '%s\n' "$@" | xargs -P "$JOBS" -I{} bash -c 'curve_one {}'
+        ;;
+    mixture)
+        shift
+        export -f mixture_one
+        export PY
+        printf '%s\n' "$@" | xargs -P "$JOBS" -I{} bash -c 'mixture_one {}'
         ;;
     train)
         shift
@@ -63,9 +85,14 @@ case "${1:-}" in
         for short in "$@"; do
             run=runs/ckpt/fmnist-$short/model
             [ -f "$run/model.safetensors" ] || { echo "error: $run is not a finished run" >&2; exit 1; }
-            "$PY" -m training.tune "$run" --write
-            rm -rf "checkpoints/fmnist-$short"
-            cp -r "$run" "checkpoints/fmnist-$short"
+            name=fmnist-${short%-mixture}
+            if [ "$short" != "${short%-mixture}" ]; then  # short chains from the mixture: tune their length too
+                "$PY" -m training.tune "$run" --generation-steps 0 10 25 --write
+            else
+                "$PY" -m training.tune "$run" --write
+            fi
+            rm -rf "checkpoints/$name"
+            cp -r "$run" "checkpoints/$name"
         done
         ;;
     evaluate)
@@ -73,7 +100,7 @@ case "${1:-}" in
             --out docs/results.json --markdown docs/results.md --grids docs/samples --write-cards
         ;;
     *)
-        sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'
+        sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'
         exit 2
         ;;
 esac

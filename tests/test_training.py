@@ -135,6 +135,22 @@ def test_warm_start_from_other_networks_or_nothing_fails_before_writing_but_a_ne
     assert not (tmp_path / "wide").exists() and not (tmp_path / "none").exists()
 
 
+def test_the_shipped_recipes_second_stage_can_continue_its_first():
+    """fmnist-cpu-mixture warm-starts fmnist-cpu models: the same networks, only the chains' start differs."""
+    from training.loop import build_model
+    from training.run import build_parser, config_from_args
+
+    def model_of(preset):
+        argv = ["--preset", preset, "--div", "js"]
+        cfg, _ = config_from_args(build_parser().parse_args(argv), argv)
+        return cfg, build_model(cfg, {"channels": 1, "image_size": 28})
+
+    (first_cfg, first), (second_cfg, second) = model_of("fmnist-cpu"), model_of("fmnist-cpu-mixture")
+    assert first.config["energy"] == second.config["energy"] and first.config["critic"] == second.config["critic"]
+    assert (first.config["start"]["kind"], second.config["start"]["kind"]) == ("pca", "pca-mixture")
+    assert second_cfg.max_steps > first_cfg.max_steps  # it continues past the first stage's steps
+
+
 def _state_step(path: Path) -> int:
     try:
         return load_state(path)["step"]

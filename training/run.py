@@ -31,18 +31,26 @@ PHOTO_NET_CPU = json.dumps({"kind": "field", "width": 24, "kernel_size": 3, "dil
 PHOTO_NET_GPU = json.dumps({"kind": "field", "width": 64, "kernel_size": 3, "dilations": [1, 2, 4, 8, 4, 2, 1],
                             "activation": "softplus", "output_gain": 0.1, "zero_mean_stem": True})
 
+# the CPU recipe for Fashion-MNIST (one core: about 1.5 s per step). A small full-resolution conv energy;
+# chains start from a Gaussian fitted to the data (blurry garments, not uniform noise) and live in the
+# buffer for about 5 draws (restart 0.2, 40 steps each), so the 200-step chains of generation are the
+# ones the model was trained against.
+FMNIST_CPU = dict(arch="conv", width=16, stages=3, activation="silu", batch_size=64, langevin_steps=40,
+                  step_size=10.0, noise=0.005, grad_clip=0.01, start="pca", start_components=32,
+                  restart_prob=0.2, sample_steps=200, max_steps=3000, sample_every=500,
+                  checkpoint_every=250)
+
 PRESETS: dict[str, dict] = {
     # a few steps in seconds, for tests and smoke checks
     "tiny": dict(width=8, stages=2, batch_size=8, langevin_steps=5, sample_steps=10, buffer_size=64,
                  max_steps=6, log_every=1, sample_every=3, checkpoint_every=3),
-    # the CPU recipe for Fashion-MNIST (one core: about 1.5 s per step). A small full-resolution conv energy;
-    # chains start from a Gaussian fitted to the data (blurry garments, not uniform noise) and live in the
-    # buffer for about 5 draws (restart 0.2, 40 steps each), so the 200-step chains of generation are the
-    # ones the model was trained against.
-    "fmnist-cpu": dict(arch="conv", width=16, stages=3, activation="silu", batch_size=64, langevin_steps=40,
-                       step_size=10.0, noise=0.005, grad_clip=0.01, start="pca", start_components=32,
-                       restart_prob=0.2, sample_steps=200, max_steps=3000, sample_every=500,
-                       checkpoint_every=250),
+    "fmnist-cpu": FMNIST_CPU,
+    # the second stage of the shipped Fashion-MNIST models (issue 17, docs/recipe.md M6): continue an fmnist-cpu
+    # model (--warm-start) for 500 steps with chains started from a 64-cluster PCA mixture. The mixture's starts
+    # are sharp garments; trained against it from scratch the energy is rough noise that the chains paint on,
+    # continued from a smooth energy it learns to keep them (generation then runs 10-25 steps, set by tune).
+    "fmnist-cpu-mixture": {**FMNIST_CPU, "start": "pca-mixture", "start_clusters": 64, "start_components": 16,
+                           "max_steps": 3500},
     # photo priors (DESIGN section 7): a fully convolutional energy and critic (sum of local energies), trained on
     # random crops of Debian's photographs; chains restart from noisy crops every step (short-run from data) and
     # descend the energy for 10 steps. No L2 on the summed energies (it capped the clean/noisy contrast at a few
