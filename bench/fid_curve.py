@@ -8,7 +8,8 @@ with ``--snapshot-every``) are taken, only the steps named in ``--steps`` if giv
 ``training.evaluate`` (FID of ``--fid-samples`` samples against the test split, its cache: adding a point costs
 only that point) and grouped into one curve per objective. The figure plots FID against training steps and
 against training hours; the hours are each model's recorded training time, on one CPU thread for the
-``fmnist-cpu`` runs, so they are CPU hours. Not run by the tests.
+``fmnist-cpu`` runs, so they are CPU hours. ``--reuse docs/results.json`` takes the reports of models already
+evaluated there (the same folder at the same training step, the same protocol) instead of evaluating them again.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import json
 from pathlib import Path
 
 from febm.files import write_atomic
-from febm.model import load_model
+from febm.model import ModelNotFoundError, load_model, resolve_model
 from training.evaluate import evaluate_all
 
 
@@ -31,6 +32,24 @@ def model_folders(paths: list[str], steps: set[int] | None) -> list[str]:
             folders.append(path)
         folders += [str(s) for s in snapshots if steps is None or int(s.name[5:]) in steps]
     return folders
+
+
+def reused_reports(results_file: str, folders: list[str], protocol: dict) -> dict[str, dict]:
+    """Reports from a ``training.evaluate`` results file for those of ``folders`` it holds: the same model folder at
+    the same training step, evaluated with the same ``protocol`` (samples, split, seed)."""
+    wanted = {(Path(f).resolve(), (load_model(f).config.get("training") or {}).get("steps")): f for f in folders}
+    reused = {}
+    for report in json.loads(Path(results_file).read_text()):
+        if any(report.get(k) != v for k, v in protocol.items()):
+            continue
+        try:
+            where = Path(resolve_model(report["model"])[1]).resolve()
+        except ModelNotFoundError:  # evaluated, then removed
+            continue
+        folder = wanted.get((where, report.get("training_steps")))
+        if folder:
+            reused[folder] = {**report, "model": folder}
+    return reused
 
 
 def curve_points(results: list[dict]) -> list[dict]:
@@ -74,14 +93,18 @@ def main(argv=None) -> None:
     parser.add_argument("--split", default="test", choices=["val", "test"])
     parser.add_argument("--out", required=True, help="JSON list of the curve's points")
     parser.add_argument("--figure", help="PNG: FID against steps and training hours")
+    parser.add_argument("--reuse", metavar="RESULTS_JSON", help="reports of training.evaluate to take, not redo")
     args = parser.parse_args(argv)
     folders = model_folders(args.paths, set(args.steps) if args.steps else None)
     if not folders:
         parser.error("no model folders found")
-    results = evaluate_all(folders, out=None, markdown=None, grids=None, write_cards=False, progress=False,
-                           fid_samples=args.fid_samples, steps=None, split=args.split, seed=0, fid=True,
-                           data_root=None, rejection=False, restoration_images=0)
-    rows = curve_points(results)
+    reused = reused_reports(args.reuse, folders, {"samples": args.fid_samples, "split": args.split, "seed": 0}) \
+        if args.reuse else {}
+    evaluated = evaluate_all([f for f in folders if f not in reused], out=None, markdown=None, grids=None,
+                             write_cards=False, progress=False, fid_samples=args.fid_samples, steps=None,
+                             split=args.split, seed=0, fid=True, data_root=None, rejection=False,
+                             restoration_images=0)
+    rows = curve_points([*reused.values(), *evaluated])
     write_atomic(Path(args.out), json.dumps(rows, indent=2) + "\n")
     if args.figure:
         plot(rows, args.figure)

@@ -107,7 +107,7 @@ def test_warm_started_models_record_every_command_back_to_the_first(standin, tmp
 
 def test_fid_curve_takes_a_runs_snapshots_and_records_steps_and_hours(standin, tmp_path):
     sys.path.insert(0, str(REPO))  # bench/ is not installed
-    from bench.fid_curve import curve_points, model_folders
+    from bench.fid_curve import curve_points, model_folders, reused_reports
 
     run = tmp_path / "run"
     assert main(tiny_args(standin, run, "--max-steps", "3", "--snapshot-every", "1")) == 0
@@ -120,6 +120,15 @@ def test_fid_curve_takes_a_runs_snapshots_and_records_steps_and_hours(standin, t
     rows = curve_points(results)
     assert [r["steps"] for r in rows] == [2, 3] and [r["fid"] for r in rows] == [9.0, 10.0]
     assert all(r["training_hours"] >= 0 for r in rows)
+    # reports of an earlier evaluation are taken only for the same folder, training step and protocol
+    report = {"divergence": "js", "fid": 7.0, "pca_fd": 1.0, "samples": 8, "split": "val", "seed": 0}
+    results = tmp_path / "results.json"
+    results.write_text(json.dumps([{**report, "model": str(run / "model"), "training_steps": 3},
+                                   {**report, "model": chosen[0], "training_steps": 3},  # that folder is at step 2
+                                   {**report, "model": chosen[1], "training_steps": 3, "samples": 9},
+                                   {**report, "model": str(tmp_path / "gone"), "training_steps": 3}]))
+    reused = reused_reports(str(results), [*chosen, str(run / "model")], {"samples": 8, "split": "val", "seed": 0})
+    assert list(reused) == [str(run / "model")] and reused[str(run / "model")]["fid"] == 7.0
 
 
 def test_warm_start_from_other_networks_or_nothing_fails_before_writing_but_a_new_start_is_fine(standin, tmp_path):
