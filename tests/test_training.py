@@ -451,18 +451,26 @@ def test_tune_rejects_bad_generation_arguments(args, message, capsys):
         tune.main(["tiny-js", *args])
     assert message in capsys.readouterr().err
 
-def test_results_table_summarises_each_objective_over_its_seeds():
+def test_results_table_summarises_each_objective_over_its_seeds_of_one_recipe():
     from training.evaluate import results_table
 
-    def row(name, div, fid):
-        return {"model": name, "divergence": div, "fid": fid, "pca_fd": fid / 100, "samples": 10, "split": "test"}
+    def row(name, div, fid, steps=200, trained=3000):
+        return {"model": name, "divergence": div, "fid": fid, "pca_fd": fid / 100, "samples": 10, "split": "test",
+                "training_steps": trained, "sampler": {"method": "authors", "steps": steps}}
 
     one_each = results_table([row("a-js", "js", 50.0), row("a-cd", "cd", 60.0)])
-    assert "Per objective" not in one_each and "| a-js | js |" in one_each
+    assert "Per objective" not in one_each and "| a-js | js | 3000 | 200 |" in one_each
+    assert 'sampler (each model\'s own Langevin steps): `{"method": "authors"}`' in one_each
     table = results_table([row("js0", "js", 50.0), row("js1", "js", 70.0), row("cd0", "cd", 55.0)])
     summary = table.split("Per objective")[1]
-    assert "| cd | 1 | 55.0 | 0.550 |" in summary and "| js | 2 | 60.0 [50.0, 70.0] | 0.600 [0.500, 0.700] |" in summary
+    assert "| cd | 3000 | 200 | 1 | 55.0 | 0.550 |" in summary
+    assert "| js | 3000 | 200 | 2 | 60.0 [50.0, 70.0] | 0.600 [0.500, 0.700] |" in summary
     assert summary.index("| cd |") < summary.index("| js |")  # best (lowest FID) first
+    # a model of another recipe (longer training, other sampler) is its own group, never averaged with the seeds
+    mixed = results_table([row("js0", "js", 50.0), row("js1", "js", 70.0), row("js-long", "js", 20.0, 10, 3500)])
+    assert "| js | 3500 | 10 | 1 | 20.0 |" in mixed and "| js | 3000 | 200 | 2 | 60.0 [50.0, 70.0]" in mixed
+    other = results_table([row("a", "js", 1.0), {**row("b", "js", 2.0), "sampler": {"method": "mala", "steps": 9}}])
+    assert "each model's own sampler" in other
 
 
 def test_a_killed_evaluation_resumes_after_its_last_finished_stage(shipped_pair, tmp_path, monkeypatch):

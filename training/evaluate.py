@@ -283,9 +283,9 @@ def _fmt(value, digits: int = 1) -> str:
 
 def results_table(results: list[dict]) -> str:
     """A Markdown table, one row per model."""
-    rows = ["| model | objective | training steps | FID | pixel-PCA FD | acceptance | FID accepted "
+    rows = ["| model | objective | training steps | Langevin steps | FID | pixel-PCA FD | acceptance | FID accepted "
             "(random subset, same size) | denoise PSNR σ=0.2 (input) | inpaint PSNR centre box |",
-            "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+            "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in results:
         rej = r.get("rejection") or {}
         den = next((k for k in r if k.startswith("denoise_psnr_")), None)
@@ -294,35 +294,41 @@ def results_table(results: list[dict]) -> str:
         accepted = (f"{_fmt(rej.get('fid'))} ({_fmt((rej.get('same_size_random') or {}).get('fid'))})"
                     if rej.get("fid") is not None else "–")
         rows.append(
-            f"| {Path(r['model']).name} | {r['divergence']} | {r.get('training_steps') or '–'} | {_fmt(r.get('fid'))} "
+            f"| {Path(r['model']).name} | {r['divergence']} | {r.get('training_steps') or '–'} "
+            f"| {(r.get('sampler') or {}).get('steps', '–')} | {_fmt(r.get('fid'))} "
             f"| {_fmt(r['pca_fd'], 3)} | {_fmt(100 * rej['acceptance_rate'], 0) + '%' if rej else '–'} "
             f"| {accepted} | {_fmt(r.get(den), 2)} ({_fmt(den_in, 2)}) | {_fmt(r.get(inp), 2)} |")
     first = results[0] if results else {}
     reference = first.get("fid_reference") or f"{first.get('split')} split"
-    notes = (f"\n{first.get('samples')} samples per model; reference: the {reference}; "
-             f"sampler: `{json.dumps(first.get('sampler'))}`; "
+    samplers = {json.dumps({k: v for k, v in (r.get("sampler") or {}).items() if k != "steps"}) for r in results}
+    sampler = (f"sampler (each model's own Langevin steps): `{samplers.pop()}`" if len(samplers) == 1
+               else "each model's own sampler (its `config.json`)")
+    notes = (f"\n{first.get('samples')} samples per model; reference: the {reference}; {sampler}; "
              f"rejection sampling keeps each of those samples with probability min(1, exp(r - max r)); "
              f"restoration on the first {first.get('restoration_images', 0)} {first.get('split')} images.\n")
     return "\n".join(rows) + "\n" + notes + objective_table(results)
 
 
 def objective_table(results: list[dict]) -> str:
-    """Per objective, over its models (seeds): mean FID and the range; empty when each has one model."""
-    by_div: dict[str, list[dict]] = {}
+    """Per objective and recipe (training steps and sampler), over its models (seeds): mean FID and the range;
+    empty when each has one model. Models of one objective trained or sampled differently are not averaged."""
+    groups: dict[tuple, list[dict]] = {}
     for r in results:
-        by_div.setdefault(r["divergence"], []).append(r)
-    if all(len(v) == 1 for v in by_div.values()):
+        groups.setdefault((r["divergence"], r.get("training_steps"), json.dumps(r.get("sampler"))), []).append(r)
+    if all(len(v) == 1 for v in groups.values()):
         return ""
-    rows = ["", "Per objective (mean over its models, range in brackets):", "",
-            "| objective | models | FID | pixel-PCA FD |", "| --- | ---: | ---: | ---: |"]
+    rows = ["", "Per objective (mean over its seeds of one recipe, range in brackets):", "",
+            "| objective | training steps | Langevin steps | models | FID | pixel-PCA FD |",
+            "| --- | ---: | ---: | ---: | ---: | ---: |"]
     rank = "fid" if all(r.get("fid") is not None for r in results) else "pca_fd"
-    for div, rs in sorted(by_div.items(), key=lambda kv: np.mean([r[rank] for r in kv[1]])):
+    for (div, steps, _), rs in sorted(groups.items(), key=lambda kv: np.mean([r[rank] for r in kv[1]])):
         cells = []
         for key, digits in (("fid", 1), ("pca_fd", 3)):
             values = [r[key] for r in rs if r.get(key) is not None]
             spread = f" [{_fmt(min(values), digits)}, {_fmt(max(values), digits)}]" if len(values) > 1 else ""
             cells.append(f"{_fmt(float(np.mean(values)), digits)}{spread}" if values else "–")
-        rows.append(f"| {div} | {len(rs)} | {cells[0]} | {cells[1]} |")
+        langevin = (rs[0].get("sampler") or {}).get("steps", "–")
+        rows.append(f"| {div} | {steps or '–'} | {langevin} | {len(rs)} | {cells[0]} | {cells[1]} |")
     return "\n".join(rows) + "\n"
 
 
