@@ -9,7 +9,9 @@ with ``--snapshot-every``) are taken, only the steps named in ``--steps`` if giv
 only that point) and grouped into one curve per objective. The figure plots FID against training steps and
 against training hours; the hours are each model's recorded training time, on one CPU thread for the
 ``fmnist-cpu`` runs, so they are CPU hours. ``--reuse docs/results.json`` takes the reports of models already
-evaluated there (the same folder at the same training step, the same protocol) instead of evaluating them again.
+evaluated there (the same folder or checkpoint name at the same training step, the same protocol) instead of
+evaluating them again; with ``FEBM_CHECKPOINTS`` pointing at an earlier commit's checkpoints and that commit's
+results file, the models shipped then join the curve.
 """
 
 from __future__ import annotations
@@ -37,16 +39,18 @@ def model_folders(paths: list[str], steps: set[int] | None) -> list[str]:
 def reused_reports(results_file: str, folders: list[str], protocol: dict) -> dict[str, dict]:
     """Reports from a ``training.evaluate`` results file for those of ``folders`` it holds: the same model folder at
     the same training step, evaluated with the same ``protocol`` (samples, split, seed)."""
-    wanted = {(Path(f).resolve(), (load_model(f).config.get("training") or {}).get("steps")): f for f in folders}
+    def where(name: str) -> Path:  # a checkpoint name or a folder, as training.evaluate resolves it
+        return Path(resolve_model(name)[1]).resolve()
+
+    wanted = {(where(f), (load_model(f).config.get("training") or {}).get("steps")): f for f in folders}
     reused = {}
     for report in json.loads(Path(results_file).read_text()):
         if any(report.get(k) != v for k, v in protocol.items()):
             continue
         try:
-            where = Path(resolve_model(report["model"])[1]).resolve()
+            folder = wanted.get((where(report["model"]), report.get("training_steps")))
         except ModelNotFoundError:  # evaluated, then removed
             continue
-        folder = wanted.get((where, report.get("training_steps")))
         if folder:
             reused[folder] = {**report, "model": folder}
     return reused
