@@ -340,6 +340,9 @@ def model_card_body(config: dict, *, name: str | None = None, notes: str | None 
     ]
     command = training.get("command")
     lines += ["Command:", "", "```", str(command), "```", ""] if command else ["Training command: not recorded.", ""]
+    planned = (training.get("options") or {}).get("max_steps")
+    if command and planned and training.get("steps") and training["steps"] < planned:
+        lines += [f"This model is that run at step {training['steps']} of its {planned}.", ""]
     origin = training.get("warm_started_from")
     while origin:  # a run that continued another model: how that one was trained, back to the first
         lines += [f"It continued `{origin['model']}` ({origin.get('steps', '?')} steps), trained with:", "",

@@ -80,6 +80,8 @@ def test_warm_start_continues_a_model_folder_with_snapshots(standin, tmp_path):
     assert [json.loads(ln)["step"] for ln in (run / "stats.jsonl").read_text().splitlines()] == [4, 5]
     assert sorted(p.name for p in (run / "snapshots").iterdir()) == ["step_000004", "step_000005"]
     assert load_model(run / "snapshots" / "step_000004").config["training"]["steps"] == 4
+    assert "This model is that run at step 4 of its 5." in (run / "snapshots" / "step_000004" / "README.md").read_text()
+    assert "of its" not in (run / "model" / "README.md").read_text()
     final = load_model(run / "model")
     assert final.config["training"]["options"]["warm_start"] == str(tmp_path / "a" / "model")
     assert not torch.equal(final.energy_of(torch.full((1, 1, 12, 12), 0.5)), source.energy_of(torch.full((1, 1, 12, 12), 0.5)))
