@@ -6,8 +6,8 @@
 Each argument is a model folder, or a run folder of ``training.run`` whose ``snapshots/step_N`` folders (written
 with ``--snapshot-every``) are taken, only the steps named in ``--steps`` if given. Every model is evaluated by
 ``training.evaluate`` (FID of ``--fid-samples`` samples against the test split, its cache: adding a point costs
-only that point) and grouped into one curve per objective. The figure plots FID against training steps and
-against training hours; the hours are each model's recorded training time, on one CPU thread for the
+only that point) and grouped into one curve per objective and chain start (``pca``, ``pca-mixture``...). The
+figure plots FID against training steps and against training hours; the hours are each model's recorded training time, on one CPU thread for the
 ``fmnist-cpu`` runs, so they are CPU hours. ``--reuse docs/results.json`` takes the reports of models already
 evaluated there (the same folder or checkpoint name at the same training step, the same protocol) instead of
 evaluating them again; with ``FEBM_CHECKPOINTS`` pointing at an earlier commit's checkpoints and that commit's
@@ -57,14 +57,16 @@ def reused_reports(results_file: str, folders: list[str], protocol: dict) -> dic
 
 
 def curve_points(results: list[dict]) -> list[dict]:
-    """One row per model: objective, training steps and hours, FID and pixel-PCA FD, sorted by objective and steps."""
+    """One row per model: objective, chain start, training steps and hours, FID and pixel-PCA FD, sorted by those."""
     rows = []
     for r in results:
-        training = load_model(r["model"]).config.get("training") or {}
-        rows.append({"model": r["model"], "divergence": r["divergence"], "steps": training.get("steps"),
+        config = load_model(r["model"]).config
+        training = config.get("training") or {}
+        rows.append({"model": r["model"], "divergence": r["divergence"],
+                     "start": (config.get("start") or {}).get("kind", "uniform"), "steps": training.get("steps"),
                      "training_hours": round(training.get("wall_time_minutes", 0) / 60, 2),
                      "fid": r.get("fid"), "pca_fd": r["pca_fd"], "samples": r["samples"], "split": r["split"]})
-    return sorted(rows, key=lambda row: (row["divergence"], row["steps"] or 0))
+    return sorted(rows, key=lambda row: (row["divergence"], row["start"], row["steps"] or 0))
 
 
 def plot(rows: list[dict], path: str) -> None:
@@ -74,10 +76,10 @@ def plot(rows: list[dict], path: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), sharey=True)
-    for div in sorted({r["divergence"] for r in rows}):
-        mine = [r for r in rows if r["divergence"] == div and r["fid"] is not None]
+    for div, start in sorted({(r["divergence"], r["start"]) for r in rows}):  # one line per objective and start
+        mine = [r for r in rows if (r["divergence"], r["start"]) == (div, start) and r["fid"] is not None]
         for ax, key in zip(axes, ("steps", "training_hours")):
-            ax.plot([r[key] for r in mine], [r["fid"] for r in mine], "o-", label=div)
+            ax.plot([r[key] for r in mine], [r["fid"] for r in mine], "o-", label=f"{div}, {start} start")
     axes[0].set(xlabel="training steps", ylabel=f"FID ({rows[0]['samples']} samples, {rows[0]['split']} split)")
     axes[1].set(xlabel="training hours (one CPU thread)")
     for ax in axes:
