@@ -9,9 +9,8 @@ with ``--snapshot-every``) are taken, only the steps named in ``--steps`` if giv
 only that point) and grouped into one curve per objective and chain start (``pca``, ``pca-mixture``...). The
 figure plots FID against training steps and against training hours; the hours are each model's recorded training time, on one CPU thread for the
 ``fmnist-cpu`` runs, so they are CPU hours. ``--reuse docs/results.json`` takes the reports of models already
-evaluated there (the same folder or checkpoint name at the same training step, the same protocol) instead of
-evaluating them again; with ``FEBM_CHECKPOINTS`` pointing at an earlier commit's checkpoints and that commit's
-results file, the models shipped then join the curve.
+evaluated there (the same folder at the same training step, the same protocol) instead of evaluating them again;
+an earlier commit's results file, extracted together with its checkpoints, brings the models shipped then.
 """
 
 from __future__ import annotations
@@ -36,23 +35,29 @@ def model_folders(paths: list[str], steps: set[int] | None) -> list[str]:
     return folders
 
 
-def reused_reports(results_file: str, folders: list[str], protocol: dict) -> dict[str, dict]:
-    """Reports from a ``training.evaluate`` results file for those of ``folders`` it holds: the same model folder at
-    the same training step, evaluated with the same ``protocol`` (samples, split, seed)."""
-    def where(name: str) -> Path:  # a checkpoint name or a folder, as training.evaluate resolves it
+def reused_reports(results_files: list[str], folders: list[str], protocol: dict) -> dict[str, dict]:
+    """Reports from ``training.evaluate`` results files for those of ``folders`` they hold: the same model folder
+    at the same training step, evaluated with the same ``protocol`` (samples, split, seed). A checkpoint name in
+    a results file means the checkpoints folder of its repository (``docs/results.json`` -> ``checkpoints/``),
+    so an earlier commit's results, extracted with its checkpoints, name that commit's models."""
+    def where(name: str, root: Path | None = None) -> Path:
+        if root is not None and (root / name).is_dir():
+            return (root / name).resolve()
         return Path(resolve_model(name)[1]).resolve()
 
     wanted = {(where(f), (load_model(f).config.get("training") or {}).get("steps")): f for f in folders}
     reused = {}
-    for report in json.loads(Path(results_file).read_text()):
-        if any(report.get(k) != v for k, v in protocol.items()):
-            continue
-        try:
-            folder = wanted.get((where(report["model"]), report.get("training_steps")))
-        except ModelNotFoundError:  # evaluated, then removed
-            continue
-        if folder:
-            reused[folder] = {**report, "model": folder}
+    for results_file in results_files:
+        root = Path(results_file).resolve().parent.parent / "checkpoints"
+        for report in json.loads(Path(results_file).read_text()):
+            if any(report.get(k) != v for k, v in protocol.items()):
+                continue
+            try:
+                folder = wanted.get((where(report["model"], root), report.get("training_steps")))
+            except ModelNotFoundError:  # evaluated, then removed
+                continue
+            if folder:
+                reused[folder] = {**report, "model": folder}
     return reused
 
 
@@ -99,7 +104,8 @@ def main(argv=None) -> None:
     parser.add_argument("--split", default="test", choices=["val", "test"])
     parser.add_argument("--out", required=True, help="JSON list of the curve's points")
     parser.add_argument("--figure", help="PNG: FID against steps and training hours")
-    parser.add_argument("--reuse", metavar="RESULTS_JSON", help="reports of training.evaluate to take, not redo")
+    parser.add_argument("--reuse", metavar="RESULTS_JSON", nargs="+",
+                        help="results files of training.evaluate whose reports are taken, not redone")
     args = parser.parse_args(argv)
     folders = model_folders(args.paths, set(args.steps) if args.steps else None)
     if not folders:

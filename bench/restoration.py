@@ -8,9 +8,10 @@ to [0, 1], what a PNG holds) and four masks (centre box, left half, 50% and 80% 
 Classical denoisers get their parameters by grid search on the first --val-n images of the VALIDATION split
 (per sigma, best mean PSNR), so the test split is never used for tuning. The EBM runs once per corruption with
 --chains chains per image (default: the model's tuned setting): their mean is `ebm-mean`; `gaussian-posterior`
-is where those chains start (the model's Gaussian start conditioned on the input, steps=0), so the difference
-is what the energy adds; `ebm-sample` is one
-chain run as a posterior sample (mean=False); `ebm-blind` is the mean with sigma estimated from the image. PSNR and SSIM are over whole images (observed pixels included).
+is where those chains start (the model's start, a Gaussian or a mixture of them, conditioned on the input,
+steps=0), so the difference is what the energy adds; `ebm-sample` is one chain run as a posterior sample
+(mean=False); `ebm-blind` is the mean with sigma estimated from the image. PSNR and SSIM are over whole images
+(observed pixels included).
 """
 
 from __future__ import annotations
@@ -224,8 +225,8 @@ def markdown(report: dict) -> str:
         f"({s['model_training_steps']} training steps), sampler {sampler_text(s['sampler'])}"
         f"{restoration_text(s.get('restoration'))}, {s['chains']} chains per image "
         f"(`ebm-mean` = their mean; `ebm-sample` = one chain run as a posterior sample; `ebm-blind` = the mean with "
-        f"sigma estimated from the image; `gaussian-posterior` = where the chains start, the model's Gaussian start "
-        f"conditioned on the input, so the gap to `ebm-mean` is what the energy adds).",
+        f"sigma estimated from the image; `gaussian-posterior` = where the chains start, the model's start (a "
+        f"Gaussian or a mixture of them) conditioned on the input, so the gap to `ebm-mean` is what the energy adds).",
         "",
         f"Command: `{report['command']}`",
     ]

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -129,8 +130,17 @@ def test_fid_curve_takes_a_runs_snapshots_and_records_steps_and_hours(standin, t
                                    {**report, "model": chosen[0], "training_steps": 3},  # that folder is at step 2
                                    {**report, "model": chosen[1], "training_steps": 3, "samples": 9},
                                    {**report, "model": str(tmp_path / "gone"), "training_steps": 3}]))
-    reused = reused_reports(str(results), [*chosen, str(run / "model")], {"samples": 8, "split": "val", "seed": 0})
+    reused = reused_reports([str(results)], [*chosen, str(run / "model")], {"samples": 8, "split": "val", "seed": 0})
     assert list(reused) == [str(run / "model")] and reused[str(run / "model")]["fid"] == 7.0
+    # a checkpoint name in a results file means the checkpoints folder beside it (an earlier commit's, extracted)
+    (tmp_path / "old" / "docs").mkdir(parents=True)
+    shutil.copytree(chosen[0], tmp_path / "old" / "checkpoints" / "fmnist-js")
+    (tmp_path / "old" / "docs" / "results.json").write_text(
+        json.dumps([{**report, "model": "fmnist-js", "training_steps": 2}]))
+    old = str(tmp_path / "old" / "checkpoints" / "fmnist-js")
+    reused = reused_reports([str(results), str(tmp_path / "old" / "docs" / "results.json")], [old],
+                            {"samples": 8, "split": "val", "seed": 0})
+    assert list(reused) == [old]
 
 
 def test_warm_start_from_other_networks_or_nothing_fails_before_writing_but_a_new_start_is_fine(standin, tmp_path):
