@@ -66,6 +66,11 @@ class ModelEntry:
             lines.append(f"FID of {metrics['samples']:,} samples against the {metrics['split']} split "
                          "(`python -m training.evaluate`)")
         lines.append(f"Training command: `{command}`" if command else "Training command: not recorded")
+        origin = training.get("warm_started_from")
+        if origin:  # a later stage: the card lists every earlier command
+            steps = origin.get("steps")
+            lines.append(f"It continued a model trained {f'{steps:,} steps' if isinstance(steps, int) else ''} with "
+                         f"`{origin.get('command', 'not recorded')}` (the model card has the whole lineage)")
         return "\n\n".join(lines)
 
 

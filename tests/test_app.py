@@ -1,6 +1,8 @@
 """The Gradio app through its API, as a client sees it: a server on loopback with tiny models, gradio_client."""
 
+import json
 import os
+import shutil
 import threading
 import time
 import urllib.request
@@ -319,6 +321,19 @@ def test_models_added_with_model_are_labelled_and_summarised(checkpoints, tmp_pa
     assert "FID 300.50" in card and "trained 10 steps" in card and "5,000 samples against the test split" in card
     assert "python -m training.run --div cd --preset tiny" in card and "no critic" in card
     assert registry.get(folder) is registry.get(folder)  # loaded once
+    assert "It continued" not in card
+
+
+def test_a_later_stage_model_says_what_it_continued(checkpoints, tmp_path, monkeypatch):
+    monkeypatch.setenv("FEBM_CHECKPOINTS", str(tmp_path / "none"))
+    folder = tmp_path / "stage-2"
+    shutil.copytree(checkpoints / "tiny-cd", folder)
+    config = json.loads((folder / "config.json").read_text())
+    config["training"]["warm_started_from"] = {"model": "runs/a/model", "steps": 3000,
+                                               "command": "python -m training.run --preset fmnist-cpu --div cd"}
+    (folder / "config.json").write_text(json.dumps(config))
+    card = ModelRegistry.discover([str(folder)]).entry(str(folder)).card_summary()
+    assert "It continued a model trained 3,000 steps with `python -m training.run --preset fmnist-cpu --div cd`" in card
 
 
 def test_shipped_models_are_labelled_by_divergence_and_data(checkpoints, monkeypatch):
