@@ -69,8 +69,9 @@ class ModelEntry:
         origin = training.get("warm_started_from")
         if origin:  # a later stage: the card lists every earlier command
             steps = origin.get("steps")
-            lines.append(f"It continued a model trained {f'{steps:,} steps' if isinstance(steps, int) else ''} with "
-                         f"`{origin.get('command', 'not recorded')}` (the model card has the whole lineage)")
+            trained = f"trained {steps:,} steps with" if isinstance(steps, int) else "trained with"
+            lines.append(f"It continued a model {trained} `{origin.get('command', 'not recorded')}` "
+                         "(the model card has the whole lineage)")
         return "\n\n".join(lines)
 
 

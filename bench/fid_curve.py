@@ -6,11 +6,12 @@
 Each argument is a model folder, or a run folder of ``training.run`` whose ``snapshots/step_N`` folders (written
 with ``--snapshot-every``) are taken, only the steps named in ``--steps`` if given. Every model is evaluated by
 ``training.evaluate`` (FID of ``--fid-samples`` samples against the test split, its cache: adding a point costs
-only that point) and grouped into one curve per objective and chain start (``pca``, ``pca-mixture``...). The
-figure plots FID against training steps and against training hours; the hours are each model's recorded training time, on one CPU thread for the
-``fmnist-cpu`` runs, so they are CPU hours. ``--reuse docs/results.json`` takes the reports of models already
-evaluated there (the same folder at the same training step, the same protocol) instead of evaluating them again;
-an earlier commit's results file, extracted together with its checkpoints, brings the models shipped then.
+only that point) and grouped into one curve per objective and chain start (``pca``, ``pca-mixture``...). The figure
+plots FID against training steps and against training hours; the hours are each model's recorded training time, on
+one CPU thread for the ``fmnist-cpu`` runs, so they are CPU hours. ``--reuse docs/results.json`` takes the reports
+of models already evaluated there (the same folder at the same training step, the same protocol) instead of
+evaluating them again; an earlier commit's results file, extracted together with its checkpoints, brings the models
+shipped then.
 """
 
 from __future__ import annotations

@@ -93,7 +93,8 @@ def test_warm_started_models_record_every_command_back_to_the_first(standin, tmp
     from febm.model import model_card_body
 
     assert main(tiny_args(standin, tmp_path / "a", "--max-steps", "2")) == 0
-    assert main(tiny_args(standin, tmp_path / "b", "--max-steps", "3", "--warm-start", str(tmp_path / "a" / "model"))) == 0
+    first = str(tmp_path / "a" / "model")
+    assert main(tiny_args(standin, tmp_path / "b", "--max-steps", "3", "--warm-start", first)) == 0
     run = tmp_path / "c"
     assert main(tiny_args(standin, run, "--max-steps", "4", "--warm-start", str(tmp_path / "b" / "model"))) == 0
     assert main(["--resume", str(run), "--max-steps", "5", "--no-progress"]) == 0  # a resumed run keeps its origin
