@@ -12,8 +12,9 @@ Its width is chosen to match the EBM energy network's parameter count (``--match
 Trained on the training split only, with random corruptions from the benchmark's families (Gaussian noise,
 sigma ~ U[0.05, 0.55], clipped; boxes of half size at random places; one random half; random pixels with
 30-90% unknown), MSE, Adam, seeded. Saved as safetensors plus a JSON sidecar (same stem) describing it. ``--cpu-minutes``
-budgets the process's CPU time (one thread: one core's time, fair however loaded the machine is). A long
-run writes its state to OUT's stem + ``.partial.safetensors`` every 250 steps; the same command resumes it.
+budgets the process's CPU time (one thread: one core's time, fair however loaded the machine is). A run
+writes its state to OUT's stem + ``.state.safetensors`` every 250 steps and at its end: the same command
+resumes a killed run, and a larger budget continues a finished one (a reference at several budgets).
 """
 
 from __future__ import annotations
@@ -170,17 +171,23 @@ def main(argv: list[str] | None = None) -> None:
     opt = torch.optim.Adam(net.parameters(), lr=args.lr)
     gen = torch.Generator().manual_seed(args.seed)
     stream = batches(data.images, args.batch_size, generator=gen)
-    partial = Path(args.out).with_suffix(".partial.safetensors")
+    state_path = Path(args.out).with_suffix(".state.safetensors")
     step, spent, losses = 0, 0.0, []
-    if partial.exists():  # resume a killed run of this command
-        state = load_state(partial)
+    if state_path.exists():  # resume a killed run, or continue a finished one
+        state = load_state(state_path)
         net.load_state_dict(state["net"])
         opt.load_state_dict(state["opt"])
         gen.set_state(state["gen"])
         stream.load_state_dict(state["stream"])
         step, spent, losses = state["step"], state["spent"], state["losses"]
-        print(f"resuming {partial} at step {step}", file=sys.stderr)
+        print(f"resuming {state_path} at step {step}", file=sys.stderr)
     started = clock() - spent
+
+    def save_progress() -> None:
+        save_state(state_path, {"net": net.state_dict(), "opt": opt.state_dict(), "gen": gen.get_state(),
+                                "stream": stream.state_dict(), "step": step, "spent": clock() - started,
+                                "losses": losses})
+
     bar = tqdm(total=args.steps, initial=step, desc="supervised", unit="step")
     while (args.steps is None or step < args.steps) and clock() - started < budget:
         losses = [*losses[-49:], train_step(net, opt, to_float(next(stream)).to(args.device), gen)]
@@ -188,17 +195,15 @@ def main(argv: list[str] | None = None) -> None:
         bar.update()
         bar.set_postfix(loss=f"{sum(losses) / len(losses):.5f}")
         if step % 250 == 0:
-            save_state(partial, {"net": net.state_dict(), "opt": opt.state_dict(), "gen": gen.get_state(),
-                                 "stream": stream.state_dict(), "step": step, "spent": clock() - started,
-                                 "losses": losses})
+            save_progress()
     bar.close()
+    save_progress()
     elapsed = clock() - started
     save(net, args.out, {"steps": step, ("cpu_minutes" if args.cpu_minutes else "minutes"): round(elapsed / 60, 2),
                          "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed, "dataset": args.dataset,
                          "split": "train", "matched_model": args.match, "matched_parameters": target,
                          "final_loss": sum(losses) / max(1, len(losses)), "device": str(args.device),
                          "command": " ".join(["python -m bench.supervised", *(argv or sys.argv[1:])])})
-    partial.unlink(missing_ok=True)
     print(f"saved {args.out} ({step} steps, {elapsed / 60:.1f} min, loss {losses[-1] if losses else float('nan'):.5f})")
 
 

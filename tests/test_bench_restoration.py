@@ -168,9 +168,10 @@ def tiny_images(tmp_path):
     return f"folder:{folder}"
 
 
-def test_supervised_training_killed_then_rerun_resumes_exactly(tiny_images, tmp_path, monkeypatch):
+def test_supervised_training_killed_then_rerun_resumes_and_a_larger_budget_continues(tiny_images, tmp_path,
+                                                                                        monkeypatch):
     common = ["--dataset", tiny_images, "--width", "4", "--batch-size", "4", "--device", "cpu"]
-    sup.main(["--out", str(tmp_path / "ref.safetensors"), "--steps", "260", *common])
+    sup.main(["--out", str(tmp_path / "ref.safetensors"), "--steps", "270", *common])
     real_step, calls = sup.train_step, []
 
     def dies_at_step_255(*args):
@@ -183,13 +184,14 @@ def test_supervised_training_killed_then_rerun_resumes_exactly(tiny_images, tmp_
     out = tmp_path / "run.safetensors"
     with pytest.raises(KeyboardInterrupt):
         sup.main(["--out", str(out), "--steps", "260", *common])
-    assert not out.exists() and out.with_suffix(".partial.safetensors").exists()  # the state of step 250
+    assert not out.exists() and out.with_suffix(".state.safetensors").exists()  # the state of step 250
     monkeypatch.setattr(sup, "train_step", real_step)
     sup.main(["--out", str(out), "--steps", "260", *common])
-    assert not out.with_suffix(".partial.safetensors").exists()
+    assert sup.load(out)[1]["steps"] == 260
+    sup.main(["--out", str(out), "--steps", "270", *common])  # the finished run continues
     ref, _ = sup.load(tmp_path / "ref.safetensors")
     resumed, meta = sup.load(out)
-    assert meta["steps"] == 260
+    assert meta["steps"] == 270
     for (name, a), b in zip(ref.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(a, b), name
 
