@@ -2,14 +2,15 @@
 # Train, tune and ship the Fashion-MNIST models (issues 5 and 17), then evaluate them all with one protocol.
 #
 #   scripts/fmnist_models.sh train "js 0" "js 1" "cd 1"   # train (or resume) each "DIV SEED", one thread each
+#   scripts/fmnist_models.sh curve js cd                  # continue stage 1 to CURVE_STEPS (10000), same recipe
 #   scripts/fmnist_models.sh mixture js cd                # stage 2: 500 steps against the PCA-mixture start
 #   scripts/fmnist_models.sh ship js-mixture cd-mixture   # tune on the val split, copy into checkpoints/
 #   scripts/fmnist_models.sh evaluate                     # the results table, grids and cards
-#   scripts/fmnist_models.sh curve js cd                  # continue stage 1 to CURVE_STEPS (10000), same recipe
 #
-# The shipped models are two-stage (docs/recipe.md, issue 17): `train` (preset fmnist-cpu, 3000 steps), then
-# `mixture` continues seed 0's run with the preset fmnist-cpu-mixture; `ship X-mixture` installs it as fmnist-X,
-# with generation's Langevin steps tuned too. Runs live in runs/ckpt/fmnist-<div>[-s<seed>|-mixture] (seed 0
+# The shipped fmnist-js and fmnist-cd are two-stage (docs/recipe.md, issue 17): stage 1 is `train` (preset
+# fmnist-cpu, 3000 steps) continued by `curve` to 10 000 steps; `mixture` continues its 10 000-step snapshot for
+# 500 steps with the preset fmnist-cpu-mixture; `ship X-mixture` installs that as fmnist-X, with generation's
+# Langevin steps tuned too. Runs live in runs/ckpt/fmnist-<div>[-s<seed>|-mixture] (seed 0
 # has no suffix); a killed run resumes from its last checkpoint when trained again, and a finished one is
 # skipped. JOBS=2 trains two at a time (the 2-core machine); each process uses one thread, which is faster than
 # two processes sharing two threads each.
@@ -38,15 +39,16 @@ train_one() {
     fi
 }
 
-mixture_one() {  # stage 2 of the shipped recipe, warm-started from seed 0's stage-1 model
-    local div=$1 dir=runs/ckpt/fmnist-$1-mixture
+mixture_one() {  # stage 2 of the shipped recipe, warm-started from seed 0's stage 1 at 10 000 steps
+    local div=$1 dir=runs/ckpt/fmnist-$1-mixture stage1=runs/curve/fmnist-$1/snapshots/step_010000
     if [ -f "$dir/model/model.safetensors" ]; then
         echo "$dir: trained"
     elif [ -f "$dir/options.json" ]; then
         "$PY" -m training.run --resume "$dir" --no-progress >> "$dir.log" 2>&1
     else
-        "$PY" -m training.run --preset fmnist-cpu-mixture --div "$div" --seed 0 \
-            --warm-start "runs/ckpt/fmnist-$div/model" --run-dir "$dir" --no-progress >> "$dir.log" 2>&1
+        [ -f "$stage1/model.safetensors" ] || { echo "error: $stage1 missing: run \`curve $div\` first" >&2; return 1; }
+        "$PY" -m training.run --preset fmnist-cpu-mixture --div "$div" --seed 0 --warm-start "$stage1" \
+            --max-steps 10500 --run-dir "$dir" --no-progress >> "$dir.log" 2>&1
     fi
 }
 
@@ -100,7 +102,7 @@ case "${1:-}" in
             --out docs/results.json --markdown docs/results.md --grids docs/samples --write-cards
         ;;
     *)
-        sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'
+        sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'
         exit 2
         ;;
 esac

@@ -45,10 +45,12 @@ PRESETS: dict[str, dict] = {
     "tiny": dict(width=8, stages=2, batch_size=8, langevin_steps=5, sample_steps=10, buffer_size=64,
                  max_steps=6, log_every=1, sample_every=3, checkpoint_every=3),
     "fmnist-cpu": FMNIST_CPU,
-    # the second stage of the shipped Fashion-MNIST models (issue 17, docs/recipe.md M6): continue an fmnist-cpu
-    # model (--warm-start) for 500 steps with chains started from a 64-cluster PCA mixture. The mixture's starts
-    # are sharp garments; trained against it from scratch the energy is rough noise that the chains paint on,
-    # continued from a smooth energy it learns to keep them (generation then runs 10-25 steps, set by tune).
+    # the second stage of the shipped Fashion-MNIST models (issue 17, docs/recipe.md M6, M7): continue an fmnist-cpu
+    # model (--warm-start) for 500 steps with chains started from a 64-cluster PCA mixture (max_steps counts on from
+    # the model's steps: 3500 after 3000; the shipped models continue the 10 000-step one, --max-steps 10500).
+    # The mixture's starts are sharp garments; trained against it from scratch the energy is rough noise that the
+    # chains paint on; continued from a smooth energy it learns to keep them (generation then runs 10-25 steps,
+    # set by tune).
     "fmnist-cpu-mixture": {**FMNIST_CPU, "start": "pca-mixture", "start_clusters": 64, "start_components": 16,
                            "max_steps": 3500},
     # photo priors (DESIGN section 7): a fully convolutional energy and critic (sum of local energies), trained on
