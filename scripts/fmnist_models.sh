@@ -19,6 +19,7 @@ cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 JOBS=${JOBS:-2}
 export OMP_NUM_THREADS=1
+source scripts/train_or_resume.sh
 
 name_of() {  # "DIV SEED" -> fmnist-DIV or fmnist-DIV-sSEED
     local div=$1 seed=$2
@@ -26,33 +27,21 @@ name_of() {  # "DIV SEED" -> fmnist-DIV or fmnist-DIV-sSEED
 }
 
 train_one() {
-    local div=$1 seed=$2 dir
-    dir=runs/ckpt/$(name_of "$div" "$seed")
-    if [ -f "$dir/model/model.safetensors" ]; then
-        echo "$dir: trained"
-    elif [ -f "$dir/options.json" ]; then
-        "$PY" -m training.run --resume "$dir" --no-progress >> "$dir.log" 2>&1
-    else
-        mkdir -p runs/ckpt
-        "$PY" -m training.run --preset fmnist-cpu --div "$div" --seed "$seed" --run-dir "$dir" --no-progress \
-            >> "$dir.log" 2>&1
-    fi
+    train_or_resume "runs/ckpt/$(name_of "$1" "$2")" --preset fmnist-cpu --div "$1" --seed "$2"
 }
 
 mixture_one() {  # stage 2 of the shipped recipe, warm-started from seed 0's stage 1 at 10 000 steps
     local div=$1 dir=runs/ckpt/fmnist-$1-mixture stage1=runs/curve/fmnist-$1/snapshots/step_010000
-    if [ -f "$dir/model/model.safetensors" ]; then
-        echo "$dir: trained"
-    elif [ -f "$dir/options.json" ]; then
-        "$PY" -m training.run --resume "$dir" --no-progress >> "$dir.log" 2>&1
-    else
-        [ -f "$stage1/model.safetensors" ] || { echo "error: $stage1 missing: run \`curve $div\` first" >&2; return 1; }
-        "$PY" -m training.run --preset fmnist-cpu-mixture --div "$div" --seed 0 --warm-start "$stage1" \
-            --max-steps 10500 --run-dir "$dir" --no-progress >> "$dir.log" 2>&1
+    if [ ! -f "$dir/options.json" ] && [ ! -f "$stage1/model.safetensors" ]; then
+        echo "error: $stage1 missing: run \`curve $div\` first" >&2
+        return 1
     fi
+    train_or_resume "$dir" --preset fmnist-cpu-mixture --div "$div" --seed 0 \
+        --warm-start "$stage1" --max-steps 10500
 }
 
-curve_one() {  # stage 1's recipe continued from its 3000-step model, a model folder every 1000 steps (issue 17)
+curve_one() {  # stage 1's recipe continued from its 3000-step model, a model folder every 1000 steps (issue 17);
+    # not train_or_resume: a finished curve continues when CURVE_STEPS grows
     local div=$1 dir=runs/curve/fmnist-$1
     if [ -f "$dir/options.json" ]; then
         "$PY" -m training.run --resume "$dir" --max-steps "${CURVE_STEPS:-10000}" --no-progress >> "$dir.log" 2>&1
@@ -72,13 +61,13 @@ case "${1:-}" in
         ;;
     mixture)
         shift
-        export -f mixture_one
+        export -f mixture_one train_or_resume
         export PY
         printf '%s\n' "$@" | xargs -P "$JOBS" -I{} bash -c 'mixture_one {}'
         ;;
     train)
         shift
-        export -f train_one name_of
+        export -f train_one name_of train_or_resume
         export PY
         printf '%s\n' "$@" | xargs -P "$JOBS" -I{} bash -c 'train_one {}'
         ;;

@@ -11,23 +11,16 @@ cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 JOBS=${JOBS:-2}
 export OMP_NUM_THREADS=1
+source scripts/train_or_resume.sh
 
 train_one() {
-    local div=$1 dir=runs/ckpt/photo-$1
-    if [ -f "$dir/model/model.safetensors" ]; then
-        echo "$dir: trained"
-    elif [ -f "$dir/options.json" ]; then
-        "$PY" -m training.run --resume "$dir" --no-progress >> "$dir.log" 2>&1
-    else
-        mkdir -p runs/ckpt
-        "$PY" -m training.run --preset photo-cpu --div "$div" --seed 0 --run-dir "$dir" --no-progress >> "$dir.log" 2>&1
-    fi
+    train_or_resume "runs/ckpt/photo-$1" --preset photo-cpu --div "$1" --seed 0
 }
 
 case "${1:-}" in
     train)
         shift
-        export -f train_one
+        export -f train_one train_or_resume
         export PY
         printf '%s\n' "$@" | xargs -P "$JOBS" -I{} bash -c 'train_one {}'
         ;;
