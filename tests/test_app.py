@@ -293,7 +293,7 @@ def test_concurrent_clients(server, example):
         t.start()
     for t in threads:
         t.join(120)
-    assert not errors
+    assert not errors, [repr(e) for e in errors]  # the exceptions themselves, should this ever fail again
 
 
 # --- models -----------------------------------------------------------------------------------------------------
