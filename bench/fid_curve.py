@@ -36,6 +36,14 @@ def model_folders(paths: list[str], steps: set[int] | None) -> list[str]:
     return folders
 
 
+def model_config(name: str) -> dict:
+    """A model's config.json, read alone for a local folder (no weights loaded), else through load_model."""
+    kind, where = resolve_model(name)
+    if kind == "hub":
+        return load_model(name).config
+    return json.loads((Path(where) / "config.json").read_text(encoding="utf-8"))
+
+
 def reused_reports(results_files: list[str], folders: list[str], protocol: dict) -> dict[str, dict]:
     """Reports from ``training.evaluate`` results files for those of ``folders`` they hold: the same model folder
     at the same training step, evaluated with the same ``protocol`` (samples, split, seed). A checkpoint name in
@@ -46,7 +54,7 @@ def reused_reports(results_files: list[str], folders: list[str], protocol: dict)
             return (root / name).resolve()
         return Path(resolve_model(name)[1]).resolve()
 
-    wanted = {(where(f), (load_model(f).config.get("training") or {}).get("steps")): f for f in folders}
+    wanted = {(where(f), (model_config(f).get("training") or {}).get("steps")): f for f in folders}
     reused = {}
     for results_file in results_files:
         root = Path(results_file).resolve().parent.parent / "checkpoints"
@@ -66,7 +74,7 @@ def curve_points(results: list[dict]) -> list[dict]:
     """One row per model: objective, chain start, training steps and hours, FID and pixel-PCA FD, sorted by those."""
     rows = []
     for r in results:
-        config = load_model(r["model"]).config
+        config = model_config(r["model"])
         training = config.get("training") or {}
         rows.append({"model": r["model"], "divergence": r["divergence"],
                      "start": (config.get("start") or {}).get("kind", "uniform"), "steps": training.get("steps"),
