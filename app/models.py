@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import threading
 from dataclasses import dataclass
-from pathlib import Path
 
-from febm.model import CONFIG_NAME, EBM, checkpoints_dir, list_models, load_model
+from febm.model import EBM, checkpoints_dir, list_models, load_model, read_config
 
 
 @dataclass(frozen=True)
@@ -97,7 +95,7 @@ class ModelRegistry:
     def discover(cls, extra: list[str] = ()) -> "ModelRegistry":
         """The shipped checkpoints (config only, no weights read), then each ``extra`` folder or repo id,
         loaded now so that a bad --model fails at start-up rather than on the first request."""
-        entries = [ModelEntry(m["name"], m["path"], _read_config(Path(m["path"]))) for m in list_models()]
+        entries = [ModelEntry(m["name"], m["path"], read_config(m["path"])) for m in list_models()]
         registry = cls(entries)
         for name in extra:
             if name in registry.entries:  # a shipped checkpoint, named: already offered
@@ -127,10 +125,6 @@ class ModelRegistry:
             if entry.key not in self._loaded:
                 self._loaded[entry.key] = load_model(entry.location)
             return self._loaded[entry.key]
-
-
-def _read_config(folder: Path) -> dict:
-    return json.loads((folder / CONFIG_NAME).read_text(encoding="utf-8"))
 
 
 def no_models_message() -> str:

@@ -21,7 +21,7 @@ import json
 from pathlib import Path
 
 from febm.files import write_atomic
-from febm.model import ModelNotFoundError, load_model, resolve_model
+from febm.model import ModelNotFoundError, load_model, read_config, resolve_model
 from training.evaluate import evaluate_all
 
 
@@ -41,7 +41,7 @@ def model_config(name: str) -> dict:
     kind, where = resolve_model(name)
     if kind == "hub":
         return load_model(name).config
-    return json.loads((Path(where) / "config.json").read_text(encoding="utf-8"))
+    return read_config(where)
 
 
 def reused_reports(results_files: list[str], folders: list[str], protocol: dict) -> dict[str, dict]:

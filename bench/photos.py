@@ -69,6 +69,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from febm import denoise, inpaint, list_models, load_model
+from febm.model import read_config
 from febm.classical import local_wiener, smooth_fill
 from febm.degradations import add_gaussian_noise, scribble_mask, text_mask
 from febm.files import write_atomic
@@ -334,7 +335,7 @@ def photo_models(extra: list[str] = (), shipped: bool = True) -> list[tuple[str,
         channels = entry.get("image_channels")
         if channels is None:
             try:
-                channels = json.loads((Path(entry["path"]) / "config.json").read_text("utf-8")).get("image_channels")
+                channels = read_config(entry["path"]).get("image_channels")
             except (OSError, ValueError, KeyError, TypeError):
                 continue
         if channels is not None:

@@ -428,12 +428,17 @@ def _model_folders() -> list[Path]:
     return sorted(p for p in root.iterdir() if (p / CONFIG_NAME).is_file() and (p / WEIGHTS_NAME).is_file())
 
 
+def read_config(folder: str | os.PathLike) -> dict:
+    """A local model folder's config.json alone (no weights read)."""
+    return json.loads((Path(folder) / CONFIG_NAME).read_text(encoding="utf-8"))
+
+
 def list_models() -> list[dict]:
     """The models in the checkpoints folder, from their config.json only (no weights are read)."""
     out = []
     for folder in _model_folders():
         try:
-            config = json.loads((folder / CONFIG_NAME).read_text(encoding="utf-8"))
+            config = read_config(folder)
         except (OSError, ValueError):
             continue  # a broken folder must not hide the others from the app
         out.append({
