@@ -22,7 +22,7 @@ from pathlib import Path
 from torchvision.utils import save_image
 
 from febm.model import load_model
-from febm.restore import generate
+from febm.restore import generate, generation_sampler
 from training.evaluate import Protocol
 
 
@@ -71,18 +71,17 @@ def main(argv=None) -> None:
         parser.error(f"{args.model} starts its chains from uniform noise: no residual to scale")
     if args.start:
         model = refit_start(model, args.start)
-    if args.noise is not None:
-        model.config["sampler"] = {**model.config["sampler"], "noise": args.noise}
     tag = Path(args.model).name + ("-" + "-".join(str(v) for v in args.start.values()) if args.start else "") \
         + (f"-noise{args.noise:g}" if args.noise is not None else "")
     protocol = Protocol(model.config["dataset"], "val", None, fid=True, progress=False)
     for residual, steps in args.settings:
         start = time.time()
-        samples = generate(model, args.n, seed=0, steps=steps, start_residual=residual, progress=False)
+        samples = generate(model, args.n, seed=0, steps=steps, start_residual=residual, noise=args.noise,
+                           progress=False)
         Path(args.grids).mkdir(parents=True, exist_ok=True)
         save_image(samples[:64], Path(args.grids) / f"{tag}-residual{residual:g}-steps{steps}.png", nrow=8)
         quality = protocol.quality(protocol.features(samples))
-        print(json.dumps({"model": args.model, "start": model.config["start"], "noise": model.config["sampler"]["noise"],
+        print(json.dumps({"model": args.model, "start": model.config["start"], "noise": generation_sampler(model, noise=args.noise).noise,
                           "start_residual": residual, "steps": steps, "samples": args.n,
                           "split": "val", **quality, "seconds": round(time.time() - start)}), flush=True)
 

@@ -57,7 +57,7 @@ class Restoration:
 # the authors' (it is then their sampler without the gradient clip); MALA eps = 3e-6 accepts ~50 %.
 METHOD_DEFAULTS = {"authors": {}, "ula": {"step_size": 2.5e-5}, "mala": {"step_size": 3e-6}}
 PER_METHOD = ("step_size", "noise", "grad_clip", "temperature")  # steps and clamp are shared by all methods
-NOT_LANGEVIN = ("chains", "start_residual")
+NOT_LANGEVIN = ("chains", "start_residual", "generation_noise")
 
 
 def model_sampler(model: EBM, **overrides) -> LangevinSampler:
@@ -87,6 +87,26 @@ def model_sampler(model: EBM, **overrides) -> LangevinSampler:
 # training restarts carry survives 200 test-time steps as speckle (fmnist-js, 500 val samples: FID 156
 # with it, 126 without; docs/recipe.md). ``config["sampler"]["start_residual"]`` overrides it per model.
 START_RESIDUAL = 0.0
+
+
+def generation_sampler(model: EBM, *, steps: int | None = None, method: str | None = None,
+                       noise: float | None = None) -> LangevinSampler:
+    """The sampler generation runs: the model's, with the authors' per-step noise set to ``noise`` (default
+    ``config["sampler"]["generation_noise"]``, if any). Generation may run colder chains than restoration,
+    whose likelihood weight is the sampler's temperature: from a mixture start, noise-free chains score a
+    better FID (docs/recipe.md, M8). ULA and MALA take their noise from their step size and temperature."""
+    config = model.config.get("sampler") or {}
+    method = method or config.get("method", "authors")
+    if noise is None and method == config.get("method", "authors"):
+        noise = config.get("generation_noise")
+    if noise is not None:
+        if method != "authors":
+            raise ValueError(f"noise sets the authors' sampler's per-step noise; {method} takes its noise from "
+                             "its step size and temperature")
+        if not 0.0 <= float(noise) < float("inf"):  # also rejects NaN
+            raise ValueError(f"generation noise must be a finite number >= 0, got {noise}")
+        noise = float(noise)
+    return model_sampler(model, steps=steps, method=method, noise=noise)
 
 
 def start_residual_of(model: EBM, override: float | None = None) -> float:
@@ -271,6 +291,7 @@ def generate(
     rejection_quantile: float | None = None,
     max_proposals: int | None = None,
     start_residual: float | None = None,
+    noise: float | None = None,
     size: tuple[int, int] | None = None,
     tile: int = DEFAULT_TILE,
     batch_size: int = 256,
@@ -280,7 +301,8 @@ def generate(
 ) -> Tensor | Restoration:
     """n samples (n, C, H, W) in the data range: Langevin chains on the model's energy, started from its
     start distribution (``model.initial_samples``: uniform noise, or a data-fitted Gaussian whose residual
-    per-pixel noise is scaled by ``start_residual``, default the model's or ``START_RESIDUAL``).
+    per-pixel noise is scaled by ``start_residual``, default the model's or ``START_RESIDUAL``). ``noise``:
+    the chains' per-step noise (default the model's ``generation_noise``, else its sampler's; 0: descent).
     ``size`` (H, W): fully convolutional models only (default their training crop); ``tile``: their tile side.
 
     ``rejection=True`` keeps each sample with probability min(1, exp(r - M)), r = H + E the learned
@@ -291,7 +313,7 @@ def generate(
     _check_count("n", n)
     _check_count("batch_size", batch_size)
     model.eval()
-    sampler = model_sampler(model, steps=steps, method=method)
+    sampler = generation_sampler(model, steps=steps, method=method, noise=noise)
     gen = _generator(seed, _device(model))
     residual = start_residual_of(model, start_residual)
     energy, size = _energy_for(model, sampler, tile), _check_size(model, size)

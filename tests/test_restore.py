@@ -14,6 +14,7 @@ from febm.restore import (
     denoise,
     estimate_sigma,
     generate,
+    generation_sampler,
     inpaint,
     model_sampler,
     temperature,
@@ -323,6 +324,21 @@ def test_gaussian_start_inpainting_draws_no_unconditioned_start_samples(images, 
     known = torch.ones(1, 1, *SHAPE[1:], dtype=torch.bool)
     known[..., :2, :] = False
     inpaint(model, images, known, steps=2, seed=0, progress=False)
+
+
+def test_generation_noise_sets_generations_chains_and_leaves_restorations_temperature(model, images):
+    descent = generate(model, 4, steps=3, seed=2, noise=0.0, progress=False)
+    assert not torch.equal(descent, generate(model, 4, steps=3, seed=2, progress=False))  # the sampler's 0.005
+    model.config["sampler"]["generation_noise"] = 0.0  # what training.tune --generation-noise stores
+    assert torch.equal(generate(model, 4, steps=3, seed=2, progress=False), descent)
+    assert generation_sampler(model).noise == 0.0
+    assert model_sampler(model).noise == SAMPLER["noise"]  # restoration's sampler and temperature unchanged
+    assert temperature(model) == SAMPLER["noise"] ** 2 / (2 * SAMPLER["step_size"])
+    assert generation_sampler(model, method="ula").method == "ula"  # another method: the stored noise is not its
+    with pytest.raises(ValueError, match="ula takes its noise"):
+        generate(model, 2, noise=0.0, method="ula", progress=False)
+    with pytest.raises(ValueError, match="finite number >= 0"):
+        generate(model, 2, noise=float("nan"), progress=False)
 
 
 def test_generation_starts_from_the_smooth_part_of_a_gaussian_start_by_default():

@@ -452,10 +452,32 @@ def test_tune_chooses_generation_steps_by_validation_distance_and_writes_them(st
     assert '"generation"' in capsys.readouterr().out
 
 
+def test_tune_chooses_generation_noise_and_stores_it_for_generation_only(standin, tmp_path):
+    from febm.restore import generation_sampler, model_sampler
+    from training import tune
+
+    run = tmp_path / "gen"
+    assert main(tiny_args(standin, run, "--max-steps", "2", "--start", "pca", "--start-components", "3")) == 0
+    folder = str(run / "model")
+    before = load_model(folder).config["sampler"]
+    assert tune.main([folder, "--generation-steps", "2", "--generation-noise", "0", "0.5", "--generation-samples",
+                      "16", "--generation-metric", "pca_fd", "--no-restoration", "--write"]) == 0
+    tuned = load_model(folder)
+    grid = tuned.config["generation"]["grid"]
+    assert [(row["noise"], row["steps"]) for row in grid] == [(0.0, 2), (0.5, 2)]
+    best = min(grid, key=lambda row: row["pca_fd"])
+    assert tuned.config["generation"]["noise"] == best["noise"] == tuned.config["sampler"]["generation_noise"]
+    assert generation_sampler(tuned).noise == best["noise"]
+    assert model_sampler(tuned).noise == before["noise"]  # restoration keeps its temperature
+    assert grid[0]["pca_fd"] != grid[1]["pca_fd"]  # the noise reached the chains
+
+
 @pytest.mark.parametrize("args, message", [
     (["--no-restoration"], "nothing to tune"),
     (["--generation-steps", "-1"], "must be >= 0"),
     (["--generation-samples", "1", "--generation-steps", "0"], "--generation-samples >= 2"),
+    (["--generation-noise", "0"], "needs --generation-steps"),
+    (["--generation-steps", "0", "--generation-noise", "-0.1"], "finite and >= 0"),
 ])
 def test_tune_rejects_bad_generation_arguments(args, message, capsys):
     from training import tune

@@ -41,7 +41,7 @@ from febm.imageio import add_noise, preset_mask
 from febm.rejection import rejection_sample
 from febm.metrics import InceptionFeatures, PCAFeatures, frechet_distance, gaussian_stats, psnr
 from febm.model import list_models, load_model, resolve_model
-from febm.restore import denoise, generate, inpaint, model_sampler, start_residual_of
+from febm.restore import denoise, generate, generation_sampler, inpaint, start_residual_of
 from training import data as datasets
 from training.checkpoint import load_state, save_state
 
@@ -126,7 +126,7 @@ def restoration_psnr(model, clean: torch.Tensor, *, seed: int, sigma: float = 0.
 
 def generation_settings(model, steps: int | None = None) -> dict:
     """The Langevin settings and start used to generate, as recorded with every report."""
-    return {**model_sampler(model, steps=steps).to_dict(), "start_residual": start_residual_of(model)}
+    return {**generation_sampler(model, steps=steps).to_dict(), "start_residual": start_residual_of(model)}
 
 
 def samples_and_features(model, protocol: Protocol, stages: Path | None, *, n: int, seed: int,

@@ -15,9 +15,10 @@ defaults, together with the full grid.
     python -m training.tune MODEL --generation-steps 0 5 10 25 --no-restoration --write
 
 ``--generation-steps`` also picks the Langevin steps of generation by the FID of ``--generation-samples`` samples
-against the validation split (pixel-PCA FD with ``--generation-metric pca_fd``); ``--write`` stores the winner
-as the model's ``sampler.steps``, what generation, the app and ``training.evaluate`` run, with the grid in
-``config["generation"]``.
+against the validation split (pixel-PCA FD with ``--generation-metric pca_fd``); ``--generation-noise 0 0.005``
+also picks the chains' per-step noise. ``--write`` stores the winner as the model's ``sampler.steps`` (and
+``sampler.generation_noise``), what generation, the app and ``training.evaluate`` run, with the grid in
+``config["generation"]``. Restoration keeps the sampler's own noise: its temperature weighs the likelihood.
 """
 
 from __future__ import annotations
@@ -124,11 +125,12 @@ def tune(model_name: str, *, n: int = 128, chains: int = 1, denoise_steps=None, 
     }
 
 
-def tune_generation(model_name: str, steps_grid, *, n: int = 1000, metric: str = "fid",
+def tune_generation(model_name: str, steps_grid, *, noise_grid=(None,), n: int = 1000, metric: str = "fid",
                     data_root: str | None = None, log=print) -> dict:
-    """Langevin steps of generation chosen by the Fréchet distance (``metric``: fid or pca_fd) of n samples
-    (seed 0) to the validation split; returns the config entry (the grid and the winner)."""
-    from febm.restore import generate
+    """Langevin steps (and, with ``noise_grid``, per-step noise; None: the model's) of generation chosen by the
+    Fréchet distance (``metric``: fid or pca_fd) of n samples (seed 0) to the validation split; returns the
+    config entry (the grid and the winner)."""
+    from febm.restore import generate, generation_sampler
     from training.evaluate import Protocol
 
     model = load_model(model_name)
@@ -136,13 +138,14 @@ def tune_generation(model_name: str, steps_grid, *, n: int = 1000, metric: str =
         raise ValueError("generation tuning is for whole-image models (photo models restore, they do not generate)")
     protocol = Protocol(model.config["dataset"], "val", data_root, fid=metric == "fid", progress=False)
     grid = []
-    for steps in steps_grid:
-        samples = generate(model, n, seed=0, steps=steps, progress=False)
+    for noise, steps in itertools.product(noise_grid, steps_grid):
+        samples = generate(model, n, seed=0, steps=steps, noise=noise, progress=False)
         quality = protocol.quality(protocol.features(samples))
-        grid.append({"steps": steps, **{k: round(v, 3) for k, v in quality.items()}})
+        grid.append({"steps": steps, "noise": generation_sampler(model, noise=noise).noise,
+                     **{k: round(v, 3) for k, v in quality.items()}})
         log(json.dumps({"generate": grid[-1]}))
     best = min(grid, key=lambda row: row[metric])
-    return {"steps": best["steps"], "metric": metric, f"val_{metric}": best[metric],
+    return {"steps": best["steps"], "noise": best["noise"], "metric": metric, f"val_{metric}": best[metric],
             "tuned_on": f"val split, {n} samples (seed 0)", "grid": grid}
 
 
@@ -156,6 +159,9 @@ def main(argv=None) -> int:
     parser.add_argument("--write", action="store_true", help="store the best settings in the model folder")
     parser.add_argument("--generation-steps", type=int, nargs="+", metavar="K",
                         help="also choose generation's Langevin steps among these, by FID on the val split")
+    parser.add_argument("--generation-noise", type=float, nargs="+", metavar="NOISE",
+                        help="with --generation-steps: also choose the chains' per-step noise among these "
+                             "(0: noise-free descent; stored as the sampler's generation_noise)")
     parser.add_argument("--generation-samples", type=int, default=1000, help="samples per setting (default 1000)")
     parser.add_argument("--generation-metric", choices=["fid", "pca_fd"], default="fid")
     parser.add_argument("--no-restoration", action="store_true", help="skip the restoration grids")
@@ -164,6 +170,10 @@ def main(argv=None) -> int:
         parser.error("--n and --chains must be >= 1, --generation-samples >= 2")
     if args.generation_steps and min(args.generation_steps) < 0:
         parser.error("--generation-steps must be >= 0")
+    if args.generation_noise and not args.generation_steps:
+        parser.error("--generation-noise needs --generation-steps")
+    if args.generation_noise and not all(0 <= v < float("inf") for v in args.generation_noise):
+        parser.error("--generation-noise values must be finite and >= 0")
     if args.no_restoration and not args.generation_steps:
         parser.error("--no-restoration leaves nothing to tune without --generation-steps")
     kind, location = resolve_model(args.model)
@@ -177,12 +187,15 @@ def main(argv=None) -> int:
         result["restoration"] = tune(args.model, n=args.n, chains=args.chains, data_root=args.data_root, log=log)
     if args.generation_steps:
         result["generation"] = tune_generation(args.model, args.generation_steps, n=args.generation_samples,
+                                               noise_grid=args.generation_noise or (None,),
                                                metric=args.generation_metric, data_root=args.data_root, log=log)
     if args.write:
         model = load_model(location)
         update = dict(result)
         if "generation" in result:
             update["sampler"] = {**model.config["sampler"], "steps": result["generation"]["steps"]}
+            if args.generation_noise:  # restoration keeps the sampler's own noise (its temperature)
+                update["sampler"]["generation_noise"] = result["generation"]["noise"]
         model.update_config(update)
         model.save_pretrained(location)
     summary = {**result.get("restoration", {}), **({"generation": result["generation"]} if "generation" in result else {})}
