@@ -491,19 +491,24 @@ def test_results_table_summarises_each_objective_over_its_seeds_of_one_recipe():
 
     def row(name, div, fid, steps=200, trained=3000):
         return {"model": name, "divergence": div, "fid": fid, "pca_fd": fid / 100, "samples": 10, "split": "test",
-                "training_steps": trained, "sampler": {"method": "authors", "steps": steps}}
+                "training_steps": trained, "sampler": {"method": "authors", "steps": steps, "noise": 0.005}}
 
     one_each = results_table([row("a-js", "js", 50.0), row("a-cd", "cd", 60.0)])
-    assert "Per objective" not in one_each and "| a-js | js | 3000 | 200 |" in one_each
-    assert 'sampler (each model\'s own Langevin steps): `{"method": "authors"}`' in one_each
+    assert "Per objective" not in one_each and "| a-js | js | 3000 | 200 (0.005) |" in one_each
+    assert 'sampler (each model\'s own Langevin steps and noise): `{"method": "authors"}`' in one_each
     table = results_table([row("js0", "js", 50.0), row("js1", "js", 70.0), row("cd0", "cd", 55.0)])
     summary = table.split("Per objective")[1]
-    assert "| cd | 3000 | 200 | 1 | 55.0 | 0.550 |" in summary
-    assert "| js | 3000 | 200 | 2 | 60.0 [50.0, 70.0] | 0.600 [0.500, 0.700] |" in summary
+    assert "| cd | 3000 | 200 (0.005) | 1 | 55.0 | 0.550 |" in summary
+    assert "| js | 3000 | 200 (0.005) | 2 | 60.0 [50.0, 70.0] | 0.600 [0.500, 0.700] |" in summary
     assert summary.index("| cd |") < summary.index("| js |")  # best (lowest FID) first
     # a model of another recipe (longer training, other sampler) is its own group, never averaged with the seeds
     mixed = results_table([row("js0", "js", 50.0), row("js1", "js", 70.0), row("js-long", "js", 20.0, 10, 3500)])
-    assert "| js | 3500 | 10 | 1 | 20.0 |" in mixed and "| js | 3000 | 200 | 2 | 60.0 [50.0, 70.0]" in mixed
+    assert "| js | 3500 | 10 (0.005) | 1 | 20.0 |" in mixed and "| js | 3000 | 200 (0.005) | 2 | 60.0 [50.0, 70.0]" in mixed
+    # colder generation chains are another recipe too, and the table says which noise each model ran
+    colder = {**row("js-cold", "js", 30.0), "sampler": {"method": "authors", "steps": 200, "noise": 0.0}}
+    noises = results_table([row("js0", "js", 50.0), row("js1", "js", 70.0), colder])
+    assert "| js-cold | js | 3000 | 200 (0) |" in noises and "| js | 3000 | 200 (0) | 1 | 30.0 |" in noises
+    assert 'own Langevin steps and noise): `{"method": "authors"}`' in noises
     other = results_table([row("a", "js", 1.0), {**row("b", "js", 2.0), "sampler": {"method": "mala", "steps": 9}}])
     assert "each model's own sampler" in other
 

@@ -281,9 +281,16 @@ def _fmt(value, digits: int = 1) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
 
+def _chain(sampler: dict) -> str:
+    """A report's generation chain for the table: its Langevin steps and per-step noise."""
+    if "steps" not in sampler:
+        return "–"
+    return f"{sampler['steps']}" + (f" ({sampler['noise']:g})" if "noise" in sampler else "")
+
+
 def results_table(results: list[dict]) -> str:
     """A Markdown table, one row per model."""
-    rows = ["| model | objective | training steps | Langevin steps | FID | pixel-PCA FD | acceptance | FID accepted "
+    rows = ["| model | objective | training steps | Langevin steps (noise) | FID | pixel-PCA FD | acceptance | FID accepted "
             "(random subset, same size) | denoise PSNR σ=0.2 (input) | inpaint PSNR centre box |",
             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in results:
@@ -295,13 +302,14 @@ def results_table(results: list[dict]) -> str:
                     if rej.get("fid") is not None else "–")
         rows.append(
             f"| {Path(r['model']).name} | {r['divergence']} | {r.get('training_steps') or '–'} "
-            f"| {(r.get('sampler') or {}).get('steps', '–')} | {_fmt(r.get('fid'))} "
+            f"| {_chain(r.get('sampler') or {})} | {_fmt(r.get('fid'))} "
             f"| {_fmt(r['pca_fd'], 3)} | {_fmt(100 * rej['acceptance_rate'], 0) + '%' if rej else '–'} "
             f"| {accepted} | {_fmt(r.get(den), 2)} ({_fmt(den_in, 2)}) | {_fmt(r.get(inp), 2)} |")
     first = results[0] if results else {}
     reference = first.get("fid_reference") or f"{first.get('split')} split"
-    samplers = {json.dumps({k: v for k, v in (r.get("sampler") or {}).items() if k != "steps"}) for r in results}
-    sampler = (f"sampler (each model's own Langevin steps): `{samplers.pop()}`" if len(samplers) == 1
+    samplers = {json.dumps({k: v for k, v in (r.get("sampler") or {}).items() if k not in ("steps", "noise")})
+                for r in results}
+    sampler = (f"sampler (each model's own Langevin steps and noise): `{samplers.pop()}`" if len(samplers) == 1
                else "each model's own sampler (its `config.json`)")
     notes = (f"\n{first.get('samples')} samples per model; reference: the {reference}; {sampler}; "
              f"rejection sampling keeps each of those samples with probability min(1, exp(r - max r)); "
@@ -318,7 +326,7 @@ def objective_table(results: list[dict]) -> str:
     if all(len(v) == 1 for v in groups.values()):
         return ""
     rows = ["", "Per objective (mean over its seeds of one recipe, range in brackets):", "",
-            "| objective | training steps | Langevin steps | models | FID | pixel-PCA FD |",
+            "| objective | training steps | Langevin steps (noise) | models | FID | pixel-PCA FD |",
             "| --- | ---: | ---: | ---: | ---: | ---: |"]
     rank = "fid" if all(r.get("fid") is not None for r in results) else "pca_fd"
     for (div, steps, _), rs in sorted(groups.items(), key=lambda kv: np.mean([r[rank] for r in kv[1]])):
@@ -327,8 +335,7 @@ def objective_table(results: list[dict]) -> str:
             values = [r[key] for r in rs if r.get(key) is not None]
             spread = f" [{_fmt(min(values), digits)}, {_fmt(max(values), digits)}]" if len(values) > 1 else ""
             cells.append(f"{_fmt(float(np.mean(values)), digits)}{spread}" if values else "–")
-        langevin = (rs[0].get("sampler") or {}).get("steps", "–")
-        rows.append(f"| {div} | {steps or '–'} | {langevin} | {len(rs)} | {cells[0]} | {cells[1]} |")
+        rows.append(f"| {div} | {steps or '–'} | {_chain(rs[0].get('sampler') or {})} | {len(rs)} | {cells[0]} | {cells[1]} |")
     return "\n".join(rows) + "\n"
 
 
