@@ -71,16 +71,25 @@ def reused_reports(results_files: list[str], folders: list[str], protocol: dict)
 
 
 def curve_points(results: list[dict]) -> list[dict]:
-    """One row per model: objective, chain start, training steps and hours, FID and pixel-PCA FD, sorted by those."""
+    """One row per model: objective, chain start, generation noise (None: the sampler's), training steps and hours,
+    FID and pixel-PCA FD, sorted by those."""
     rows = []
     for r in results:
         config = model_config(r["model"])
         training = config.get("training") or {}
         rows.append({"model": r["model"], "divergence": r["divergence"],
-                     "start": (config.get("start") or {}).get("kind", "uniform"), "steps": training.get("steps"),
+                     "start": (config.get("start") or {}).get("kind", "uniform"),
+                     "generation_noise": (config.get("sampler") or {}).get("generation_noise"),
+                     "steps": training.get("steps"),
                      "training_hours": round(training.get("wall_time_minutes", 0) / 60, 2),
                      "fid": r.get("fid"), "pca_fd": r["pca_fd"], "samples": r["samples"], "split": r["split"]})
-    return sorted(rows, key=lambda row: (row["divergence"], row["start"], row["steps"] or 0))
+    return sorted(rows, key=lambda row: (curve_label(row), row["steps"] or 0))
+
+
+def curve_label(row: dict) -> str:
+    """The curve a point belongs to: its objective, chain start and, when it has its own, generation noise."""
+    noise = row.get("generation_noise")
+    return f"{row['divergence']}, {row['start']} start" + ("" if noise is None else f", generation noise {noise:g}")
 
 
 def plot(rows: list[dict], path: str) -> None:
@@ -90,10 +99,10 @@ def plot(rows: list[dict], path: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), sharey=True)
-    for div, start in sorted({(r["divergence"], r["start"]) for r in rows}):  # one line per objective and start
-        mine = [r for r in rows if (r["divergence"], r["start"]) == (div, start) and r["fid"] is not None]
+    for label in sorted({curve_label(r) for r in rows}):  # one line per objective, start and generation noise
+        mine = [r for r in rows if curve_label(r) == label and r["fid"] is not None]
         for ax, key in zip(axes, ("steps", "training_hours")):
-            ax.plot([r[key] for r in mine], [r["fid"] for r in mine], "o-", label=f"{div}, {start} start")
+            ax.plot([r[key] for r in mine], [r["fid"] for r in mine], "o-", label=label)
     axes[0].set(xlabel="training steps", ylabel=f"FID ({rows[0]['samples']} samples, {rows[0]['split']} split)")
     axes[1].set(xlabel="training hours (one CPU thread)")
     for ax in axes:

@@ -111,7 +111,7 @@ def test_warm_started_models_record_every_command_back_to_the_first(standin, tmp
 
 def test_fid_curve_takes_a_runs_snapshots_and_records_steps_and_hours(standin, tmp_path):
     sys.path.insert(0, str(REPO))  # bench/ is not installed
-    from bench.fid_curve import curve_points, model_folders, reused_reports
+    from bench.fid_curve import curve_label, curve_points, model_folders, reused_reports
 
     run = tmp_path / "run"
     assert main(tiny_args(standin, run, "--max-steps", "3", "--snapshot-every", "1")) == 0
@@ -124,6 +124,14 @@ def test_fid_curve_takes_a_runs_snapshots_and_records_steps_and_hours(standin, t
     rows = curve_points(results)
     assert [r["steps"] for r in rows] == [2, 3] and [r["fid"] for r in rows] == [9.0, 10.0]
     assert all(r["training_hours"] >= 0 for r in rows)
+    # the same weights sampled with their own generation noise are a curve of their own
+    colder = tmp_path / "colder"
+    shutil.copytree(chosen[1], colder)
+    config = json.loads((colder / "config.json").read_text())
+    config["sampler"]["generation_noise"] = 0.0
+    (colder / "config.json").write_text(json.dumps(config))
+    rows = curve_points([{**results[0], "model": str(colder), "fid": 5.0}, *results])
+    assert [curve_label(r) for r in rows] == ["js, uniform start"] * 2 + ["js, uniform start, generation noise 0"]
     # reports of an earlier evaluation are taken only for the same folder, training step and protocol
     report = {"divergence": "js", "fid": 7.0, "pca_fd": 1.0, "samples": 8, "split": "val", "seed": 0}
     results = tmp_path / "results.json"
