@@ -357,7 +357,13 @@ def model_card_body(config: dict, *, name: str | None = None, notes: str | None 
     else:
         lines += ["None recorded.", ""]
     if sampler:
-        lines += ["## Default sampler", "", "```json", json.dumps(sampler, indent=2), "```", ""]
+        lines += ["## Default sampler", ""]
+        generation = {k: v for k, v in (config.get("generation") or {}).items() if k != "grid"}
+        if generation:
+            lines += ["`steps` (and `generation_noise`, the per-step noise of generation's chains; restoration "
+                      "keeps `noise`, whose temperature weighs the likelihood) set by `python -m training.tune` "
+                      f"on the validation split: `{json.dumps(generation)}`.", ""]
+        lines += ["```json", json.dumps(sampler, indent=2), "```", ""]
     restoration = {task: {k: v for k, v in cfg.items() if k != "grid"}
                    for task, cfg in (config.get("restoration") or {}).items()}
     if restoration:

@@ -10,7 +10,7 @@
 # The shipped fmnist-js and fmnist-cd are two-stage (docs/recipe.md, issue 17): stage 1 is `train` (preset
 # fmnist-cpu, 3000 steps) continued by `curve` to 10 000 steps; `mixture` continues its 10 000-step snapshot for
 # 500 steps with the preset fmnist-cpu-mixture; `ship X-mixture` installs that as fmnist-X, with generation's
-# Langevin steps tuned too. Runs live in runs/ckpt/fmnist-<div>[-s<seed>|-mixture] (seed 0
+# Langevin steps and per-step noise tuned too. Runs live in runs/ckpt/fmnist-<div>[-s<seed>|-mixture] (seed 0
 # has no suffix); a killed run resumes from its last checkpoint when trained again, and a finished one is
 # skipped. JOBS=2 trains two at a time (the 2-core machine); each process uses one thread, which is faster than
 # two processes sharing two threads each.
@@ -77,8 +77,8 @@ case "${1:-}" in
             run=runs/ckpt/fmnist-$short/model
             [ -f "$run/model.safetensors" ] || { echo "error: $run is not a finished run" >&2; exit 1; }
             name=fmnist-${short%-mixture}
-            if [ "$short" != "${short%-mixture}" ]; then  # short chains from the mixture: tune their length too
-                "$PY" -m training.tune "$run" --generation-steps 0 10 25 --write
+            if [ "$short" != "${short%-mixture}" ]; then  # short chains from the mixture: their length and noise too
+                "$PY" -m training.tune "$run" --generation-steps 25 50 75 --generation-noise 0 0.0025 0.005 --write
             else
                 "$PY" -m training.tune "$run" --write
             fi

@@ -478,6 +478,8 @@ def test_tune_chooses_generation_noise_and_stores_it_for_generation_only(standin
     assert generation_sampler(tuned).noise == best["noise"]
     assert model_sampler(tuned).noise == before["noise"]  # restoration keeps its temperature
     assert grid[0]["pca_fd"] != grid[1]["pca_fd"]  # the noise reached the chains
+    card = (run / "model" / "README.md").read_text()
+    assert f'"generation_noise": {best["noise"]}' in card and "restoration keeps `noise`" in card
 
 
 @pytest.mark.parametrize("args, message", [
