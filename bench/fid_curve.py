@@ -98,7 +98,7 @@ def plot(rows: list[dict], path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), sharey=True)
+    fig, axes = plt.subplots(1, 2, figsize=(9, 4.4), sharey=True)
     for label in sorted({curve_label(r) for r in rows}):  # one line per objective, start and generation noise
         mine = [r for r in rows if curve_label(r) == label and r["fid"] is not None]
         for ax, key in zip(axes, ("steps", "training_hours")):
@@ -107,8 +107,8 @@ def plot(rows: list[dict], path: str) -> None:
     axes[1].set(xlabel="training hours (one CPU thread)")
     for ax in axes:
         ax.grid(alpha=0.3)
-    axes[0].legend()
-    fig.tight_layout()
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="lower center", ncol=3, fontsize=8)  # below: no line hidden
+    fig.tight_layout(rect=(0, 0.14, 1, 1))
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
 
