@@ -88,7 +88,8 @@ def run_generate(args: argparse.Namespace) -> None:
     out = check_output(args.out)
     model = _load(args)
     size = {"size": tuple(args.size)} if args.size else {}
-    result = generate(model, args.n, rejection=args.rejection, details=True, **size, **_sampling(args))
+    result = generate(model, args.n, rejection=args.rejection, noise=args.noise, details=True, **size,
+                      **_sampling(args))
     if args.rejection:
         print(f"acceptance rate: {result.acceptance_rate:.3f}")
     if args.separate:
@@ -254,6 +255,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="write one grid image, ceil(sqrt(n)) per row (the default)")
     layout.add_argument("--separate", action="store_true",
                         help="write one file per sample: OUT_000.png, OUT_001.png, ...")
+    p.add_argument("--noise", type=float, metavar="STD",
+                   help="per-step noise of the chains, authors' sampler (default: the model's generation_noise, "
+                        "else its sampler's; 0: descent on the energy)")
     p.add_argument("--rejection", action="store_true",
                    help="keep samples by rejection sampling on the learned density ratio (models with a critic); "
                         "prints the acceptance rate")

@@ -66,6 +66,14 @@ def test_generate_grid_with_rejection(folder):
     assert size(folder / "grid.png") == ((3 * 30 + 2, 2 * 30 + 2), "L")  # 3 per row, 28 px + 2 px padding
 
 
+def test_generate_noise_sets_the_chains_noise(folder):
+    for name, noise in (("cold", "0"), ("cold-again", "0"), ("warm", "0.05")):
+        result = febm(folder, "generate", "--n", 2, "--out", f"{name}.png", "--noise", noise, *FAST)
+        assert result.returncode == 0, result.stderr
+    pixels = {name: np.asarray(Image.open(folder / f"{name}.png")) for name in ("cold", "cold-again", "warm")}
+    assert np.array_equal(pixels["cold"], pixels["cold-again"]) and not np.array_equal(pixels["cold"], pixels["warm"])
+
+
 def test_generate_separate(folder):
     result = febm(folder, "generate", "--n", 3, "--out", "one.png", "--separate", *FAST)
     assert result.returncode == 0, result.stderr
@@ -128,6 +136,8 @@ def test_errors_exit_2_with_one_line_and_no_traceback(folder):
     (["inpaint", "in.png", "--preset", "center", "--mask-observed", "--out", "x.png"], "--mask-observed applies"),
     (["generate", "--n", "0", "--out", "x.png"], "n must be an integer >= 1"),
     (["generate", "--model", "nope", "--out", "x.png"], "no model 'nope'"),
+    (["generate", "--noise", "-1", "--out", "x.png"], "finite number >= 0"),
+    (["generate", "--noise", "0", "--sampler", "mala", "--out", "x.png"], "mala takes its noise"),
 ])
 def test_bad_input_is_one_error_line(folder, checkpoints, monkeypatch, capsys, args, message):
     monkeypatch.chdir(folder)
