@@ -63,6 +63,7 @@ def main(argv=None) -> None:
     parser.add_argument("--settings", nargs="+", type=parse_setting, default=[(1.0, 200), (0.0, 200)])
     parser.add_argument("--n", type=int, default=500)
     parser.add_argument("--noise", type=float, help="override the sampler's per-step noise (0: gradient descent)")
+    parser.add_argument("--step-size", type=float, help="override the sampler's step size (changes its temperature)")
     parser.add_argument("--start", type=parse_start, help="refit the start distribution: pca:K or pca-mixture:CLUSTERS:K")
     parser.add_argument("--grids", default="runs/generation_start", help="folder for the sample grids")
     args = parser.parse_args(argv)
@@ -71,8 +72,11 @@ def main(argv=None) -> None:
         parser.error(f"{args.model} starts its chains from uniform noise: no residual to scale")
     if args.start:
         model = refit_start(model, args.start)
+    if args.step_size is not None:
+        model.config["sampler"] = {**model.config["sampler"], "step_size": args.step_size}
     tag = Path(args.model).name + ("-" + "-".join(str(v) for v in args.start.values()) if args.start else "") \
-        + (f"-noise{args.noise:g}" if args.noise is not None else "")
+        + (f"-noise{args.noise:g}" if args.noise is not None else "") \
+        + (f"-step{args.step_size:g}" if args.step_size is not None else "")
     protocol = Protocol(model.config["dataset"], "val", None, fid=True, progress=False)
     for residual, steps in args.settings:
         start = time.time()
@@ -81,8 +85,9 @@ def main(argv=None) -> None:
         Path(args.grids).mkdir(parents=True, exist_ok=True)
         save_image(samples[:64], Path(args.grids) / f"{tag}-residual{residual:g}-steps{steps}.png", nrow=8)
         quality = protocol.quality(protocol.features(samples))
-        print(json.dumps({"model": args.model, "start": model.config["start"], "noise": generation_sampler(model, noise=args.noise).noise,
-                          "start_residual": residual, "steps": steps, "samples": args.n,
+        sampler = generation_sampler(model, noise=args.noise)
+        print(json.dumps({"model": args.model, "start": model.config["start"], "noise": sampler.noise,
+                          "step_size": sampler.step_size, "start_residual": residual, "steps": steps, "samples": args.n,
                           "split": "val", **quality, "seconds": round(time.time() - start)}), flush=True)
 
 
