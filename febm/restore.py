@@ -93,7 +93,7 @@ def generation_sampler(model: EBM, *, steps: int | None = None, method: str | No
                        noise: float | None = None) -> LangevinSampler:
     """The sampler generation runs: the model's, with the authors' per-step noise set to ``noise`` (default
     ``config["sampler"]["generation_noise"]``, if any). Generation may run colder chains than restoration,
-    whose likelihood weight is the sampler's temperature: from a mixture start, noise-free chains score a
+    whose likelihood weight is the sampler's temperature: from a mixture start, chains at half the noise score a
     better FID (docs/recipe.md, M8). ULA and MALA take their noise from their step size and temperature."""
     config = model.config.get("sampler") or {}
     method = method or config.get("method", "authors")

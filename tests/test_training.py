@@ -513,7 +513,8 @@ def test_results_table_summarises_each_objective_over_its_seeds_of_one_recipe():
     assert summary.index("| cd |") < summary.index("| js |")  # best (lowest FID) first
     # a model of another recipe (longer training, other sampler) is its own group, never averaged with the seeds
     mixed = results_table([row("js0", "js", 50.0), row("js1", "js", 70.0), row("js-long", "js", 20.0, 10, 3500)])
-    assert "| js | 3500 | 10 (0.005) | 1 | 20.0 |" in mixed and "| js | 3000 | 200 (0.005) | 2 | 60.0 [50.0, 70.0]" in mixed
+    assert "| js | 3500 | 10 (0.005) | 1 | 20.0 |" in mixed
+    assert "| js | 3000 | 200 (0.005) | 2 | 60.0 [50.0, 70.0]" in mixed
     # colder generation chains are another recipe too, and the table says which noise each model ran
     colder = {**row("js-cold", "js", 30.0), "sampler": {"method": "authors", "steps": 200, "noise": 0.0}}
     noises = results_table([row("js0", "js", 50.0), row("js1", "js", 70.0), colder])

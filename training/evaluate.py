@@ -290,8 +290,8 @@ def _chain(sampler: dict) -> str:
 
 def results_table(results: list[dict]) -> str:
     """A Markdown table, one row per model."""
-    rows = ["| model | objective | training steps | Langevin steps (noise) | FID | pixel-PCA FD | acceptance | FID accepted "
-            "(random subset, same size) | denoise PSNR σ=0.2 (input) | inpaint PSNR centre box |",
+    rows = ["| model | objective | training steps | Langevin steps (noise) | FID | pixel-PCA FD | acceptance "
+            "| FID accepted (random subset, same size) | denoise PSNR σ=0.2 (input) | inpaint PSNR centre box |",
             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in results:
         rej = r.get("rejection") or {}
@@ -335,7 +335,8 @@ def objective_table(results: list[dict]) -> str:
             values = [r[key] for r in rs if r.get(key) is not None]
             spread = f" [{_fmt(min(values), digits)}, {_fmt(max(values), digits)}]" if len(values) > 1 else ""
             cells.append(f"{_fmt(float(np.mean(values)), digits)}{spread}" if values else "–")
-        rows.append(f"| {div} | {steps or '–'} | {_chain(rs[0].get('sampler') or {})} | {len(rs)} | {cells[0]} | {cells[1]} |")
+        chain = _chain(rs[0].get("sampler") or {})
+        rows.append(f"| {div} | {steps or '–'} | {chain} | {len(rs)} | {cells[0]} | {cells[1]} |")
     return "\n".join(rows) + "\n"
 
 
