@@ -78,6 +78,7 @@ def main(argv=None) -> None:
         + (f"-noise{args.noise:g}" if args.noise is not None else "") \
         + (f"-step{args.step_size:g}" if args.step_size is not None else "")
     protocol = Protocol(model.config["dataset"], "val", None, fid=True, progress=False)
+    sampler = generation_sampler(model, noise=args.noise)  # for the record: what generate runs
     for residual, steps in args.settings:
         start = time.time()
         samples = generate(model, args.n, seed=0, steps=steps, start_residual=residual, noise=args.noise,
@@ -85,7 +86,6 @@ def main(argv=None) -> None:
         Path(args.grids).mkdir(parents=True, exist_ok=True)
         save_image(samples[:64], Path(args.grids) / f"{tag}-residual{residual:g}-steps{steps}.png", nrow=8)
         quality = protocol.quality(protocol.features(samples))
-        sampler = generation_sampler(model, noise=args.noise)
         print(json.dumps({"model": args.model, "start": model.config["start"], "noise": sampler.noise,
                           "step_size": sampler.step_size, "start_residual": residual, "steps": steps, "samples": args.n,
                           "split": "val", **quality, "seconds": round(time.time() - start)}), flush=True)

@@ -69,10 +69,10 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from febm import denoise, inpaint, list_models, load_model
-from febm.model import read_config
 from febm.classical import local_wiener, smooth_fill
 from febm.degradations import add_gaussian_noise, scribble_mask, text_mask
 from febm.files import write_atomic
+from febm.model import read_config
 
 PARAMS_FILE = Path(__file__).with_name("photo_params.json")
 

@@ -49,8 +49,8 @@ PRESETS: dict[str, dict] = {
     # model (--warm-start) for 500 steps with chains started from a 64-cluster PCA mixture (max_steps counts on from
     # the model's steps: 3500 after 3000; the shipped models continue the 10 000-step one, --max-steps 10500).
     # The mixture's starts are sharp garments; trained against it from scratch the energy is rough noise that the
-    # chains paint on; continued from a smooth energy it learns to keep them (generation then runs 10-25 steps,
-    # set by tune).
+    # chains paint on; continued from a smooth energy it learns to keep them (generation then runs short chains,
+    # 50 steps at half the noise for the shipped ones, set by tune).
     "fmnist-cpu-mixture": {**FMNIST_CPU, "start": "pca-mixture", "start_clusters": 64, "start_components": 16,
                            "max_steps": 3500},
     # photo priors (DESIGN section 7): a fully convolutional energy and critic (sum of local energies), trained on
