@@ -3,7 +3,7 @@
     python -m bench.generation_start --model fmnist-js --settings 1@200 0@200 0.5@200 0@100 0@400
     python -m bench.generation_start --model fmnist-js --start pca-mixture:32:16 --settings 0@0 0@200
 
-Each setting RESIDUAL@STEPS generates --n samples (seed 0) from the model's Gaussian start with its residual
+Each setting RESIDUAL@STEPS generates --n samples (--seed, default 0) from the model's Gaussian start with its residual
 per-pixel noise scaled by RESIDUAL (1: the distribution training restarts from, 0: its smooth principal-
 subspace part), then STEPS Langevin steps with the model's sampler; prints one JSON line per setting with
 FID and the pixel-PCA Fréchet distance against the val split (training.evaluate's extractors), and writes
@@ -64,7 +64,9 @@ def main(argv=None) -> None:
     parser.add_argument("--n", type=int, default=500)
     parser.add_argument("--noise", type=float, help="override the sampler's per-step noise (0: gradient descent)")
     parser.add_argument("--step-size", type=float, help="override the sampler's step size (changes its temperature)")
-    parser.add_argument("--start", type=parse_start, help="refit the start distribution: pca:K or pca-mixture:CLUSTERS:K")
+    parser.add_argument("--start", type=parse_start,
+                        help="refit the start distribution: pca:K or pca-mixture:CLUSTERS:K")
+    parser.add_argument("--seed", type=int, default=0, help="generation seed (others measure FID's jitter)")
     parser.add_argument("--grids", default="runs/generation_start", help="folder for the sample grids")
     args = parser.parse_args(argv)
     model = load_model(args.model)
@@ -76,18 +78,20 @@ def main(argv=None) -> None:
         model.config["sampler"] = {**model.config["sampler"], "step_size": args.step_size}
     tag = Path(args.model).name + ("-" + "-".join(str(v) for v in args.start.values()) if args.start else "") \
         + (f"-noise{args.noise:g}" if args.noise is not None else "") \
-        + (f"-step{args.step_size:g}" if args.step_size is not None else "")
+        + (f"-step{args.step_size:g}" if args.step_size is not None else "") \
+        + (f"-seed{args.seed}" if args.seed else "")
     protocol = Protocol(model.config["dataset"], "val", None, fid=True, progress=False)
     sampler = generation_sampler(model, noise=args.noise)  # for the record: what generate runs
     for residual, steps in args.settings:
         start = time.time()
-        samples = generate(model, args.n, seed=0, steps=steps, start_residual=residual, noise=args.noise,
+        samples = generate(model, args.n, seed=args.seed, steps=steps, start_residual=residual, noise=args.noise,
                            progress=False)
         Path(args.grids).mkdir(parents=True, exist_ok=True)
         save_image(samples[:64], Path(args.grids) / f"{tag}-residual{residual:g}-steps{steps}.png", nrow=8)
         quality = protocol.quality(protocol.features(samples))
         print(json.dumps({"model": args.model, "start": model.config["start"], "noise": sampler.noise,
                           "step_size": sampler.step_size, "start_residual": residual, "steps": steps, "samples": args.n,
+                          "seed": args.seed,
                           "split": "val", **quality, "seconds": round(time.time() - start)}), flush=True)
 
 
