@@ -1,7 +1,7 @@
 """A supervised reference restorer for bench/restoration.py: what a plain network trained on pairs reaches.
 
     python -m bench.supervised --out bench/weights/supervised.safetensors            # 15 minutes
-    python -m bench.supervised --match fmnist-js --cpu-minutes 95.4                   # one EBM's training time
+    python -m bench.supervised --match fmnist-js --cpu-minutes 357.1                  # the shipped EBM's training time
     python -m bench.supervised --out /tmp/sup.safetensors --steps 20 --match runs/pilot-conv16-js/model
 
 One fully-convolutional network for every corruption, like the EBM: it sees the corrupted image (unknown
