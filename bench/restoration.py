@@ -195,11 +195,12 @@ def column_name(corruption: str) -> str:
     return corruption.replace("sigma=", "σ=")
 
 
-def sampler_text(sampler: dict) -> str:
-    """'authors, 200 steps, step_size 10, ...' from the sampler's settings."""
+def sampler_text(sampler: dict, steps: bool = True) -> str:
+    """'authors, 200 steps, step_size 10, ...' from the sampler's settings that restoration runs (its steps
+    only with ``steps``: tuned restoration steps replace them; generation's own noise left out)."""
     rest = ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in sampler.items()
-                     if k not in ("method", "steps", "clamp"))
-    return f"{sampler['method']}, {sampler['steps']} steps, {rest}"
+                     if k not in ("method", "steps", "clamp", "generation_noise"))
+    return f"{sampler['method']}, " + (f"{sampler['steps']} steps, " if steps else "") + rest
 
 
 def restoration_text(tuned: dict | None) -> str:
@@ -222,7 +223,7 @@ def markdown(report: dict) -> str:
         f"{s['n']} images of the {s['dataset']} **{s['split']}** split (the first ones), seed {s['seed']}; classical "
         f"parameters tuned per corruption on the first {s['val_n']} images of the **{s['tuning_split']}** split. "
         f"Cells: mean PSNR (dB) / SSIM over images, whole image. EBM: {s['model']} "
-        f"({s['model_training_steps']} training steps), sampler {sampler_text(s['sampler'])}"
+        f"({s['model_training_steps']} training steps), sampler {sampler_text(s['sampler'], steps=not s.get('restoration'))}"
         f"{restoration_text(s.get('restoration'))}, {s['chains']} chains per image "
         f"(`ebm-mean` = their mean; `ebm-sample` = one chain run as a posterior sample; `ebm-blind` = the mean with "
         f"sigma estimated from the image; `gaussian-posterior` = where the chains start, the model's start (a "

@@ -81,6 +81,13 @@ def test_markdown_has_a_row_per_method_and_dashes_where_not_run():
     assert any("supervised row skipped" in line for line in lines)
 
 
+def test_sampler_text_names_what_restoration_runs():
+    sampler = {"method": "authors", "steps": 50, "step_size": 10.0, "noise": 0.005, "clamp": [0, 1],
+               "generation_noise": 0.0025}
+    assert rb.sampler_text(sampler) == "authors, 50 steps, step_size 10, noise 0.005"
+    assert rb.sampler_text(sampler, steps=False) == "authors, step_size 10, noise 0.005"  # tuned steps say it
+
+
 @pytest.mark.parametrize("shape", [(1, 1, 28, 28), (2, 1, 17, 23), (1, 3, 9, 10)])
 def test_supervised_net_keeps_shapes(shape):
     net = sup.Restorer(channels=shape[1], width=8)
