@@ -217,13 +217,14 @@ def markdown(report: dict) -> str:
     results, s = report["results"], report["settings"]
     columns = report["corruptions"]
     rows = [m for m in ROW_ORDER if m in results] + [m for m in results if m not in ROW_ORDER]
+    sampler = sampler_text(s["sampler"], steps=not s.get("restoration"))  # tuned restoration steps say their own
     lines = [
         f"# Restoration benchmark: {s['model']}",
         "",
         f"{s['n']} images of the {s['dataset']} **{s['split']}** split (the first ones), seed {s['seed']}; classical "
         f"parameters tuned per corruption on the first {s['val_n']} images of the **{s['tuning_split']}** split. "
         f"Cells: mean PSNR (dB) / SSIM over images, whole image. EBM: {s['model']} "
-        f"({s['model_training_steps']} training steps), sampler {sampler_text(s['sampler'], steps=not s.get('restoration'))}"
+        f"({s['model_training_steps']} training steps), sampler {sampler}"
         f"{restoration_text(s.get('restoration'))}, {s['chains']} chains per image "
         f"(`ebm-mean` = their mean; `ebm-sample` = one chain run as a posterior sample; `ebm-blind` = the mean with "
         f"sigma estimated from the image; `gaussian-posterior` = where the chains start, the model's start (a "
