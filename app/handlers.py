@@ -23,12 +23,12 @@ import torch
 from PIL import Image
 
 from febm import restore
+from febm.degradations import add_synthetic_noise
 from febm.imageio import (
     MAX_PIXELS,
     PRESET_MASKS,
     Photo,
     ResolutionWarning,
-    add_noise,
     fit_photo,
     fitted_size,
     from_model_tensor,
@@ -376,7 +376,7 @@ class Handlers:
         if ebm.fully_convolutional:
             return self.denoise_photo(ebm, image, noise_mode, sigma, steps, chains, seed, bool(downscale))
         x, note = model_tensor(read_image(image, self.limits), ebm)
-        clean, noisy = (x, add_noise(x, sigma, seed=seed)) if noise_mode == "add" else (None, x)
+        clean, noisy = (x, add_synthetic_noise(x, sigma, seed)) if noise_mode == "add" else (None, x)
         result = restore.denoise(ebm, noisy, sigma, seed=seed, steps=steps, chains=chains, progress=True, details=True)
         info = self.denoise_summary(result, sigma, clean, noisy, seed) + (f"\n\n{note}" if note else "")
         return from_model_tensor(noisy), from_model_tensor(result.images), info, {"photo": False}
@@ -394,7 +394,7 @@ class Handlers:
         if over:
             return None, None, over, {"photo": True, "over_limit": True}
         x = photo.pixels
-        clean, noisy = (x, add_noise(x, sigma, seed=seed)) if noise_mode == "add" else (None, x)
+        clean, noisy = (x, add_synthetic_noise(x, sigma, seed)) if noise_mode == "add" else (None, x)
         result = restore.denoise(ebm, noisy, sigma, seed=seed, steps=steps, chains=chains, progress=True, details=True)
         folder, name = output_folder(self.limits), stem(image)
         before = save_photo(noisy, folder / f"{name}-noisy.png", photo)

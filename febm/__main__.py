@@ -29,11 +29,11 @@ import sys
 import warnings
 from pathlib import Path
 
+from .degradations import add_synthetic_noise
 from .imageio import (
     MAX_PIXELS,
     PRESET_MASKS,
     Photo,
-    add_noise,
     check_output,
     fit_photo,
     fitted_size,
@@ -147,7 +147,7 @@ def run_denoise(args: argparse.Namespace) -> None:
     else:
         image, placement = to_model_tensor(load_image(args.input), model)
     if added is not None:
-        image = add_noise(image, added, seed=args.seed)
+        image = add_synthetic_noise(image, added, args.seed)
     # noise we just added is known exactly: estimating it instead would only add error
     source = "given" if sigma is not None else "added" if added is not None else "estimated"
     sigma = sigma if sigma is not None else added
@@ -275,7 +275,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="the noise std in 0-255 levels of an 8-bit image (e.g. 25; the same as --sigma S255/255)")
     adding = p.add_mutually_exclusive_group()
     adding.add_argument("--add-noise", type=float, metavar="S",
-                        help="first add Gaussian noise of std S in [0, 1] units (seeded by --seed), to test the model "
+                        help="first add Gaussian noise of std S in [0, 1] units (its own stream, derived from --seed: "
+                             "febm.degradations.add_synthetic_noise), to test the model "
                              "on a clean image; denoises with sigma S unless --sigma/--sigma-255 is given; also writes "
                              "the noisy input as OUT_noisy.png")
     adding.add_argument("--add-noise-255", type=float, metavar="S255",

@@ -2,6 +2,7 @@
 
     g = torch.Generator().manual_seed(0)                 # or pass an int seed
     noisy = add_gaussian_noise(clean, 25 / 255, g)        # sigma in [0, 1] units, clipped to [0, 1]
+    noisy = add_synthetic_noise(clean, 25 / 255, seed=s)  # a test input for a restoration run with seed s
     known = scribble_mask(512, 512, g)                    # (1, 1, H, W) bool: True = observed, False = fill
     known = text_mask(512, 512)                           # overlaid text, deterministic
 
@@ -9,6 +10,10 @@ Images are float tensors (B, C, H, W) in [0, 1]; masks follow the project conven
 pixel, 0 = to be filled) and are bool (1, 1, H, W), broadcastable to any batch and channel count. Every random
 degradation takes a ``torch.Generator`` or an int seed and draws on the CPU, so the same seed gives the same
 degradation on every device.
+
+Synthetic noise added to test a restoration (the CLI's ``--add-noise``, the app's "add synthetic noise") draws
+from its own stream, :func:`synthetic_noise_generator`: the restoration chains seed a generator with the run's seed
+``s`` and draw the image's shape first, so noise drawn from ``s`` too would be exactly the chain's first draw.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from torch import Tensor
 
 SCRIBBLE_FRACTION = (0.05, 0.15)  # share of pixels a scribble mask hides: drawn uniformly in this range
 SCRIBBLE_WIDTH = (3, 7)  # brush width in px, drawn per stroke (inclusive)
+SYNTHETIC_NOISE_STREAM = 1  # SeedSequence spawn key of the synthetic noise (the chains use the seed itself)
 TEXT = "The quick brown fox jumps over the lazy dog 0123456789"
 
 
@@ -61,6 +67,20 @@ def add_gaussian_noise(x: Tensor, sigma: float | Tensor, generator: torch.Genera
     s = s.to(device=x.device, dtype=x.dtype).view(-1, 1, 1, 1)
     noisy = x + s * noise.to(device=x.device, dtype=x.dtype)
     return noisy.clamp(0, 1) if clip else noisy
+
+
+def synthetic_noise_generator(seed: int) -> torch.Generator:
+    """The synthetic noise's own stream for a restoration run seeded with ``seed``: a CPU generator seeded with
+    the first 64 bits of ``numpy.random.SeedSequence(seed mod 2**64, spawn_key=(1,))``, never with ``seed``
+    itself (the chains' seed)."""
+    derived = np.random.SeedSequence(int(seed) % 2**64, spawn_key=(SYNTHETIC_NOISE_STREAM,))
+    return torch.Generator().manual_seed(int(derived.generate_state(1, np.uint64)[0]))
+
+
+def add_synthetic_noise(x: Tensor, sigma: float | Tensor, seed: int) -> Tensor:
+    """``x`` + N(0, sigma^2), clipped to [0, 1]: the noisy input that tests a restoration run with ``seed``, drawn
+    from :func:`synthetic_noise_generator` so that it is independent of the chains' noise."""
+    return add_gaussian_noise(x, sigma, synthetic_noise_generator(seed))
 
 
 # --- scribbles ------------------------------------------------------------------------------------------------

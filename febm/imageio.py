@@ -1,4 +1,4 @@
-"""Images at the edges: PIL / numpy / files <-> the model's float tensors, masks, preset masks, synthetic noise.
+"""Images at the edges: PIL / numpy / files <-> the model's float tensors, masks, preset masks.
 
     image = load_image("photo.jpg")                           # clear errors for missing, corrupt, huge files
     x, placement = to_model_tensor(image, model)              # (1, C, H, W) in [0, 1] at the model's size
@@ -29,6 +29,7 @@ import torch
 from PIL import Image, ImageOps
 from torch import Tensor
 
+from .degradations import add_gaussian_noise
 from .files import atomic_path
 
 MAX_PIXELS = 40_000_000
@@ -456,16 +457,14 @@ def preset_mask(kind: str, shape, *, seed: int = 0) -> Tensor:
     return known[None, None]
 
 
-# --- synthetic degradations -------------------------------------------------------------------------------------
+# --- deprecated ---------------------------------------------------------------------------------------------------
 def add_noise(images: Tensor, sigma: float, *, seed: int = 0, clip: bool = True) -> Tensor:
-    """``images`` + N(0, sigma^2) per pixel, clipped to [0, 1] unless ``clip=False``.
-
-    The noise is drawn on the CPU from a generator seeded with ``seed``: the same noise on every device.
-    """
-    if not images.is_floating_point():
-        raise TypeError(f"images must be a float tensor in [0, 1], got {images.dtype}")
-    if not (math.isfinite(sigma) and sigma >= 0):
-        raise ValueError(f"the noise std must be a finite number >= 0, got {sigma}")
-    noise = torch.randn(images.shape, generator=torch.Generator().manual_seed(seed))
-    noisy = images + sigma * noise.to(images)
-    return noisy.clamp(0, 1) if clip else noisy
+    """Deprecated: use :func:`febm.degradations.add_gaussian_noise` (the home of degradations), or
+    :func:`febm.degradations.add_synthetic_noise` to test a restoration run. The same noise as
+    ``add_gaussian_noise(images, sigma, seed, clip)``, for images of any shape."""
+    warnings.warn("febm.imageio.add_noise is deprecated: use febm.degradations.add_gaussian_noise",
+                  DeprecationWarning, stacklevel=2)
+    if not isinstance(sigma, (int, float)):
+        raise TypeError(f"sigma must be a number, got {type(sigma).__name__}")
+    flat = images.reshape(1, 1, 1, -1)  # the same draws as for any shape of the same size
+    return add_gaussian_noise(flat, sigma, seed, clip).reshape(images.shape)

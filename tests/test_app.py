@@ -515,3 +515,27 @@ def test_photo_examples_ship_with_their_licence():
             assert image.mode == "RGB" and image.width * image.height <= 320 * 256
     readme = (PHOTO_EXAMPLES_DIR / "README.md").read_text()
     assert "public domain" in readme and readme.count("CC0") >= 2 and "never use" in readme
+
+
+# --- issue 27 ---------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("model", ["tiny-js", "tiny-photo"])
+def test_added_noise_is_not_the_chains_first_draw(checkpoints, tmp_path, monkeypatch, model):
+    """"Add synthetic noise" draws from its own stream, not the chains' seed (whose first Langevin draw would then
+    be exactly the noise just added)."""
+    seen = {}
+
+    def recorded(ebm, noisy, sigma, **kwargs):
+        seen.update(noisy=noisy.clone(), seed=kwargs["seed"])
+        raise ValueError("stop here")
+
+    monkeypatch.setenv("FEBM_CHECKPOINTS", str(checkpoints))
+    monkeypatch.setattr(restore, "denoise", recorded)
+    handlers = Handlers(ModelRegistry.discover(), Limits())
+    path = save(Image.new("L", (64, 48), 128), tmp_path / "mid.png")
+    with pytest.raises(gr.Error, match="stop here"):
+        handlers.denoise(model, path, "add", 0.05, 1, 1, 5)
+    noise = seen["noisy"] - 128 / 255  # no clipping 10 sigma away from 0 and 1
+    assert seen["seed"] == 5 and noise.std().item() == pytest.approx(0.05, rel=0.1)
+    first = 0.05 * torch.randn(noise.shape, generator=torch.Generator().manual_seed(5))
+    assert not torch.allclose(noise, first, atol=1e-3)
+    assert abs(np.corrcoef(noise.flatten().numpy(), first.flatten().numpy())[0, 1]) < 0.2

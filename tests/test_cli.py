@@ -311,3 +311,35 @@ def test_help_says_the_unit_of_sigma(capsys):
     out = " ".join(capsys.readouterr().out.split())
     assert "--sigma S the noise std in [0, 1] units" in out and "--sigma-255 S255 the noise std in 0-255 levels" in out
     assert "--add-noise-255" in out and "--max-pixels" in out and "--downscale" in out
+
+
+# --- issue 27 ------------------------------------------------------------------------------------------------------
+def chains_first_draw(shape, seed):
+    """The first noise the restoration chains draw for ``seed``: a fresh generator seeded with it."""
+    return torch.randn(shape, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("model", ["fmnist-js", "photo-js"])
+def test_added_noise_is_not_the_chains_first_draw(folder, photos, monkeypatch, capsys, model):
+    """--add-noise draws from its own stream: with the chains' seed the chain would start by removing exactly the
+    noise it was given (the first Langevin draw equal to the noise just added)."""
+    import febm.__main__ as cli
+
+    seen = {}
+
+    def recorded(model, noisy, sigma, **kwargs):
+        seen.update(noisy=noisy.clone(), seed=kwargs["seed"])
+        raise ValueError("stop here")
+
+    monkeypatch.setattr(cli, "denoise", recorded)
+    root = folder if model == "fmnist-js" else photos
+    monkeypatch.setenv("FEBM_CHECKPOINTS", str(root / "checkpoints"))
+    monkeypatch.chdir(root)
+    Image.new("L", (64, 48), 128).save(root / "mid.png")
+    assert main(["denoise", "mid.png", "--out", "x.png", "--add-noise", "0.05", "--seed", "5", "--model", model,
+                 *FAST]) == 2
+    noise = seen["noisy"] - 128 / 255  # no clipping 10 sigma away from 0 and 1
+    assert seen["seed"] == 5 and noise.std().item() == pytest.approx(0.05, rel=0.1)
+    first = 0.05 * chains_first_draw(noise.shape, 5)
+    assert not torch.allclose(noise, first, atol=1e-3)
+    assert abs(np.corrcoef(noise.flatten().numpy(), first.flatten().numpy())[0, 1]) < 0.2

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from febm.degradations import (SCRIBBLE_FRACTION, add_gaussian_noise, as_generator, masked_fraction, scribble_mask,
-                               text_mask)
+from febm.degradations import (SCRIBBLE_FRACTION, add_gaussian_noise, add_synthetic_noise, as_generator,
+                               masked_fraction, scribble_mask, synthetic_noise_generator, text_mask)
 
 
 def test_noise_shape_range_and_seed():
@@ -28,6 +28,20 @@ def test_noise_statistics():
     assert unclipped.min() < 0 and float(unclipped.std()) == pytest.approx(0.2, rel=0.03)
     clipped = add_gaussian_noise(torch.zeros(1, 1, 128, 128), 0.2, 0)
     assert clipped.min() == 0 and float((clipped == 0).float().mean()) == pytest.approx(0.5, abs=0.02)
+
+
+def test_synthetic_noise_has_its_own_stream():
+    """The noise added to test a run seeded with s is not what the chains draw first (a generator seeded with s)."""
+    x = torch.full((1, 3, 40, 50), 0.5)
+    for seed in (0, 5, -3, 2**63):
+        noise = add_synthetic_noise(x, 0.1, seed) - x
+        chains = 0.1 * torch.randn(x.shape, generator=torch.Generator().manual_seed(seed))
+        assert not torch.allclose(noise, chains, atol=1e-3)
+        assert abs(float(torch.corrcoef(torch.stack([noise.flatten(), chains.flatten()]))[0, 1])) < 0.1
+        rule = add_gaussian_noise(x, 0.1, synthetic_noise_generator(seed))
+        assert torch.equal(add_synthetic_noise(x, 0.1, seed), rule)
+    assert torch.equal(add_synthetic_noise(x, 0.1, 5), add_synthetic_noise(x, 0.1, 5))  # seeded
+    assert not torch.equal(add_synthetic_noise(x, 0.1, 5), add_synthetic_noise(x, 0.1, 6))
 
 
 def test_noise_per_image_sigma_and_errors():

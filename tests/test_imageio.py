@@ -8,6 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
+from febm.degradations import add_gaussian_noise
 from febm.imageio import (
     LUMA,
     PRESET_MASKS,
@@ -306,6 +307,7 @@ def test_preset_mask_places_and_seeds():
 
 
 # --- noise -------------------------------------------------------------------------------------------------------
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
 def test_add_noise_is_seeded_and_clipped():
     x = torch.full((2, 1, 17, 23), 0.5)
     noisy = add_noise(x, 0.1, seed=3)
@@ -317,6 +319,15 @@ def test_add_noise_is_seeded_and_clipped():
     assert torch.equal(add_noise(x, 0.0), x)
     with pytest.raises(ValueError, match=">= 0"):
         add_noise(x, -0.1)
+
+
+def test_add_noise_is_a_deprecated_alias_of_add_gaussian_noise():
+    x = torch.rand(2, 3, 17, 23)
+    with pytest.deprecated_call(match="febm.degradations.add_gaussian_noise"):
+        noisy = add_noise(x, 0.1, seed=3)
+    assert torch.equal(noisy, add_gaussian_noise(x, 0.1, 3))
+    with pytest.deprecated_call():
+        assert torch.equal(add_noise(x[0], 0.1, seed=3), add_gaussian_noise(x[:1], 0.1, 3)[0])  # any shape
 
 
 # --- photos at their own resolution --------------------------------------------------------------------------------
