@@ -38,6 +38,7 @@ from febm.imageio import (
     photo_mask,
     preset_mask,
     save_photo,
+    sigma_from_unit,
     to_model_tensor,
 )
 from febm.metrics import psnr
@@ -46,7 +47,6 @@ from febm.model import ModelNotFoundError
 from .models import ModelRegistry
 
 NOISE_MODES = ("add", "noisy")  # add synthetic noise of sigma | the image is already noisy
-SIGMA_UNITS = ("0-1", "0-255")  # sigma as a fraction of the [0, 1] pixel range | in 0-255 levels of an 8-bit image
 PAINTED = "painted"  # the inpaint mask choice that reads the painted layer; the others are PRESET_MASKS
 MASK_CHOICES = (PAINTED, *PRESET_MASKS)
 CHAIN_FRAMES = 10  # frames of the Langevin chain shown
@@ -173,24 +173,22 @@ def pick_seed(value) -> int:
 
 def check_sigma(value, *, allow_zero: bool, unit: str = "0-1") -> float | None:
     """The noise std in [0, 1] units from the σ field, given in ``unit``: "0-1" (a fraction of the pixel range,
-    the library's unit) or "0-255" (levels of an 8-bit image, divided by 255 here)."""
-    if unit not in SIGMA_UNITS:
-        raise UserError(f"the σ unit must be one of {', '.join(SIGMA_UNITS)}, got {unit!r}")
-    try:
-        sigma = 0.0 if value is None else float(value)
-    except (TypeError, ValueError):
-        sigma = float("nan")
-    if allow_zero and sigma == 0:
+    the library's unit) or "0-255" (levels of an 8-bit image); the CLI's bounds (febm.imageio.sigma_from_unit).
+    ``allow_zero``: 0 (or empty) means "estimate it" and gives None."""
+    value = 0 if value is None else value
+    if allow_zero and _is_zero(value):
         return None
-    top = 255 if unit == "0-255" else 1
-    if not 0 < sigma <= top:
-        what = ("the noise std in 0–255 levels of an 8-bit image" if unit == "0-255"
-                else "the noise std, in units of the [0, 1] pixel range")
-        hint = (f"; for {value} on the 0–255 scale, set the unit to 0–255"
-                if unit == "0-1" and 1 < sigma <= 255 else "")
-        raise UserError(f"σ must be in (0, {top}] ({what}), got {value}{hint}"
-                        + (" (0 = estimate it from the image)" if allow_zero else ""))
-    return sigma / top
+    try:
+        return sigma_from_unit(value, unit, name="σ", switch="set the unit to 0-255")
+    except ValueError as e:
+        raise UserError(f"{e}{' (0 = estimate it from the image)' if allow_zero else ''}") from None
+
+
+def _is_zero(value) -> bool:
+    try:
+        return float(value) == 0
+    except (TypeError, ValueError):
+        return False
 
 
 def describe_sigma(sigma: float, source: str) -> str:

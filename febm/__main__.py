@@ -46,6 +46,7 @@ from .imageio import (
     resize_pixels,
     save_image,
     save_photo,
+    sigma_from_unit,
     to_model_tensor,
 )
 from .model import EBM, checkpoints_dir, list_models, load_model
@@ -101,15 +102,13 @@ def run_generate(args: argparse.Namespace) -> None:
 
 
 def _sigma(value: float | None, value_255: float | None, option: str) -> float | None:
-    """A noise level from --OPTION (in [0, 1] units) or --OPTION-255 (0-255 levels), in [0, 1] units."""
+    """A noise level from --OPTION (in [0, 1] units) or --OPTION-255 (0-255 levels), in [0, 1] units; the bounds
+    are the app's (febm.imageio.sigma_from_unit)."""
     if value_255 is not None:
-        if not (math.isfinite(value_255) and value_255 > 0):
-            raise ValueError(f"--{option}-255 must be > 0 (the noise std in 0-255 levels), got {value_255:g}")
-        return value_255 / 255.0
-    if value is not None and value > 1:
-        raise ValueError(f"--{option} is in [0, 1] units (a fraction of the pixel range), got {value:g}: for "
-                         f"{value:g} on the 0-255 scale use --{option}-255 {value:g}")
-    return value
+        return sigma_from_unit(value_255, "0-255", name=f"--{option}-255")
+    if value is None:
+        return None
+    return sigma_from_unit(value, "0-1", name=f"--{option}", switch=f"use --{option}-255 {value:g}")
 
 
 def _photo(args: argparse.Namespace) -> tuple[Photo, Photo]:

@@ -37,6 +37,11 @@ RESOLUTION_RATIO = 4  # ResolutionWarning when a side is this many times larger 
 PRESET_MASKS = ("center", "left-half", "right-half", "top-half", "bottom-half", "random-50", "random-80")
 FITS = ("resize", "center")
 LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601
+# The units a noise std (sigma) is given in at the edges, and the largest value each allows: "0-1", a fraction of
+# the [0, 1] pixel range (the library's unit); "0-255", levels of an 8-bit image.
+SIGMA_UNITS = {"0-1": 1.0, "0-255": 255.0}
+_SIGMA_MEANING = {"0-1": "the noise std in [0, 1] units, a fraction of the pixel range",
+                  "0-255": "the noise std in 0-255 levels of an 8-bit image"}
 # PIL modes -> the 8-bit mode they are read in; others (CMYK, YCbCr, HSV, LAB, RGBX...) are read as RGB.
 # "P" goes through RGBA so that a palette's transparent entry is kept.
 _READ_AS = {"1": "L", "L": "L", "LA": "LA", "La": "LA", "P": "RGBA", "PA": "RGBA", "RGBA": "RGBA", "RGBa": "RGBA"}
@@ -455,6 +460,30 @@ def preset_mask(kind: str, shape, *, seed: int = 0) -> Tensor:
         }[kind]
         known[region] = 0
     return known[None, None]
+
+
+# --- noise levels ------------------------------------------------------------------------------------------------
+def sigma_from_unit(value, unit: str = "0-1", *, name: str = "sigma", switch: str = "") -> float:
+    """A noise std given at an edge (CLI, app) in ``unit`` (see SIGMA_UNITS) -> [0, 1] units, the library's.
+
+    One bound for every edge: 0 < value <= 1 in "0-1", <= 255 in "0-255"; otherwise a ValueError that names the
+    value as ``name`` and, for a "0-1" value that looks like 0-255 levels, says how to give it in levels
+    (``switch``, e.g. "use --sigma-255 25").
+    """
+    if unit not in SIGMA_UNITS:
+        raise ValueError(f"the unit of {name} must be one of {', '.join(SIGMA_UNITS)}, got {unit!r}")
+    try:
+        sigma = float(value)
+    except (TypeError, ValueError):
+        sigma = math.nan
+    top = SIGMA_UNITS[unit]
+    if 0 < sigma <= top:  # False for NaN
+        return sigma / top
+    shown = str(value) if math.isnan(sigma) else f"{sigma:g}"
+    message = f"{name} must be in (0, {top:g}] ({_SIGMA_MEANING[unit]}), got {shown}"
+    if unit == "0-1" and 1 < sigma <= SIGMA_UNITS["0-255"] and switch:
+        message += f": for {shown} on the 0-255 scale {switch}"
+    raise ValueError(message)
 
 
 # --- deprecated ---------------------------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """``python -m febm``: each command end to end on a tiny model; errors are one line and exit status 2."""
 
 import os
+import re
 import subprocess
 import sys
 
@@ -125,8 +126,8 @@ def test_errors_exit_2_with_one_line_and_no_traceback(folder):
 # --- errors and help, in process (same code path, no interpreter start-up) ----------------------------------------
 @pytest.mark.parametrize("args,message", [
     (["denoise", "missing.png", "--out", "x.png"], "no such file: missing.png"),
-    (["denoise", "mask.png", "--out", "x.png", "--sigma", "0"], "sigma must be > 0"),
-    (["denoise", "mask.png", "--out", "x.png", "--sigma", "-0.1"], "sigma must be > 0"),
+    (["denoise", "mask.png", "--out", "x.png", "--sigma", "0"], "--sigma must be in (0, 1]"),
+    (["denoise", "mask.png", "--out", "x.png", "--sigma", "-0.1"], "--sigma must be in (0, 1]"),
     (["denoise", "mask.png", "--out", "x.jpg"], "must end in .png"),
     (["denoise", "mask.png", "--out", "no/x.png"], "no such folder: no"),
     (["denoise", "corrupt.png", "--out", "x.png"], "corrupt.png is not a readable image"),
@@ -274,9 +275,9 @@ def test_sigma_255_is_sigma_over_255(photos, photo_checkpoints, capsys):
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--sigma", "25"], "--sigma is in [0, 1] units (a fraction of the pixel range), got 25: for 25 on the 0-255 "
-                        "scale use --sigma-255 25"),
-    (["--sigma-255", "0"], "--sigma-255 must be > 0"),
+    (["--sigma", "25"], "--sigma must be in (0, 1] (the noise std in [0, 1] units, a fraction of the pixel range), "
+                        "got 25: for 25 on the 0-255 scale use --sigma-255 25"),
+    (["--sigma-255", "0"], "--sigma-255 must be in (0, 255]"),
     (["--add-noise", "30"], "use --add-noise-255 30"),
     (["--max-pixels", "3000"], "grey.png is 96x64 = 6,144 pixels, more than --max-pixels 3,000: pass --downscale to "
                                "restore it downscaled to 67x44"),
@@ -343,3 +344,21 @@ def test_added_noise_is_not_the_chains_first_draw(folder, photos, monkeypatch, c
     first = 0.05 * chains_first_draw(noise.shape, 5)
     assert not torch.allclose(noise, first, atol=1e-3)
     assert abs(np.corrcoef(noise.flatten().numpy(), first.flatten().numpy())[0, 1]) < 0.2
+
+
+SIGMA_255_BOUND = "must be in (0, 255] (the noise std in 0-255 levels of an 8-bit image), got 300"
+
+
+@pytest.mark.parametrize("option", ["--sigma-255", "--add-noise-255"])
+def test_sigma_in_levels_has_the_apps_bound(photos, photo_checkpoints, capsys, option):
+    """σ in 0-255 levels above 255 is refused, with the bound and the words the app uses (one check for both)."""
+    import gradio as gr
+
+    from app.handlers import check_sigma
+
+    assert main(["denoise", "grey.png", "--out", "x.png", option, "300", *PHOTO_FAST]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {option} {SIGMA_255_BOUND}") and err.count("\n") == 1, err
+    assert not (photos / "x.png").exists()
+    with pytest.raises(gr.Error, match=re.escape(SIGMA_255_BOUND)):
+        check_sigma(300, allow_zero=False, unit="0-255")

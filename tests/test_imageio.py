@@ -12,6 +12,7 @@ from febm.degradations import add_gaussian_noise
 from febm.imageio import (
     LUMA,
     PRESET_MASKS,
+    SIGMA_UNITS,
     Photo,
     Placement,
     ResolutionWarning,
@@ -28,6 +29,7 @@ from febm.imageio import (
     preset_mask,
     save_image,
     save_photo,
+    sigma_from_unit,
     to_model_tensor,
 )
 
@@ -418,3 +420,19 @@ def test_photo_mask_at_the_photo_size_and_after_a_downscale():
     assert half.shape == (1, 1, 20, 30) and half.sum() == 30 * 20 - 50  # nearest neighbour: 5 x 10 painted
     with pytest.raises(ValueError, match="the mask is 60x40 pixels but the image is 64x40"):
         photo_mask(painted, (64, 40))
+
+
+# --- noise levels at the edges -------------------------------------------------------------------------------------
+def test_sigma_from_unit_has_one_bound_per_unit():
+    assert sigma_from_unit(0.1) == 0.1 and sigma_from_unit(25.5, "0-255") == pytest.approx(0.1)
+    assert sigma_from_unit(1) == 1.0 and sigma_from_unit("255", "0-255") == 1.0
+    for value, unit in ((0, "0-1"), (-0.1, "0-1"), (1.5, "0-1"), (300, "0-255"), (float("nan"), "0-255"),
+                        (float("inf"), "0-1"), ("x", "0-1"), (None, "0-255")):
+        with pytest.raises(ValueError, match=rf"sigma must be in \(0, {SIGMA_UNITS[unit]:g}\]"):
+            sigma_from_unit(value, unit)
+    with pytest.raises(ValueError, match="got 25: for 25 on the 0-255 scale use levels"):
+        sigma_from_unit(25.0, name="sigma", switch="use levels")
+    with pytest.raises(ValueError, match=r"got 300$"):  # no 0-255 reading of a value above 255
+        sigma_from_unit(300, switch="use levels")
+    with pytest.raises(ValueError, match="the unit of sigma must be one of 0-1, 0-255"):
+        sigma_from_unit(0.1, "percent")
