@@ -28,6 +28,7 @@ from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, LocalEntr
 from torch import Tensor, nn
 
 from .nets import build_net, count_parameters, is_field
+from .objectives import NO_CRITIC
 from .sampling import PCAGaussian, PCAMixture
 
 FORMAT_VERSION = 1
@@ -107,8 +108,8 @@ class EBM(
             raise ValueError(f"divergence must be a non-empty string, got {divergence!r}")
         if format_version > FORMAT_VERSION:
             raise ValueError(f"model format {format_version} is newer than this febm ({FORMAT_VERSION}): upgrade febm")
-        if divergence == "cd" and critic is not None:
-            raise ValueError("contrastive divergence ('cd') trains no critic: pass critic=None")
+        if divergence in NO_CRITIC and critic is not None:
+            raise ValueError(f"{divergence!r} trains no critic: pass critic=None")
         self.energy = build_net(energy)
         self.critic = build_net(critic) if critic is not None else None
         start = dict(start or {"kind": "uniform"})
@@ -319,12 +320,20 @@ def model_card_body(config: dict, *, name: str | None = None, notes: str | None 
     """Markdown body of the model card, from config.json alone."""
     training, metrics, sampler = config.get("training") or {}, config.get("metrics") or {}, config.get("sampler") or {}
     div, dataset = config.get("divergence"), config.get("dataset") or "unknown data"
+    if div == "dsm":
+        title, intro = (f"# Score-matching energy on {dataset}",
+                        "An energy-based model trained by **denoising score matching** (a Fisher divergence, not an "
+                        "f-divergence; no critic): its gradient step x - sigma^2 grad E is regressed on clean images. "
+                        "Low energy means likely.")
+    else:
+        title, intro = (f"# f-EBM ({div}) on {dataset}",
+                        f"An energy-based model trained by minimising the **{div}** f-divergence"
+                        f"{' (contrastive-divergence baseline, no critic)' if div == 'cd' else ''} with f-EBM "
+                        f"(Yu, Song, Song & Ermon, ICML 2020, [paper]({PAPER_URL})). Low energy means likely.")
     lines = [
-        f"# f-EBM ({div}) on {dataset}",
+        title,
         "",
-        f"An energy-based model trained by minimising the **{div}** f-divergence"
-        f"{' (contrastive-divergence baseline, no critic)' if div == 'cd' else ''} with f-EBM "
-        f"(Yu, Song, Song & Ermon, ICML 2020, [paper]({PAPER_URL})). Low energy means likely.",
+        intro,
         "",
         "| | |",
         "| --- | --- |",

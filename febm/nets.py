@@ -252,6 +252,7 @@ class FieldEnergy(SpecMixin, nn.Module):
         branch_gain: float = 1.0,
         output_gain: float = 1.0,
         zero_mean_stem: bool = False,
+        noise_conditional: bool = False,
     ):
         super().__init__()
         dilations = tuple(int(d) for d in dilations)
@@ -275,24 +276,89 @@ class FieldEnergy(SpecMixin, nn.Module):
         # grows only as far as training asks (softplus features are positive, so the map starts far from 0)
         self.output_gain = nn.Parameter(torch.tensor(float(output_gain)))
         self.receptive_radius = kernel_size // 2 + sum(dilations)
+        # noise-conditional: every layer's pre-activation gets a bias that depends on log(sigma) (zero at start)
+        self.noise_bias = nn.Linear(NOISE_FEATURES, width * (1 + len(dilations))) if noise_conditional else None
+        if self.noise_bias is not None:
+            nn.init.zeros_(self.noise_bias.weight)
+            nn.init.zeros_(self.noise_bias.bias)
 
-    def energy_map(self, x: Tensor) -> Tensor:
-        """(B, C, H, W) -> (B, 1, H, W): the local energies; E(x) is their sum."""
+    def energy_map(self, x: Tensor, sigma: float | Tensor | None = None) -> Tensor:
+        """(B, C, H, W) -> (B, 1, H, W): the local energies; E(x) is their sum.
+
+        ``sigma``: the noise level the energy is asked at, a number or one per image ([0, 1] units). A
+        noise-conditional net needs it: its E(x, sigma) is the energy of photos seen through Gaussian noise of std
+        sigma, scaled by 1/sigma so that the gradient step x - sigma^2 grad E has a unit-scale network output
+        (the noise estimate) at every level. Other nets ignore it.
+        """
         if min(x.shape[-2:]) <= self.receptive_radius:  # reflect padding needs more pixels than its pad
             raise ValueError(f"images must be larger than {self.receptive_radius} px a side for this network, "
                              f"got {tuple(x.shape[-2:])}")
-        h = self.act(self.stem(2.0 * x - 1.0))  # centre [0, 1] data
-        for conv, act, gain in zip(self.blocks, self.acts, self.gains):
-            h = h + gain * act(conv(h))
-        return self.output_gain * self.head(h)
+        biases = self._noise_biases(sigma, x)
+        h = self.stem(2.0 * x - 1.0)  # centre [0, 1] data
+        h = self.act(h if biases is None else h + biases[0])
+        for i, (conv, act, gain) in enumerate(zip(self.blocks, self.acts, self.gains)):
+            pre = conv(h)
+            h = h + gain * act(pre if biases is None else pre + biases[i + 1])
+        e = self.output_gain * self.head(h)
+        return e if biases is None else e / _per_image(sigma, x).to(e.dtype)
 
-    def forward(self, x: Tensor, per_position: bool = False) -> Tensor:
+    def _noise_biases(self, sigma, x: Tensor) -> list[Tensor] | None:
+        if self.noise_bias is None:
+            return None
+        if sigma is None:
+            raise ValueError("this energy is noise-conditional: give the noise level sigma (a number or one per image)")
+        features = noise_features(_per_image(sigma, x).flatten())
+        return list(self.noise_bias(features.to(x.dtype)).view(x.shape[0], -1, 1, 1).chunk(1 + len(self.blocks), 1))
+
+    def forward(self, x: Tensor, per_position: bool = False, sigma: float | Tensor | None = None) -> Tensor:
         """E(x), (B,); ``per_position=True`` returns the map (through DDP's forward, unlike energy_map)."""
-        e = self.energy_map(x)
+        e = self.energy_map(x, sigma)
         if per_position:
             return e
         with torch.autocast(device_type=x.device.type, enabled=False):
             return e.to(torch.promote_types(e.dtype, torch.float32)).sum(dim=(1, 2, 3))
+
+
+NOISE_FEATURES = 2
+SIGMA_REF = 25.0 / 255.0  # the middle of the noise levels photos are restored at
+
+
+def noise_features(sigma: Tensor) -> Tensor:
+    """(B,) noise levels -> (B, NOISE_FEATURES): log(sigma / SIGMA_REF) and its square (scaled), so that a
+    linear map gives each layer a smooth, curved bias over the decades of sigma."""
+    if not torch.isfinite(sigma).all() or (sigma <= 0).any():
+        raise ValueError(f"noise levels must be finite and > 0, got {sigma.tolist()}")
+    level = torch.log(sigma / SIGMA_REF)
+    return torch.stack([level, level.pow(2) / 4.0], dim=1)
+
+
+def _per_image(sigma: float | Tensor, x: Tensor) -> Tensor:
+    """sigma as (B, 1, 1, 1) on x's device: a number for the batch or one value per image."""
+    s = torch.as_tensor(sigma, dtype=torch.float32, device=x.device).flatten()
+    if s.numel() == 1:
+        s = s.expand(x.shape[0])
+    if s.numel() != x.shape[0]:
+        raise ValueError(f"sigma must be a number or one value per image ({x.shape[0]}), got {s.numel()} values")
+    return s.view(-1, 1, 1, 1)
+
+
+class AtNoiseLevel(nn.Module):
+    """A field energy asked at fixed noise levels: E(x) = net(x, sigma=sigma), the one-argument energy that
+    samplers and tiling call. ``sigma``: a number or one value per image of the batches it will see."""
+
+    def __init__(self, net: nn.Module, sigma: float | Tensor):
+        super().__init__()
+        self.net, self.sigma = net, sigma
+
+    @property
+    def receptive_radius(self) -> int:
+        return self.net.receptive_radius
+
+    def energy_map(self, x: Tensor) -> Tensor:
+        return self.net.energy_map(x, self.sigma)
+
+    def forward(self, x: Tensor, per_position: bool = False) -> Tensor:
+        return self.net(x, per_position, sigma=self.sigma)
 
 
 class _ZeroMean(nn.Module):

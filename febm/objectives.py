@@ -21,7 +21,8 @@ from torch import Tensor
 
 from .divergences import Divergence, get_divergence
 
-OBJECTIVE_NAMES = ("cd", "kl", "rkl", "js", "sh", "chi2", "neyman", "alpha:<a>")
+OBJECTIVE_NAMES = ("cd", "kl", "rkl", "js", "sh", "chi2", "neyman", "alpha:<a>", "dsm")
+NO_CRITIC = ("cd", "dsm")  # objectives without a critic: contrastive divergence, denoising score matching
 
 
 def fenchel_value(div: Divergence, r_pos: Tensor, r_neg: Tensor) -> Tensor:
@@ -51,6 +52,46 @@ def energy_surrogate(
     return fenchel_value(div, r_pos, r_neg) + score_term
 
 
+def conditional_energy_surrogate(div: Divergence, e_pos: Tensor, e_neg: Tensor, h_pos: Tensor, h_neg: Tensor) -> Tensor:
+    """Eq. 18 for conditional models q(x | y), applied per observation: the energy's loss when every data pair
+    (x, y) has K >= 2 model samples x'_k ~ q(. | y).
+
+    ``e_pos`` (B,) and ``e_neg`` (B, K) are the conditional energies U(x | y) (the part of -log q that depends
+    on theta, plus anything that does not), ``h_pos`` / ``h_neg`` the critic on the same pairs. Since
+    grad log q(x | y) = -grad U(x | y) + E_q(.|y)[grad U], the score term is a covariance under q(. | y) of
+    g = Fstar(r) and grad U, one per observation. With K chains per observation
+    (1 / (K - 1)) sum_k (g_k - mean_k g) grad U_k is its unbiased estimate (a centring by the batch's mean g, as
+    in the unconditional ``energy_surrogate``, would mix observations whose q differ). Value: the Fenchel
+    estimate of L; gradient: Eq. 18 with that covariance.
+    """
+    if e_neg.dim() != 2 or e_neg.shape[1] < 2 or h_neg.shape != e_neg.shape:
+        raise ValueError(f"need (B, K >= 2) model energies and critic outputs, got {tuple(e_neg.shape)}, "
+                         f"{tuple(h_neg.shape)}")
+    r_pos = h_pos.detach() + e_pos
+    r_neg = h_neg.detach() + e_neg
+    g = div.Fstar(r_neg).detach()
+    k = e_neg.shape[1]
+    score_term = ((g - g.mean(dim=1, keepdim=True)) * (e_neg - e_neg.detach())).sum(dim=1).mean() / (k - 1)
+    return fenchel_value(div, r_pos, r_neg.flatten()) + score_term
+
+
+def score_matching_loss(energy, clean: Tensor, noisy: Tensor, sigma: Tensor) -> Tensor:
+    """Denoising score matching (Vincent 2011) in its denoiser form, for any image energy ``energy(x, sigma=)``.
+
+    The gradient step D(y) = y - sigma^2 grad_y E(y) is regressed on the clean image: the loss is
+    ||D(y) - x||^2 / sigma^2 per pixel (sigma (B,), one noise level per image), which equals the classic DSM
+    loss ||sigma grad E + (y - x) / sigma||^2 and weighs every noise level alike. At its minimum D is the
+    posterior-mean denoiser (Tweedie) and grad E the score of the noisy photos: a Fisher divergence, not an
+    f-divergence. Differentiable in the energy's parameters (a double backward through the network).
+    """
+    y = noisy.detach().requires_grad_(True)
+    with torch.enable_grad():
+        e = energy(y, sigma=sigma)
+        (grad,) = torch.autograd.grad(e.sum(), y, create_graph=True)
+    s2 = sigma.view(-1, *[1] * (y.dim() - 1)).to(grad.dtype).pow(2)
+    return ((y - s2 * grad - clean).pow(2) / s2).mean()
+
+
 def contrastive_divergence(e_pos: Tensor, e_neg: Tensor) -> Tensor:
     """Maximum-likelihood (KL) baseline: push data energies down, model energies up."""
     return e_pos.mean() - e_neg.mean()
@@ -70,7 +111,7 @@ class Objective:
 
     def __post_init__(self):
         self.name = self.name.strip().lower()
-        if self.name == "cd":
+        if self.name in NO_CRITIC:
             self.divergence = None
         else:
             kwargs = {} if self.max_exponent is None else {"max_exponent": self.max_exponent}
@@ -90,6 +131,8 @@ class Objective:
         self, e_pos: Tensor, e_neg: Tensor, h_pos: Tensor | None = None, h_neg: Tensor | None = None,
         mean_over_ranks=None,
     ) -> Tensor:
+        if self.name == "dsm":
+            raise ValueError("denoising score matching has no energy surrogate on samples: use score_matching_loss")
         if self.divergence is None:
             loss = contrastive_divergence(e_pos, e_neg)
         else:

@@ -32,15 +32,16 @@ import torch.distributed as dist
 from torch import nn
 
 from febm.model import EBM
-from febm.objectives import Objective
+from febm.objectives import NO_CRITIC, Objective, score_matching_loss
 from febm.sampling import LangevinSampler, ReplayBuffer, corrupted_data_start, mixed_start, uniform_start
 from training import data as datasets
-from training import photos
+from training import photos, posterior
 from training.checkpoint import all_finite, load_state, save_state
 from training.step import febm_step
 
 STATE_FILE = "state.safetensors"
 WARM_START_FILE = "warm_start.json"  # where a --warm-start run's weights came from
+VAL_CROP, VAL_CROPS = 96, 16  # photo runs: the fixed validation crops scored at every checkpoint
 
 
 @dataclass
@@ -90,6 +91,16 @@ class TrainConfig:
     restart_residual: float = 1.0  # Gaussian starts: scale of their residual per-pixel noise in training restarts
     data_restarts: float = 0.0  # fraction of restarts from corrupted training images (noise or holes)
     data_restart_sigma: float = 0.5  # their largest noise std
+    # photo noise (score matching, posterior training): levels log-uniform in 0-255 levels, some crops grey
+    sigma_min_255: float = 1.0
+    sigma_max_255: float = 60.0
+    grey_fraction: float = 0.25
+    # photo f-EBMs on the posterior they restore with (training/posterior.py): chains per observation, ULA steps,
+    # step = step_fraction * sigma^2
+    posterior: bool = False
+    posterior_chains: int = 2
+    posterior_steps: int = 5
+    step_fraction: float = 0.2
     # sampler defaults stored in the model for generation (chains from noise need more steps)
     sample_steps: int = 200
     # length and bookkeeping
@@ -161,7 +172,12 @@ def build_model(cfg: TrainConfig, info: dict) -> EBM:
                "first_stride": cfg.first_stride}
     else:
         raise ValueError(f"unknown --arch {cfg.arch!r}; choose resnet or conv")
-    critic = None if cfg.div == "cd" else {**net, "width": cfg.critic_width or net.get("width", cfg.width)}
+    critic = None if cfg.div in NO_CRITIC else {**net, "width": cfg.critic_width or net.get("width", cfg.width)}
+    extra = {}
+    if cfg.posterior:  # the critic sees the observation too: x and y stacked
+        critic = critic and {**critic, "in_channels": 2 * info["channels"]}
+        extra["posterior"] = {"chains": cfg.posterior_chains, "steps": cfg.posterior_steps,
+                              "step_fraction": cfg.step_fraction}
     size = info["image_size"]
     sampler = {**cfg.sampler_settings().to_dict(), "steps": cfg.sample_steps}
     if cfg.restart_residual != 1.0:  # generate from the starts trained against
@@ -173,7 +189,7 @@ def build_model(cfg: TrainConfig, info: dict) -> EBM:
         start["clusters"] = cfg.start_clusters
     if cfg.crop_size:  # a fully convolutional model: any image size; record what it was trained on
         return EBM(cfg.div, net, critic, dataset=cfg.dataset, image_channels=info["channels"],
-                   crop_size=cfg.crop_size, data_range=[0.0, 1.0], sampler=sampler, start=start)
+                   crop_size=cfg.crop_size, data_range=[0.0, 1.0], sampler=sampler, start=start, **extra)
     return EBM(cfg.div, net, critic, dataset=cfg.dataset, image_shape=[info["channels"], size, size],
                data_range=[0.0, 1.0], sampler=sampler, start=start)
 
@@ -239,6 +255,7 @@ class Trainer:
             self.opt_critic = torch.optim.Adam(self.model.critic.parameters(), lr=cfg.critic_lr or cfg.lr, betas=betas)
         self.buffer = ReplayBuffer(cfg.buffer_size, shape, cfg.restart_prob, generator=self.gen, start=start)
         self.step, self.lr_scale, self.rollbacks, self.elapsed = 0, 1.0, 0, 0.0
+        self._val_crops = None
 
         energy, critic = self.model.energy, self.model.critic
         if self.world > 1:
@@ -286,11 +303,14 @@ class Trainer:
         from febm.model import load_model
 
         source = load_model(folder, device="cpu")
+        fresh_critic = source.critic is None and self.model.critic is not None  # e.g. from a score-matching energy
         if source.config.get("energy") != self.model.config.get("energy") or \
-                source.config.get("critic") != self.model.config.get("critic"):
+                (source.config.get("critic") != self.model.config.get("critic") and not fresh_critic):
             raise ValueError(f"--warm-start {folder}: its networks differ from this run's "
                              f"(energy {source.config.get('energy')}, critic {source.config.get('critic')})")
         weights = source.state_dict()
+        if fresh_critic:  # the energy from the source, this run's newly initialised critic
+            weights.update({f"critic.{k}": v for k, v in self.model.critic.state_dict().items()})
         if source.config.get("start") != self.model.config.get("start"):  # keep this run's own, fitted start
             weights = {k: v for k, v in weights.items() if not k.startswith("start.")}
             weights.update({f"start.{k}": v for k, v in self.model.start.state_dict().items()}
@@ -320,6 +340,10 @@ class Trainer:
 
     # --- one iteration ----------------------------------------------------------------------------------
     def train_step(self) -> dict:
+        if self.objective.name == "dsm":
+            return self.score_matching_step()
+        if self.cfg.posterior:
+            return self.posterior_step()
         cfg, dev = self.cfg, self.device
         x_pos = next(self.batches).to(dev, memory_format=self.memory_format)
         x_pos = datasets.dequantize(x_pos, self.gen) if cfg.dequantize else datasets.to_float(x_pos)
@@ -340,19 +364,67 @@ class Trainer:
         if cfg.inject_nan_at is not None and self.step + 1 == cfg.inject_nan_at and self.rollbacks == 0:
             with torch.no_grad():
                 next(self.model.energy.parameters()).fill_(float("nan"))
-        with torch.no_grad():
-            for p_ema, p in zip(self.ema.parameters(), self.model.energy.parameters()):
-                p_ema.lerp_(p, 1.0 - cfg.ema)
-            for b_ema, b in zip(self.ema.buffers(), self.model.energy.buffers()):
-                b_ema.copy_(b)
+        self._update_ema()
         stats["langevin_grad_norm"] = out.grad_norm
         return stats
+
+    def noisy_batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Photo crops (clean, noisy, sigma) on the device: noise levels from the run's ladder, some crops grey."""
+        cfg, dev = self.cfg, self.device
+        batch = next(self.batches)
+        clean = datasets.dequantize(batch, self.gen) if cfg.dequantize else datasets.to_float(batch)
+        sigma = photos.noise_levels(len(clean), cfg.sigma_min_255 / 255, cfg.sigma_max_255 / 255, self.gen)
+        clean, noisy = photos.noisy_observations(clean, sigma, cfg.grey_fraction, self.gen)
+        return (*(t.to(dev, memory_format=self.memory_format) for t in (clean, noisy)), sigma.to(dev))
+
+    def posterior_step(self) -> dict:
+        """One iteration of f-EBM (or CD) between q(x | y) and p(x | y) (training/posterior.py)."""
+        cfg = self.cfg
+        clean, noisy, sigma = self.noisy_batch()
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            stats = posterior.posterior_step(
+                self.train_energy, self.train_critic, self.model.energy, self.objective, clean, noisy, sigma,
+                self.opt_energy, self.opt_critic, chains=cfg.posterior_chains, steps=cfg.posterior_steps,
+                step_fraction=cfg.step_fraction, generator=self.noise_gen, max_grad_norm=cfg.max_grad_norm,
+                free_offset=cfg.free_offset)
+        self._update_ema()
+        return stats
+
+    def score_matching_step(self) -> dict:
+        """One Adam step of denoising score matching on a batch of noisy crops (no chains, no critic)."""
+        cfg = self.cfg
+        clean, noisy, sigma = self.noisy_batch()
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            loss = score_matching_loss(self.train_energy, clean, noisy, sigma)
+        self.opt_energy.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.max_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_(self.model.energy.parameters(), cfg.max_grad_norm)
+        self.opt_energy.step()
+        self._update_ema()
+        return {"loss_dsm": loss.item()}
+
+    def validation(self) -> dict:
+        """Photo runs: the EMA energy's gradient-step denoising PSNR on fixed validation crops."""
+        if not self.cfg.crop_size or self.rank != 0:
+            return {}
+        if self._val_crops is None:
+            self._val_crops = datasets.to_float(photos.validation_crops(self.cfg.dataset, VAL_CROP, VAL_CROPS))
+        return photos.validation_psnr(self.ema, self._val_crops.to(self.device))
+
+    def _update_ema(self) -> None:
+        with torch.no_grad():
+            for p_ema, p in zip(self.ema.parameters(), self.model.energy.parameters()):
+                p_ema.lerp_(p, 1.0 - self.cfg.ema)
+            for b_ema, b in zip(self.ema.buffers(), self.model.energy.buffers()):
+                b_ema.copy_(b)
 
     def diverged(self, stats: dict) -> str | None:
         if not all(math.isfinite(v) for v in stats.values()):
             return "non-finite loss or energy"
         positions = self.cfg.crop_size ** 2 if self.cfg.crop_size else 1  # crops: the limit is per position
-        if max(abs(stats["energy_pos"]), abs(stats["energy_neg"])) > self.cfg.energy_limit * positions:
+        energies = [abs(stats[k]) for k in ("energy_pos", "energy_neg") if k in stats]
+        if energies and max(energies) > self.cfg.energy_limit * positions:
             return f"energies beyond {self.cfg.energy_limit:g}" + (" per position" if positions > 1 else "")
         if not all(torch.isfinite(p).all() for p in self.model.parameters()):
             return "non-finite parameters"
@@ -475,11 +547,13 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> P
             trainer.save_samples()
         if trainer.step % cfg.checkpoint_every == 0:
             trainer.save_checkpoint()
+            if cfg.crop_size and (trainer.objective.name == "dsm" or cfg.posterior):
+                trainer.log({"step": trainer.step, **trainer.validation()})
         if cfg.snapshot_every and trainer.step % cfg.snapshot_every == 0 and rank0:
             trainer.export(run_dir / "snapshots" / f"step_{trainer.step:06d}")
         if bar is not None:
             bar.update(1)
-            bar.set_postfix(e_pos=f"{stats['energy_pos']:.3f}", e_neg=f"{stats['energy_neg']:.3f}")
+            bar.set_postfix({k: f"{v:.3f}" for k, v in stats.items() if k in ("energy_pos", "energy_neg", "loss_dsm")})
     if bar is not None:
         bar.close()
     trainer.save_checkpoint()

@@ -28,6 +28,12 @@ from training.loop import TrainConfig, train
 # multiply-adds per pixel; the GPU one 23 px at 64 channels. Zero-mean stems: see FieldEnergy.
 PHOTO_NET_CPU = json.dumps({"kind": "field", "width": 24, "kernel_size": 3, "dilations": [1, 2, 4, 2],
                             "activation": "softplus", "output_gain": 0.1, "zero_mean_stem": True})
+# The score-matching / posterior photo energy: SiLU (softplus at these pre-activation scales is nearly linear and
+# its energy's gradient stays a linear filter: DESIGN section 7, calibration 2), no spectral norm, a 47 px
+# receptive field, conditioned on the noise level (FieldEnergy noise_conditional).
+PHOTO_NET_NC = json.dumps({"kind": "field", "width": 32, "kernel_size": 3, "dilations": [1, 2, 4, 8, 4, 2, 1],
+                           "activation": "silu", "spectral_norm": False, "output_gain": 1.0, "zero_mean_stem": True,
+                           "noise_conditional": True})
 PHOTO_NET_GPU = json.dumps({"kind": "field", "width": 64, "kernel_size": 3, "dilations": [1, 2, 4, 8, 4, 2, 1],
                             "activation": "softplus", "output_gain": 0.1, "zero_mean_stem": True})
 
@@ -68,6 +74,19 @@ PRESETS: dict[str, dict] = {
                       grad_clip=0.01,
                       buffer_size=1024, restart_prob=1.0, data_restarts=1.0, data_restart_sigma=0.2,
                       sample_steps=200, max_steps=30000, sample_every=1000, checkpoint_every=500, bf16=True),
+    # denoising score matching on photo crops (a Fisher divergence, no chains, no critic): the energy's gradient
+    # step y - sigma^2 grad E(y, sigma) regressed on the clean crop, sigma log-uniform over 1-60 (/255), a quarter
+    # of the crops grey. Also the warm start of the posterior-trained f-EBMs.
+    "photo-dsm": dict(div="dsm", dataset="photos", crop_size=96, batch_size=8, net=PHOTO_NET_NC, lr=1e-3, l2=0.0,
+                      ema=0.999, sigma_min_255=1.0, sigma_max_255=60.0, grey_fraction=0.25, buffer_size=1,
+                      max_steps=20000, sample_every=10**9, checkpoint_every=100, log_every=10),
+    # f-EBMs on the posterior they restore with (training/posterior.py), warm-started from a photo-dsm model
+    # (--warm-start): two chains of 5 ULA steps per observation, the chain restoration runs
+    "photo-posterior": dict(dataset="photos", crop_size=96, batch_size=4, net=PHOTO_NET_NC, critic_width=16,
+                            lr=1e-4, l2=0.0, free_offset=True, ema=0.99, sigma_min_255=1.0, sigma_max_255=60.0,
+                            grey_fraction=0.25, posterior=True, posterior_chains=2, posterior_steps=5,
+                            step_fraction=0.2, buffer_size=1, max_steps=20000, sample_every=10**9,
+                            checkpoint_every=50, log_every=5),
     # the authors' CIFAR-10 settings: 128 filters, leaky ReLU, batch 128 per GPU x 4, 60 Langevin steps
     "cifar10-gpu": dict(dataset="cifar10", width=128, stages=3, blocks_per_stage=2, activation="lrelu",
                         batch_size=512, lr=3e-4, langevin_steps=60, step_size=10.0, noise=0.005, grad_clip=0.01,
@@ -191,6 +210,20 @@ def validate(cfg: TrainConfig) -> None:
             raise ValueError(f"--net must be a JSON object, e.g. '{{\"kind\": \"field\"}}': {err}") from None
         if not isinstance(spec, dict) or "kind" not in spec:
             raise ValueError("--net must be a JSON object with a \"kind\"")
+    if cfg.div == "dsm" and not cfg.crop_size:
+        raise ValueError("--div dsm (denoising score matching) trains photo energies: give a field --net and "
+                         "--crop-size (or use --preset photo-dsm)")
+    if cfg.posterior:
+        if cfg.div == "dsm" or not cfg.crop_size:
+            raise ValueError("--posterior trains a photo f-EBM (or cd) on its denoising posterior: give a field --net "
+                             "with noise_conditional, --crop-size, and an f-divergence or cd")
+        if cfg.posterior_chains < 1 + (cfg.div != "cd") or cfg.posterior_steps < 0 or not 0 < cfg.step_fraction < 4:
+            raise ValueError("--posterior needs --posterior-chains >= 2 (1 for cd), --posterior-steps >= 0 and "
+                             "--step-fraction in (0, 4)")
+        if not json.loads(cfg.net).get("noise_conditional"):
+            raise ValueError("--posterior needs a noise-conditional energy (--net with \"noise_conditional\": true)")
+    if not 0 < cfg.sigma_min_255 <= cfg.sigma_max_255 or not 0 <= cfg.grey_fraction <= 1:
+        raise ValueError("need 0 < --sigma-min-255 <= --sigma-max-255 and --grey-fraction in [0, 1]")
     if cfg.dataset == "photos" and not cfg.crop_size:
         raise ValueError("--dataset photos trains on random crops: set --crop-size (or use --preset photo-cpu)")
     field = cfg.net is not None and json.loads(cfg.net).get("kind") == "field"

@@ -1,0 +1,76 @@
+"""The denoising posterior of a noise-conditional photo energy, and the chains that sample it.
+
+A photo energy trained on noisy observations (``FieldEnergy(noise_conditional=True)``) defines, for an
+observation y = x + N(0, sigma^2), the model's conditional
+
+    q(x | y) ∝ exp(-U(x)),    U(x) = E(x, sigma) + ||y - x||^2 / (2 sigma^2)
+
+Restoration and posterior training (training/posterior.py) run the same chain on it:
+
+- start at the energy's gradient step ``gradient_step(energy, y, sigma)`` = y - sigma^2 grad E(y, sigma), the
+  posterior mean when E is the score-matching energy of noisy photos (Tweedie's formula);
+- then ``steps`` unadjusted Langevin steps on U, x <- x - (eps / 2) grad U + sqrt(eps) z, with a step that fits
+  the likelihood's curvature 1 / sigma^2: eps = ``step_fraction`` * sigma^2 per image (ULA is stable on the
+  quadratic part for step_fraction < 4, and its bias there is O(step_fraction)).
+
+No gradient clipping and no clamp inside the chain: its temperature is exactly 1, so U means what it says.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+STEP_FRACTION = 0.2  # eps = STEP_FRACTION * sigma^2
+
+
+def _column(sigma: Tensor, x: Tensor) -> Tensor:
+    return sigma.to(x.device, x.dtype).view(-1, *[1] * (x.dim() - 1))
+
+
+def energy_grad(energy, x: Tensor, sigma: Tensor) -> Tensor:
+    """grad_x E(x, sigma) for a batch (the network's parameters get no gradient)."""
+    with torch.enable_grad():
+        x = x.detach().requires_grad_(True)
+        (grad,) = torch.autograd.grad(energy(x, sigma=sigma).sum(), x)
+    return grad
+
+
+def gradient_step(energy, noisy: Tensor, sigma: Tensor) -> Tensor:
+    """y - sigma^2 grad E(y, sigma): the posterior mean of a score-matching energy (Tweedie), in [0, 1]."""
+    return (noisy - _column(sigma, noisy) ** 2 * energy_grad(energy, noisy, sigma)).clamp(0.0, 1.0)
+
+
+def posterior_grad(energy, x: Tensor, noisy: Tensor, sigma: Tensor) -> Tensor:
+    """grad_x U(x) = grad E(x, sigma) + (x - y) / sigma^2."""
+    return energy_grad(energy, x, sigma) + (x - noisy) / _column(sigma, x) ** 2
+
+
+def posterior_chains(energy, noisy: Tensor, sigma: Tensor, *, chains: int = 1, steps: int = 5,
+                     step_fraction: float = STEP_FRACTION, generator: torch.Generator | None = None,
+                     start: Tensor | None = None) -> Tensor:
+    """``chains`` samples per observation from q(x | y): (B, chains, C, H, W).
+
+    Every chain starts at ``start`` (default: the gradient step of y) and runs ``steps`` ULA steps on U; the
+    chains of one observation share the start and differ in their noise. ``sigma``: (B,) in [0, 1] units.
+    """
+    if chains < 1 or steps < 0:
+        raise ValueError(f"need chains >= 1 and steps >= 0, got {chains}, {steps}")
+    if not 0 < step_fraction < 4:
+        raise ValueError(f"step_fraction must be in (0, 4) (ULA on the likelihood is unstable beyond), got {step_fraction}")
+    b = noisy.shape[0]
+    if start is None:
+        start = gradient_step(energy, noisy, sigma)
+    repeat = (lambda t: t.repeat_interleave(chains, dim=0))
+    y, s, x = repeat(noisy), repeat(sigma.flatten()), repeat(start)
+    eps = step_fraction * _column(s, x) ** 2
+    for _ in range(steps):
+        z = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        x = x - 0.5 * eps * posterior_grad(energy, x, y, s) + eps.sqrt() * z
+    return x.detach().view(b, chains, *noisy.shape[1:])
+
+
+def log_likelihood_term(x: Tensor, noisy: Tensor, sigma: Tensor) -> Tensor:
+    """||y - x||^2 / (2 sigma^2) per image, (B,): the likelihood part of U."""
+    return (x - noisy).pow(2).flatten(1).sum(1) / (2 * sigma.to(x.dtype).flatten() ** 2)
+

@@ -1,0 +1,238 @@
+"""Noise-conditional photo energies, denoising score matching, the denoising posterior's chains, and the f-EBM
+estimator on conditionals (Eq. 18 per observation): closed forms, term-by-term gradients, training runs."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from febm.divergences import get_divergence
+from febm.model import load_model
+from febm.nets import AtNoiseLevel, build_net
+from febm.objectives import conditional_energy_surrogate, fenchel_value, score_matching_loss
+from febm.posterior import gradient_step, posterior_chains
+from febm.tiling import TiledEnergy
+from training.run import main
+
+NC = {"kind": "field", "width": 6, "kernel_size": 3, "dilations": [1, 2], "activation": "silu",
+      "spectral_norm": False, "zero_mean_stem": True, "noise_conditional": True}
+
+
+class Quadratic(nn.Module):
+    """E(x, sigma) = a ||x||^2 / 2 (float64): the energy of a Gaussian, whatever sigma."""
+
+    def __init__(self, a: float):
+        super().__init__()
+        self.a = nn.Parameter(torch.tensor(a, dtype=torch.float64))
+
+    def forward(self, x, sigma=None):
+        return 0.5 * self.a * x.pow(2).flatten(1).sum(1)
+
+
+# --- the noise-conditional energy --------------------------------------------------------------------------------
+def test_noise_conditional_energy_needs_sigma_and_takes_one_per_image():
+    net = build_net(NC)
+    with torch.no_grad():
+        for p in net.noise_bias.parameters():
+            p.normal_()  # zero at initialisation: give sigma an effect
+    x = torch.rand(3, 3, 21, 19)
+    with pytest.raises(ValueError, match="noise-conditional: give the noise level"):
+        net(x)
+    with pytest.raises(ValueError, match="one value per image"):
+        net(x, sigma=torch.tensor([0.1, 0.2]))
+    sigma = torch.tensor([0.02, 0.1, 0.3])
+    together = net(x, sigma=sigma)
+    alone = torch.cat([net(x[i:i + 1], sigma=sigma[i]) for i in range(3)])
+    torch.testing.assert_close(together, alone)
+    assert not torch.allclose(net(x, sigma=0.02), net(x, sigma=0.3))
+    plain = build_net({**NC, "noise_conditional": False})
+    assert torch.equal(plain(x), plain(x, sigma=0.5))  # other nets ignore sigma
+
+
+def test_a_noise_level_bound_energy_tiles_exactly():
+    net = build_net(NC).eval()
+    x = torch.rand(2, 3, 70, 53)
+    sigma = torch.tensor([0.05, 0.2])
+    whole = AtNoiseLevel(net, sigma)
+    tiled = TiledEnergy(AtNoiseLevel(net, sigma), tile=32)
+    xa, xb = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    ea, eb = whole(xa), tiled(xb)
+    (ga,), (gb,) = torch.autograd.grad(ea.sum(), xa), torch.autograd.grad(eb.sum(), xb)
+    torch.testing.assert_close(ea, eb, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(ga, gb, rtol=1e-4, atol=1e-6)
+
+
+# --- denoising score matching ------------------------------------------------------------------------------------
+def test_score_matching_loss_of_a_gaussian_has_its_closed_form_and_minimum_at_the_wiener_filter():
+    """x ~ N(0, s^2 I), E = a ||y||^2 / 2: the loss is sigma^2 a^2 s^2 + (1 - sigma^2 a)^2 per pixel, smallest at
+    a = 1 / (s^2 + sigma^2), where the gradient step is the Wiener filter."""
+    s, sigma = 0.3, 0.2
+    gen = torch.Generator().manual_seed(0)
+    clean = s * torch.randn(4000, 1, 8, 8, generator=gen, dtype=torch.float64)
+    noisy = clean + sigma * torch.randn(clean.shape, generator=gen, dtype=torch.float64)
+    sig = torch.full((4000,), sigma, dtype=torch.float64)
+    best = 1 / (s * s + sigma * sigma)
+    for a in (0.5 * best, best, 2 * best):
+        loss = score_matching_loss(Quadratic(a), clean, noisy, sig)
+        expected = sigma ** 2 * a * a * s * s + (1 - sigma ** 2 * a) ** 2
+        assert abs(loss.item() - expected) < 0.02 * expected
+    slopes = []
+    for a in (best, 2 * best):
+        energy = Quadratic(a)
+        (slope,) = torch.autograd.grad(score_matching_loss(energy, clean, noisy, sig), energy.a)
+        slopes.append(abs(slope.item()))
+    assert slopes[0] < 0.05 * slopes[1]  # d loss / d a vanishes at the optimum
+
+
+def test_the_gradient_step_of_a_quadratic_energy_is_the_wiener_filter():
+    s, sigma = 0.3, 0.2
+    noisy = torch.rand(2, 3, 5, 5, dtype=torch.float64)
+    out = gradient_step(Quadratic(1 / (s * s + sigma * sigma)), noisy, torch.tensor([sigma, sigma]))
+    torch.testing.assert_close(out, (s * s / (s * s + sigma * sigma) * noisy).clamp(0, 1))
+
+
+# --- the posterior's chains --------------------------------------------------------------------------------------
+def test_posterior_chains_sample_the_gaussian_posterior_with_ulas_known_bias():
+    """Prior N(0, 1/a), y = x + N(0, sigma^2): the posterior has precision lam = a + 1/sigma^2 and mean
+    (y / sigma^2) / lam; ULA with step eps keeps the mean and has variance 1 / (lam (1 - eps lam / 4))."""
+    a, sigma, fraction = 4.0, 0.25, 0.5
+    noisy = torch.full((1, 1, 40, 50), 0.6, dtype=torch.float64)
+    sig = torch.tensor([sigma], dtype=torch.float64)
+    x = posterior_chains(Quadratic(a), noisy, sig, chains=4, steps=60, step_fraction=fraction,
+                         generator=torch.Generator().manual_seed(0), start=torch.zeros_like(noisy))
+    lam = a + 1 / sigma ** 2
+    eps = fraction * sigma ** 2
+    assert x.shape == (1, 4, 1, 40, 50)
+    assert abs(x.mean().item() - 0.6 / sigma ** 2 / lam) < 0.01
+    assert abs(x.var().item() / (1 / (lam * (1 - eps * lam / 4))) - 1) < 0.05
+
+
+def test_posterior_chains_check_their_arguments():
+    noisy, sig = torch.rand(1, 1, 8, 8, dtype=torch.float64), torch.tensor([0.1], dtype=torch.float64)
+    with pytest.raises(ValueError, match="step_fraction"):
+        posterior_chains(Quadratic(1.0), noisy, sig, step_fraction=4.0)
+    with pytest.raises(ValueError, match="chains >= 1"):
+        posterior_chains(Quadratic(1.0), noisy, sig, chains=0)
+
+
+# --- Eq. 18 per observation ---------------------------------------------------------------------------------------
+class Pairs(nn.Module):
+    """A conditional energy U(x | y) = tanh(x W1 + y W2) w (float64) standing in for E + likelihood."""
+
+    def __init__(self, seed: int):
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.w1 = nn.Parameter(0.6 * torch.randn(3, 5, generator=g, dtype=torch.float64))
+        self.w2 = nn.Parameter(0.6 * torch.randn(3, 5, generator=g, dtype=torch.float64))
+        self.w = nn.Parameter(0.5 * torch.randn(5, generator=g, dtype=torch.float64))
+
+    def forward(self, x, y):
+        return torch.tanh(x @ self.w1 + y @ self.w2) @ self.w
+
+
+@pytest.mark.parametrize("name", ["js", "kl", "rkl", "sh"])
+def test_conditional_surrogate_gradient_is_eq18_with_a_covariance_per_observation(name):
+    div = get_divergence(name)
+    g = torch.Generator().manual_seed(1)
+    b, k = 4, 3
+    y = torch.randn(b, 3, generator=g, dtype=torch.float64)
+    x_pos = y + 0.3 * torch.randn(b, 3, generator=g, dtype=torch.float64)
+    x_neg = y[:, None] + 0.5 * torch.randn(b, k, 3, generator=g, dtype=torch.float64)
+    energy, critic = Pairs(2), Pairs(3)
+    theta = list(energy.parameters())
+    y_neg = y[:, None].expand(b, k, 3)
+    with torch.no_grad():
+        h_pos, h_neg = critic(x_pos, y), critic(x_neg, y_neg)
+    u_pos, u_neg = energy(x_pos, y), energy(x_neg, y_neg)
+    loss = conditional_energy_surrogate(div, u_pos, u_neg, h_pos, h_neg)
+    torch.testing.assert_close(loss, fenchel_value(div, h_pos + u_pos, (h_neg + u_neg).flatten()))
+    got = torch.cat([t.flatten() for t in torch.autograd.grad(loss, theta)])
+
+    def grads(values):  # one row of d value / d theta per entry
+        return torch.stack([torch.cat([t.flatten() for t in torch.autograd.grad(v, theta, retain_graph=True)])
+                            for v in values.flatten()])
+
+    du_pos, du_neg = grads(energy(x_pos, y)), grads(energy(x_neg, y_neg)).view(b, k, -1)
+    r_pos, r_neg = (h_pos + u_pos).detach(), (h_neg + u_neg).detach()
+    d = lambda fn, r: torch.func.vmap(torch.func.grad(lambda t: fn(t)))(r.flatten()).view(r.shape)  # noqa: E731
+    gq = div.Fstar(r_neg)
+    cov = ((gq - gq.mean(1, keepdim=True))[..., None] * du_neg).sum(1) / (k - 1)  # (B, P)
+    expected = ((d(div.T, r_pos)[:, None] * du_pos).mean(0) - (d(div.Fstar, r_neg)[..., None] * du_neg).mean((0, 1))
+                + cov.mean(0))
+    torch.testing.assert_close(got, expected)
+
+
+def test_conditional_surrogate_needs_two_chains_per_observation():
+    div = get_divergence("js")
+    with pytest.raises(ValueError, match="K >= 2"):
+        conditional_energy_surrogate(div, torch.zeros(3), torch.zeros(3, 1), torch.zeros(3), torch.zeros(3, 1))
+
+
+# --- training runs -----------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def photo_folder(tmp_path_factory):
+    """Six smooth colour 'photos': gradients and discs."""
+    folder = tmp_path_factory.mktemp("photos")
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        h, w = 100 + 10 * i, 120 - 5 * i
+        yy, xx = np.mgrid[:h, :w]
+        img = np.stack([(xx / w * 200 + 30 * c) % 255 for c in range(3)], -1)
+        for _ in range(3):
+            cy, cx, r = rng.integers(0, h), rng.integers(0, w), rng.integers(5, 30)
+            img[(yy - cy) ** 2 + (xx - cx) ** 2 < r * r] = rng.integers(0, 255, 3)
+        Image.fromarray(img.astype(np.uint8), "RGB").save(folder / f"p{i}.png")
+    return f"folder:{folder}"
+
+
+def run_args(source, run_dir, *extra):
+    return ["--dataset", source, "--crop-size", "16", "--net", json.dumps(NC), "--batch-size", "4", "--l2", "0",
+            "--max-steps", "4", "--log-every", "1", "--checkpoint-every", "100", "--sample-every", "100",
+            "--buffer-size", "1", "--run-dir", str(run_dir), "--no-progress", *extra]
+
+
+@pytest.fixture(scope="module")
+def dsm_model(photo_folder, tmp_path_factory):
+    run = tmp_path_factory.mktemp("dsm") / "run"
+    assert main(run_args(photo_folder, run, "--div", "dsm", "--lr", "1e-2")) == 0
+    return run
+
+
+def test_score_matching_run_exports_a_noise_conditional_energy_without_critic(dsm_model):
+    model = load_model(dsm_model / "model")
+    assert model.divergence == "dsm" and model.critic is None and model.energy.noise_bias is not None
+    lines = [json.loads(ln) for ln in (dsm_model / "stats.jsonl").read_text().splitlines()]
+    assert [ln["step"] for ln in lines] == [1, 2, 3, 4] and all(math.isfinite(ln["loss_dsm"]) for ln in lines)
+    assert "score matching" in (dsm_model / "model" / "README.md").read_text()
+
+
+@pytest.mark.parametrize("div", ["js", "cd"])
+def test_posterior_run_warm_starts_from_the_score_matching_energy(dsm_model, photo_folder, tmp_path, div):
+    run = tmp_path / "post"
+    assert main(run_args(photo_folder, run, "--div", div, "--posterior", "--posterior-chains", "2",
+                         "--posterior-steps", "2", "--warm-start", str(dsm_model / "model"), "--max-steps", "6")) == 0
+    model = load_model(run / "model")
+    assert model.config["posterior"] == {"chains": 2, "steps": 2, "step_fraction": 0.2}
+    if div == "js":
+        assert model.critic.stem.in_channels == 6  # x and the observation y
+    lines = [json.loads(ln) for ln in (run / "stats.jsonl").read_text().splitlines()]
+    assert [ln["step"] for ln in lines] == [5, 6]  # counts on from the warm start's 4 steps
+    assert all(math.isfinite(v) for ln in lines for v in ln.values())
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--div", "js", "--posterior", "--posterior-chains", "1"], "posterior-chains >= 2"),
+    (["--div", "js", "--posterior", "--net", json.dumps({**NC, "noise_conditional": False})], "noise-conditional"),
+    (["--div", "dsm", "--sigma-min-255", "0"], "sigma-min-255"),
+])
+def test_bad_photo_training_arguments_fail_clearly(photo_folder, tmp_path, capsys, extra, message):
+    with pytest.raises(SystemExit):
+        main(run_args(photo_folder, tmp_path / "run") + extra)
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()

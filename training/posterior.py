@@ -1,0 +1,81 @@
+"""Training the photo energy on the posterior it restores with (``--posterior``; issue 29, deliverable 3).
+
+For a clean crop x and its observation y = x + N(0, sigma^2) (sigma from a ladder, training.photos), the model's
+conditional is q(x | y) ∝ exp(-U(x | y)), U = E(x, sigma) + ||y - x||^2 / (2 sigma^2) (febm.posterior), and the
+data's p(x | y) has x itself as an exact sample. The f-EBM game runs between these two conditionals:
+
+    L = E_{p(x, y)}[T(r(x, y))] - E_{p(y) q(x'|y)}[Fstar(r(x', y))],    r = H(x, y, sigma) + U(x | y)
+
+The critic sees the observation (its input is x and y stacked: 2C channels, noise-conditional like the energy),
+so H absorbs log Z(y) and r estimates log p(x | y) / q(x | y). Model samples are exactly the chains restoration
+runs (``febm.posterior.posterior_chains``: the gradient step of y, then ULA on U), K >= 2 per observation, so
+that the score term of Eq. 18 is centred per observation (febm.objectives.conditional_energy_surrogate).
+``cd`` is the maximum-likelihood (KL) version: E_p[U(x|y)] - E_q[U(x'|y)], diffusion recovery likelihood's
+update (Gao et al. 2021) for one noise level at a time.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from febm.objectives import Objective, conditional_energy_surrogate, contrastive_divergence
+from febm.posterior import log_likelihood_term, posterior_chains
+from training.step import _clip, _without_offset
+
+
+def pairs(clean: Tensor, negatives: Tensor, noisy: Tensor, sigma: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """The data pairs then the model pairs, flattened: (x, y, sigma) with B + B K rows."""
+    k = negatives.shape[1]
+    x = torch.cat([clean, negatives.flatten(0, 1)])
+    y = torch.cat([noisy, noisy.repeat_interleave(k, dim=0)])
+    s = torch.cat([sigma, sigma.repeat_interleave(k)])
+    return x, y, s
+
+
+def conditional_energies(energy, x: Tensor, y: Tensor, sigma: Tensor) -> Tensor:
+    """U(x | y) per pair, (N,)."""
+    return energy(x, sigma=sigma).float() + log_likelihood_term(x, y, sigma)
+
+
+def posterior_step(energy, critic, sampling_energy, objective: Objective, clean: Tensor, noisy: Tensor,
+                   sigma: Tensor, opt_energy, opt_critic, *, chains: int, steps: int, step_fraction: float,
+                   generator: torch.Generator | None, max_grad_norm: float | None = None,
+                   free_offset: bool = True) -> dict:
+    """One iteration of Algorithm 1 on conditionals: chains from q(. | y), a critic ascent step, an energy step.
+
+    ``sampling_energy`` is the unwrapped energy the chains differentiate (DDP would sync its input gradients).
+    """
+    b = clean.shape[0]
+    negatives = posterior_chains(sampling_energy, noisy, sigma, chains=chains, steps=steps,
+                                 step_fraction=step_fraction, generator=generator)
+    x, y, s = pairs(clean, negatives, noisy, sigma)
+    u = conditional_energies(energy, x, y, s)
+    u_pos, u_neg = u[:b], u[b:].view(b, chains)
+    stats = {"energy_pos": u_pos.mean().item(), "energy_neg": u_neg.mean().item(),
+             "chain_mse": (negatives - clean[:, None]).pow(2).mean().item()}
+    if not objective.uses_critic:
+        loss = contrastive_divergence(u_pos, u_neg.flatten())
+        _descend(energy, opt_energy, loss, max_grad_norm)
+        return {**stats, "loss_energy": loss.item()}
+    pair_input = torch.cat([x, y], dim=1)
+    h = critic(pair_input, sigma=s).float()
+    loss_critic = objective.critic_loss(h[:b], h[b:], u_pos, u_neg.flatten())
+    _descend(critic, opt_critic, loss_critic, max_grad_norm)
+    with torch.no_grad():
+        h = critic(pair_input, sigma=s).float()
+    h_pos, h_neg = h[:b], h[b:].view(b, chains)
+    if free_offset:  # a constant in E cancels in q(x | y): leave it to the critic (training.step.febm_step)
+        u_pos, u_neg = _without_offset(u_pos, u_neg.flatten())
+        u_neg = u_neg.view(b, chains)
+    loss = conditional_energy_surrogate(objective.divergence, u_pos, u_neg, h_pos, h_neg)
+    _descend(energy, opt_energy, loss, max_grad_norm)
+    return {**stats, "loss_critic": loss_critic.item(), "critic_pos": h_pos.mean().item(),
+            "critic_neg": h_neg.mean().item(), "loss_energy": loss.item()}
+
+
+def _descend(net, opt, loss: Tensor, max_grad_norm: float | None) -> None:
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    _clip(net, max_grad_norm)
+    opt.step()
