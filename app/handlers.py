@@ -29,13 +29,13 @@ from febm.imageio import (
     PRESET_MASKS,
     Photo,
     ResolutionWarning,
-    fit_photo,
     fitted_size,
     from_model_tensor,
     load_image,
     load_photo,
     mask_to_known,
     photo_mask,
+    photo_to_restore,
     preset_mask,
     save_photo,
     sigma_from_unit,
@@ -405,17 +405,12 @@ class Handlers:
         original = self.read_photo(path)
         steps, chains = restore_settings(ebm, task, steps, chains)
         limit = pixel_limit(ebm, steps, chains, self.limits)
-        if original.pixel_count <= limit:
-            return original, "", "", original.size
-        if not downscale:
+        photo = photo_to_restore(original, limit, downscale=downscale, min_side=restore.MIN_SIDE)
+        if photo is None:
             return None, "", over_limit_message(original, limit, ebm, steps, chains, self.limits), original.size
-        photo = fit_photo(original, limit)
-        if min(photo.size) < restore.MIN_SIDE:
-            raise UserError(f"Downscaled to fit {limit:,} pixels, this {original.size[0]}×{original.size[1]} photo "
-                            f"would be {photo.size[0]}×{photo.size[1]}, below the {restore.MIN_SIDE} px a side photo "
-                            "models need: crop it first.")
-        return photo, (f" · downscaled from {original.size[0]}×{original.size[1]} to fit the pixel limit "
-                       f"({limit:,} pixels)"), "", original.size
+        note = "" if photo is original else (f" · downscaled from {original.size[0]}×{original.size[1]} to fit the "
+                                             f"pixel limit ({limit:,} pixels)")
+        return photo, note, "", original.size
 
     def read_photo(self, path: str | None, what: str = "image") -> Photo:
         if not path:

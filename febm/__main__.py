@@ -35,13 +35,13 @@ from .imageio import (
     PRESET_MASKS,
     Photo,
     check_output,
-    fit_photo,
     fitted_size,
     from_model_tensor,
     load_image,
     load_photo,
     mask_to_known,
     photo_mask,
+    photo_to_restore,
     preset_mask,
     resize_pixels,
     save_image,
@@ -50,7 +50,7 @@ from .imageio import (
     to_model_tensor,
 )
 from .model import EBM, checkpoints_dir, list_models, load_model
-from .restore import denoise, generate, inpaint
+from .restore import MIN_SIDE, denoise, generate, inpaint
 from .sampling import METHODS
 
 DEFAULT_MODEL = "fmnist-js"
@@ -114,16 +114,15 @@ def _sigma(value: float | None, value_255: float | None, option: str) -> float |
 def _photo(args: argparse.Namespace) -> tuple[Photo, Photo]:
     """(the input photo as decoded, the one restored: the same, or downscaled to --max-pixels by --downscale)."""
     original = load_photo(args.input, max_pixels=max(MAX_PIXELS, args.max_pixels))
+    photo = photo_to_restore(original, args.max_pixels, downscale=args.downscale, min_side=MIN_SIDE)
     width, height = original.size
-    if original.pixel_count <= args.max_pixels:
-        return original, original
-    if not args.downscale:
+    if photo is None:
         fit = fitted_size(original.size, args.max_pixels)
         raise ValueError(f"{args.input} is {width}x{height} = {original.pixel_count:,} pixels, more than --max-pixels "
                          f"{args.max_pixels:,}: pass --downscale to restore it downscaled to {fit[0]}x{fit[1]}, or "
                          f"a larger --max-pixels to restore it at full size")
-    photo = fit_photo(original, args.max_pixels)
-    print(f"downscaled {width}x{height} to {photo.size[0]}x{photo.size[1]} (--max-pixels {args.max_pixels:,})")
+    if photo is not original:
+        print(f"downscaled {width}x{height} to {photo.size[0]}x{photo.size[1]} (--max-pixels {args.max_pixels:,})")
     return original, photo
 
 

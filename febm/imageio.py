@@ -384,6 +384,23 @@ def fit_photo(photo: Photo, max_pixels: int) -> Photo:
     return Photo(resize_pixels(photo.pixels, size), alpha, photo.mode, photo.bits)
 
 
+def photo_to_restore(photo: Photo, max_pixels: int, *, downscale: bool, min_side: int = 1) -> Photo | None:
+    """Fit or refuse, the one rule for large photos (CLI and app): ``photo`` itself when it has at most
+    ``max_pixels`` pixels; above that, ``photo`` downscaled to fit (:func:`fit_photo`) when ``downscale``, else None
+    (the caller says how to ask for the downscale). ValueError when the downscaled photo would have a side under
+    ``min_side`` (``febm.restore.MIN_SIDE`` for photo models)."""
+    if photo.pixel_count <= max_pixels:
+        return photo
+    if not downscale:
+        return None
+    fitted = fitted_size(photo.size, max_pixels)
+    if min(fitted) < min_side:
+        raise ValueError(f"downscaled to fit {max_pixels:,} pixels, this {photo.size[0]}x{photo.size[1]} photo would "
+                         f"be {fitted[0]}x{fitted[1]}, below the {min_side} px a side photo models need: crop it "
+                         "first, or allow more pixels")
+    return fit_photo(photo, max_pixels)
+
+
 def photo_mask(mask, size: tuple[int, int], *, painted_is_fill: bool = True,
                input_size: tuple[int, int] | None = None) -> Tensor:
     """A drawn mask -> ``known_mask`` (1, 1, H, W) float 0/1 for a photo of ``size`` (width, height).

@@ -539,3 +539,12 @@ def test_added_noise_is_not_the_chains_first_draw(checkpoints, tmp_path, monkeyp
     first = 0.05 * torch.randn(noise.shape, generator=torch.Generator().manual_seed(5))
     assert not torch.allclose(noise, first, atol=1e-3)
     assert abs(np.corrcoef(noise.flatten().numpy(), first.flatten().numpy())[0, 1]) < 0.2
+
+
+def test_downscale_below_the_smallest_side_is_a_clear_error(checkpoints, tmp_path, monkeypatch):
+    monkeypatch.setenv("FEBM_CHECKPOINTS", str(checkpoints))
+    handlers = Handlers(ModelRegistry.discover(), Limits(max_restore_pixels=500))
+    path = photo_file(tmp_path / "big.png")
+    with pytest.raises(gr.Error, match="downscaled to fit 500 pixels, this 200x150 photo would be 25x19, below the "
+                                       "32 px a side photo models need: crop it first"):
+        handlers.denoise("tiny-photo", path, "add", 25, 1, 1, 0, "0-255", True)

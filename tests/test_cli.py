@@ -362,3 +362,12 @@ def test_sigma_in_levels_has_the_apps_bound(photos, photo_checkpoints, capsys, o
     assert not (photos / "x.png").exists()
     with pytest.raises(gr.Error, match=re.escape(SIGMA_255_BOUND)):
         check_sigma(300, allow_zero=False, unit="0-255")
+
+
+def test_downscale_below_the_smallest_side_is_a_clear_error(photos, photo_checkpoints, capsys):
+    """--downscale to a side under restore.MIN_SIDE says so, in the app's words (one fit-or-refuse rule)."""
+    assert main(["denoise", "grey.png", "--out", "x.png", "--max-pixels", "500", "--downscale", *PHOTO_FAST]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: downscaled to fit 500 pixels, this 96x64 photo would be 27x18, below the 32 px a "
+                          "side photo models need: crop it first"), err
+    assert not (photos / "x.png").exists()

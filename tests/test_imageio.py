@@ -26,6 +26,7 @@ from febm.imageio import (
     mask_to_known,
     photo_image,
     photo_mask,
+    photo_to_restore,
     preset_mask,
     save_image,
     save_photo,
@@ -436,3 +437,13 @@ def test_sigma_from_unit_has_one_bound_per_unit():
         sigma_from_unit(300, switch="use levels")
     with pytest.raises(ValueError, match="the unit of sigma must be one of 0-1, 0-255"):
         sigma_from_unit(0.1, "percent")
+
+
+def test_photo_to_restore_fits_or_refuses():
+    photo = Photo(torch.rand(1, 3, 64, 96))
+    assert photo_to_restore(photo, 96 * 64, downscale=False) is photo
+    assert photo_to_restore(photo, 3000, downscale=False) is None  # the caller says how to ask for the downscale
+    small = photo_to_restore(photo, 3000, downscale=True, min_side=32)
+    assert small.size == fitted_size((96, 64), 3000) == (67, 44)
+    with pytest.raises(ValueError, match="this 96x64 photo would be 27x18, below the 32 px a side"):
+        photo_to_restore(photo, 500, downscale=True, min_side=32)
