@@ -52,27 +52,33 @@ def energy_surrogate(
     return fenchel_value(div, r_pos, r_neg) + score_term
 
 
-def conditional_energy_surrogate(div: Divergence, e_pos: Tensor, e_neg: Tensor, h_pos: Tensor, h_neg: Tensor) -> Tensor:
+def conditional_energy_surrogate(div: Divergence, u_pos: Tensor, u_neg: Tensor, h_pos: Tensor, h_neg: Tensor) -> Tensor:
     """Eq. 18 for conditional models q(x | y), applied per observation: the energy's loss when every data pair
-    (x, y) has K >= 2 model samples x'_k ~ q(. | y).
+    (x, y) has K >= 2 model samples x'_k ~ q(. | y), and the log-ratio is a sum of local terms.
 
-    ``e_pos`` (B,) and ``e_neg`` (B, K) are the conditional energies U(x | y) (the part of -log q that depends
-    on theta, plus anything that does not), ``h_pos`` / ``h_neg`` the critic on the same pairs. Since
-    grad log q(x | y) = -grad U(x | y) + E_q(.|y)[grad U], the score term is a covariance under q(. | y) of
-    g = Fstar(r) and grad U, one per observation. With K chains per observation
-    (1 / (K - 1)) sum_k (g_k - mean_k g) grad U_k is its unbiased estimate (a centring by the batch's mean g, as
-    in the unconditional ``energy_surrogate``, would mix observations whose q differ). Value: the Fenchel
-    estimate of L; gradient: Eq. 18 with that covariance.
+    ``u_pos`` (B, P) and ``u_neg`` (B, K, P) are the conditional energies U(x | y) split into P local terms (per
+    pixel for photo energies; P = 1, or (B,) and (B, K), for whole-image terms), ``h_pos`` / ``h_neg`` the critic's
+    local terms on the same pairs. The value is the mean over positions i of E_p[T(r_i)] - E_q[Fstar(r_i)],
+    r_i = h_i + u_i: for P > 1 the f-divergence game runs on every patch's marginal at once (a sum of local
+    f-divergences, each of order one, where the whole crop's log-ratio would be thousands of nats and saturate
+    the divergences' bounded exponentials). q depends on theta through U = sum_i u_i, and
+    grad log q(x | y) = -grad U + E_q(.|y)[grad U], so the score term is a covariance under q(. | y) of
+    g = mean_i Fstar(r_i) and grad U, one per observation: with K chains per observation
+    (1 / (K - 1)) sum_k (g_k - mean_k g) grad U_k estimates it without bias (a centring by the batch's mean g, as
+    in the unconditional ``energy_surrogate``, would mix observations whose q differ).
     """
-    if e_neg.dim() != 2 or e_neg.shape[1] < 2 or h_neg.shape != e_neg.shape:
-        raise ValueError(f"need (B, K >= 2) model energies and critic outputs, got {tuple(e_neg.shape)}, "
+    if u_pos.dim() == 1:
+        u_pos, u_neg, h_pos, h_neg = u_pos[:, None], u_neg[..., None], h_pos[:, None], h_neg[..., None]
+    if u_neg.dim() != 3 or u_neg.shape[1] < 2 or h_neg.shape != u_neg.shape or h_pos.shape != u_pos.shape:
+        raise ValueError(f"need (B, K >= 2[, P]) model energies and critic outputs, got {tuple(u_neg.shape)}, "
                          f"{tuple(h_neg.shape)}")
-    r_pos = h_pos.detach() + e_pos
-    r_neg = h_neg.detach() + e_neg
-    g = div.Fstar(r_neg).detach()
-    k = e_neg.shape[1]
-    score_term = ((g - g.mean(dim=1, keepdim=True)) * (e_neg - e_neg.detach())).sum(dim=1).mean() / (k - 1)
-    return fenchel_value(div, r_pos, r_neg.flatten()) + score_term
+    r_pos = h_pos.detach() + u_pos
+    r_neg = h_neg.detach() + u_neg
+    g = div.Fstar(r_neg).mean(dim=2).detach()  # (B, K)
+    total = u_neg.sum(dim=2)
+    k = u_neg.shape[1]
+    score_term = ((g - g.mean(dim=1, keepdim=True)) * (total - total.detach())).sum(dim=1).mean() / (k - 1)
+    return fenchel_value(div, r_pos.flatten(), r_neg.flatten()) + score_term
 
 
 def score_matching_loss(energy, clean: Tensor, noisy: Tensor, sigma: Tensor) -> Tensor:

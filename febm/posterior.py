@@ -69,8 +69,3 @@ def posterior_chains(energy, noisy: Tensor, sigma: Tensor, *, chains: int = 1, s
         x = x - 0.5 * eps * posterior_grad(energy, x, y, s) + eps.sqrt() * z
     return x.detach().view(b, chains, *noisy.shape[1:])
 
-
-def log_likelihood_term(x: Tensor, noisy: Tensor, sigma: Tensor) -> Tensor:
-    """||y - x||^2 / (2 sigma^2) per image, (B,): the likelihood part of U."""
-    return (x - noisy).pow(2).flatten(1).sum(1) / (2 * sigma.to(x.dtype).flatten() ** 2)
-

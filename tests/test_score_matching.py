@@ -123,48 +123,51 @@ def test_posterior_chains_check_their_arguments():
 
 # --- Eq. 18 per observation ---------------------------------------------------------------------------------------
 class Pairs(nn.Module):
-    """A conditional energy U(x | y) = tanh(x W1 + y W2) w (float64) standing in for E + likelihood."""
+    """Local terms u_i(x | y) = tanh(x W1 + y W2) w_i, i < P (float64), standing in for E + likelihood per pixel."""
 
-    def __init__(self, seed: int):
+    def __init__(self, seed: int, positions: int):
         super().__init__()
         g = torch.Generator().manual_seed(seed)
         self.w1 = nn.Parameter(0.6 * torch.randn(3, 5, generator=g, dtype=torch.float64))
         self.w2 = nn.Parameter(0.6 * torch.randn(3, 5, generator=g, dtype=torch.float64))
-        self.w = nn.Parameter(0.5 * torch.randn(5, generator=g, dtype=torch.float64))
+        self.w = nn.Parameter(0.5 * torch.randn(5, positions, generator=g, dtype=torch.float64))
 
     def forward(self, x, y):
         return torch.tanh(x @ self.w1 + y @ self.w2) @ self.w
 
 
 @pytest.mark.parametrize("name", ["js", "kl", "rkl", "sh"])
-def test_conditional_surrogate_gradient_is_eq18_with_a_covariance_per_observation(name):
+@pytest.mark.parametrize("positions", [1, 4])
+def test_conditional_surrogate_gradient_is_eq18_with_a_covariance_per_observation(name, positions):
+    """Value: mean over positions of the Fenchel terms; gradient: their Eq. 18 with g = mean_i Fstar(r_i), the
+    covariance taken per observation over its K chains, and grad U = sum_i grad u_i."""
     div = get_divergence(name)
     g = torch.Generator().manual_seed(1)
     b, k = 4, 3
     y = torch.randn(b, 3, generator=g, dtype=torch.float64)
     x_pos = y + 0.3 * torch.randn(b, 3, generator=g, dtype=torch.float64)
     x_neg = y[:, None] + 0.5 * torch.randn(b, k, 3, generator=g, dtype=torch.float64)
-    energy, critic = Pairs(2), Pairs(3)
+    energy, critic = Pairs(2, positions), Pairs(3, positions)
     theta = list(energy.parameters())
     y_neg = y[:, None].expand(b, k, 3)
     with torch.no_grad():
-        h_pos, h_neg = critic(x_pos, y), critic(x_neg, y_neg)
+        h_pos, h_neg = critic(x_pos, y), critic(x_neg, y_neg)  # (B, P), (B, K, P)
     u_pos, u_neg = energy(x_pos, y), energy(x_neg, y_neg)
     loss = conditional_energy_surrogate(div, u_pos, u_neg, h_pos, h_neg)
-    torch.testing.assert_close(loss, fenchel_value(div, h_pos + u_pos, (h_neg + u_neg).flatten()))
+    torch.testing.assert_close(loss, fenchel_value(div, (h_pos + u_pos).flatten(), (h_neg + u_neg).flatten()))
     got = torch.cat([t.flatten() for t in torch.autograd.grad(loss, theta)])
 
     def grads(values):  # one row of d value / d theta per entry
         return torch.stack([torch.cat([t.flatten() for t in torch.autograd.grad(v, theta, retain_graph=True)])
-                            for v in values.flatten()])
+                            for v in values.flatten()]).view(*values.shape, -1)
 
-    du_pos, du_neg = grads(energy(x_pos, y)), grads(energy(x_neg, y_neg)).view(b, k, -1)
+    du_pos, du_neg = grads(energy(x_pos, y)), grads(energy(x_neg, y_neg))  # (B, P, n), (B, K, P, n)
     r_pos, r_neg = (h_pos + u_pos).detach(), (h_neg + u_neg).detach()
-    d = lambda fn, r: torch.func.vmap(torch.func.grad(lambda t: fn(t)))(r.flatten()).view(r.shape)  # noqa: E731
-    gq = div.Fstar(r_neg)
-    cov = ((gq - gq.mean(1, keepdim=True))[..., None] * du_neg).sum(1) / (k - 1)  # (B, P)
-    expected = ((d(div.T, r_pos)[:, None] * du_pos).mean(0) - (d(div.Fstar, r_neg)[..., None] * du_neg).mean((0, 1))
-                + cov.mean(0))
+    d = lambda fn, r: torch.func.vmap(torch.func.grad(fn))(r.flatten()).view(r.shape)  # noqa: E731
+    gq = div.Fstar(r_neg).mean(-1)  # (B, K)
+    cov = ((gq - gq.mean(1, keepdim=True))[..., None] * du_neg.sum(2)).sum(1) / (k - 1)  # (B, n)
+    expected = ((d(div.T, r_pos)[..., None] * du_pos).mean((0, 1))
+                - (d(div.Fstar, r_neg)[..., None] * du_neg).mean((0, 1, 2)) + cov.mean(0))
     torch.testing.assert_close(got, expected)
 
 
