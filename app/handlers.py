@@ -196,12 +196,13 @@ def describe_sigma(sigma: float, source: str) -> str:
     return f"σ = {sigma:.3f} ({source}) = {sigma * 255:.1f}/255"
 
 
-def read_image(path: str | None, limits: Limits, what: str = "image") -> Image.Image:
-    """Decode an uploaded file (size checked before decoding), naming it by its file name in errors."""
+def read_image(path: str | None, limits: Limits, what: str = "image", *, load=load_image):
+    """Decode an uploaded file with ``load`` (load_image, or load_photo for photo models; size checked before
+    decoding), naming it by its file name in errors."""
     if not path:
         raise UserError(f"No {what}: upload one or pick an example.")
     try:
-        return load_image(path, max_pixels=limits.max_pixels)
+        return load(path, max_pixels=limits.max_pixels)
     except (ValueError, FileNotFoundError) as e:  # the message names the path first, and PIL's part may too
         message = str(e).replace(str(path), f"the {what} {Path(path).name!r}", 1)
         raise UserError(message.replace(str(path), Path(path).name)) from None
@@ -413,9 +414,8 @@ class Handlers:
         return photo, note, "", original.size
 
     def read_photo(self, path: str | None, what: str = "image") -> Photo:
-        if not path:
-            raise UserError(f"No {what}: upload one or pick an example.")
-        return load_photo(read_image(path, self.limits, what))
+        """The upload as a Photo, from the file itself (16-bit colour PNGs keep their 16 bits)."""
+        return read_image(path, self.limits, what, load=load_photo)
 
     @user_errors
     @stops_on_cancel

@@ -8,8 +8,10 @@
 Fully convolutional (photo) models work at the image's own resolution instead:
 
     photo = load_photo("photo.jpg")                           # (1, C, H, W) pixels + the alpha, kept apart
-    photo = fit_photo(photo, max_pixels=1_000_000)            # downscaled (area average) only if larger
-    save_photo(result, "clean.png", photo)                    # PNG, the alpha re-attached untouched
+    photo = photo_to_restore(photo, 1_000_000, downscale=True)  # downscaled (area average) only if larger
+    save_photo(result, "clean.png", photo)                    # PNG, the alpha re-attached, 16-bit kept 16-bit
+
+Noise levels given at the edges in either unit: ``sigma_from_unit(25, "0-255")`` -> 25 / 255, the library's unit.
 
 Inside febm images are float tensors (B, C, H, W) in [0, 1] and masks are ``known_mask`` (1 = observed, 0 =
 fill). For model-sized tensors transparent pixels are composited onto black, the background of Fashion-MNIST;
@@ -18,8 +20,10 @@ photos keep their colour under transparent pixels and their alpha apart.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +34,8 @@ from PIL import Image, ImageOps
 from torch import Tensor
 
 from .degradations import add_gaussian_noise
-from .files import atomic_path
+from .files import atomic_path, write_atomic
+from .png16 import png16_bytes, read_png16
 
 MAX_PIXELS = 40_000_000
 RESOLUTION_RATIO = 4  # ResolutionWarning when a side is this many times larger or smaller than the model's
@@ -42,6 +47,12 @@ LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601
 SIGMA_UNITS = {"0-1": 1.0, "0-255": 255.0}
 _SIGMA_MEANING = {"0-1": "the noise std in [0, 1] units, a fraction of the pixel range",
                   "0-255": "the noise std in 0-255 levels of an 8-bit image"}
+ORIENTATION_TAG = 0x0112  # EXIF orientation, 1-8
+_ORIENTATIONS = {  # EXIF orientation -> the transpose that shows the image upright (as in ImageOps.exif_transpose)
+    2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
 # PIL modes -> the 8-bit mode they are read in; others (CMYK, YCbCr, HSV, LAB, RGBX...) are read as RGB.
 # "P" goes through RGBA so that a palette's transparent entry is kept.
 _READ_AS = {"1": "L", "L": "L", "LA": "LA", "La": "LA", "P": "RGBA", "PA": "RGBA", "RGBA": "RGBA", "RGBa": "RGBA"}
@@ -72,15 +83,28 @@ def check_pil(image: Image.Image, max_pixels: int = MAX_PIXELS, *, what: str = "
     return image
 
 
-def load_image(path: str | os.PathLike, *, max_pixels: int = MAX_PIXELS) -> Image.Image:
-    """Open and decode an image file (any format PIL reads), upright per its EXIF orientation.
+_PIL_LIMIT = threading.Lock()
 
-    Raises FileNotFoundError for a missing file and ValueError for a file that is not a readable image or
-    has more than ``max_pixels`` pixels (checked before decoding; PIL's own decompression-bomb limit,
-    ``Image.MAX_IMAGE_PIXELS``, also applies).
-    """
-    path = Path(path)
-    with warnings.catch_warnings():
+
+@contextlib.contextmanager
+def _pil_limit_at_least(max_pixels: int):
+    """PIL's decompression-bomb check (``Image.MAX_IMAGE_PIXELS``) off while a file is opened when it is below
+    ``max_pixels``, so that it never caps a larger ``max_pixels`` (which :func:`check_pil` checks before decoding);
+    restored afterwards."""
+    with _PIL_LIMIT:
+        saved = Image.MAX_IMAGE_PIXELS
+        if saved is not None and saved < max_pixels:
+            Image.MAX_IMAGE_PIXELS = None
+        try:
+            yield
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
+
+
+def _decode(path: Path, max_pixels: int) -> tuple[Image.Image, int]:
+    """(the decoded image, upright per its EXIF orientation; that orientation, 1 = as stored), independent of the
+    file, with :func:`load_image`'s errors."""
+    with warnings.catch_warnings(), _pil_limit_at_least(max_pixels):
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
             image = Image.open(path)
@@ -94,9 +118,30 @@ def load_image(path: str | os.PathLike, *, max_pixels: int = MAX_PIXELS) -> Imag
         check_pil(image, max_pixels, what=str(path))
         try:
             image.load()
-            return ImageOps.exif_transpose(image)  # a decoded copy, independent of the file
+            orientation = int(image.getexif().get(ORIENTATION_TAG, 1))  # what exif_transpose reads
+            return ImageOps.exif_transpose(image), orientation  # a decoded copy
         except Exception as e:  # decoders raise many types on corrupt data (OSError, EOFError, struct.error...)
             raise ValueError(f"{path} is not a readable image: {e}") from None
+
+
+def _upright(a: np.ndarray, orientation: int) -> np.ndarray:
+    """(H, W, C) array ``a`` turned as ImageOps.exif_transpose turns an image of that EXIF ``orientation``."""
+    method = _ORIENTATIONS.get(orientation)
+    if method is None:
+        return a
+    height, width = a.shape[:2]
+    index = Image.fromarray(np.arange(height * width, dtype=np.int32).reshape(height, width)).transpose(method)
+    return a.reshape(height * width, -1)[np.asarray(index)]
+
+
+def load_image(path: str | os.PathLike, *, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Open and decode an image file (any format PIL reads), upright per its EXIF orientation.
+
+    Raises FileNotFoundError for a missing file and ValueError for a file that is not a readable image or
+    has more than ``max_pixels`` pixels (checked before decoding; PIL's own decompression-bomb limit,
+    ``Image.MAX_IMAGE_PIXELS``, applies only when it is the stricter one).
+    """
+    return _decode(Path(path), max_pixels)[0]
 
 
 def check_output(path: str | os.PathLike) -> Path:
@@ -140,10 +185,20 @@ def _model_shape(model_or_shape) -> tuple[int, int, int]:
     return shape
 
 
+def _integer_scale(image: Image.Image) -> float:
+    """The full scale of an integer grey image: 65535 for the 16-bit modes (I;16*); for "I" (32-bit integers)
+    255 when every value fits in 8 bits (an 8-bit image held as integers), else 65535."""
+    if image.mode != "I":
+        return 65535.0
+    low, high = image.getextrema()
+    return 255.0 if 0 <= low and high <= 255 else 65535.0
+
+
 def _pil_array(image: Image.Image) -> np.ndarray:
-    """(H, W, C): 8-bit L/LA/RGB/RGBA; 16-bit modes (I;16*, I) scaled by 65535 to float; F as it is."""
+    """(H, W, C): 8-bit L/LA/RGB/RGBA; integer grey modes (I;16*, I) divided by their scale (:func:`_integer_scale`)
+    to float; F as it is."""
     if image.mode.startswith("I"):
-        return np.clip(np.asarray(image, dtype=np.float32) / 65535.0, 0.0, 1.0)[..., None]
+        return np.clip(np.asarray(image, dtype=np.float32) / _integer_scale(image), 0.0, 1.0)[..., None]
     if image.mode == "F":
         return np.asarray(image, dtype=np.float32)[..., None]
     a = np.asarray(image.convert(_READ_AS.get(image.mode, "RGB")))
@@ -227,8 +282,9 @@ def to_model_tensor(image, model_or_shape, *, fit: str = "resize") -> tuple[Tens
 
     ``image``: a PIL image of any mode (1, L, LA, P, RGB, RGBA, I;16, I, F, CMYK, YCbCr...), a numpy array
     (H, W) or (H, W, C) of uint8, uint16 or float in [0, 1], or a tensor (C, H, W) / (H, W) in [0, 1]; any
-    size. Alpha is composited onto black; 16-bit values are divided by 65535; colour becomes gray by BT.601
-    luma for a grayscale model, gray is replicated for an RGB one. ``fit="resize"`` resizes the whole image
+    size. Alpha is composited onto black; 16-bit values are divided by 65535 (an "I" image of 8-bit values by
+    255; PIL images hold 8 bits a colour channel: :func:`load_photo` reads 16-bit colour files); colour becomes
+    gray by BT.601 luma for a grayscale model, gray is replicated for an RGB one. ``fit="resize"`` resizes the whole image
     to the model's size (aspect ratio not kept); ``"center"`` first crops the centre to the model's aspect
     ratio. A :class:`ResolutionWarning` is raised when a side is more than 4x larger or smaller than the
     model's. ``model_or_shape``: an EBM or [C, H, W].
@@ -276,11 +332,12 @@ _ALPHA_MODES = ("LA", "La", "PA", "RGBA", "RGBa")
 class Photo:
     """An image at its own resolution, as a fully convolutional model restores it, with its alpha kept apart.
 
-    ``pixels``: (1, C, H, W) float32 in [0, 1]; C = 1 for grey sources (PIL modes 1, L, LA, I;16, I, F), else 3
-    (RGB; palette, CMYK, YCbCr... converted). Colour under transparent pixels is kept as it is (not composited).
-    ``alpha``: (H, W) uint8, the source's alpha channel exactly as decoded (None when it has none);
-    :func:`save_photo` re-attaches it to the result. ``mode``: the source's PIL mode. ``bits``: 16 for 16-bit
-    (and float) grey sources, which are saved back as 16-bit PNG when they have no alpha; else 8.
+    ``pixels``: (1, C, H, W) float32 in [0, 1]; C = 1 for grey sources (PIL modes 1, L, LA, I;16, I, F, and 16-bit
+    grey + alpha PNGs), else 3 (RGB; palette, CMYK, YCbCr... converted). Colour under transparent pixels is kept as
+    it is (not composited). ``alpha``: (H, W), the source's alpha channel exactly as decoded (uint8, or uint16 for
+    16-bit sources; a colour key becomes 0 on the key, the maximum elsewhere), None when it has none;
+    :func:`save_photo` re-attaches it to the result. ``mode``: the source's PIL mode. ``bits``: 16 for 16-bit and
+    float sources, which are saved back as 16-bit PNG; else 8.
     """
 
     pixels: Tensor
@@ -305,53 +362,97 @@ class Photo:
 def load_photo(source, *, max_pixels: int = MAX_PIXELS) -> Photo:
     """A file (any format PIL reads: JPEG, PNG, WebP, TIFF...) or PIL image -> a :class:`Photo` at its own size.
 
-    Upright per its EXIF orientation; 16-bit values divided by 65535; palette, CMYK, YCbCr... converted to RGB;
-    grey stays grey (one channel); an alpha channel (or a palette's or tRNS transparency) is split off untouched.
-    File errors as for :func:`load_image`.
+    Upright per its EXIF orientation; palette, CMYK, YCbCr... converted to RGB; grey stays grey (one channel); an
+    alpha channel (or a palette's or tRNS transparency) is split off untouched. 16-bit sources keep their 16 bits,
+    divided by 65535: grey ("I;16"), and grey + alpha, RGB and RGBA PNG files (which PIL alone reads at 8 bits,
+    see febm.png16); an "I" image of 8-bit values is divided by 255. File errors as for :func:`load_image`.
     """
     if isinstance(source, Image.Image):
-        image = ImageOps.exif_transpose(check_pil(source, max_pixels))
-    else:
-        image = load_image(source, max_pixels=max_pixels)
-    mode, alpha = image.mode, None
+        return _pil_photo(ImageOps.exif_transpose(check_pil(source, max_pixels)))
+    image, orientation = _decode(Path(source), max_pixels)
+    deep = read_png16(source)
+    if deep is not None:
+        return _uint16_photo(_upright(deep, orientation), image.mode)
+    return _pil_photo(image)
+
+
+def _uint16_photo(a: np.ndarray, mode: str) -> Photo:
+    """A Photo of (H, W, C) uint16: grey + alpha (C = 2), RGB (3) or RGBA (4)."""
+    channels = 1 if a.shape[2] == 2 else 3
+    alpha = np.ascontiguousarray(a[..., channels]) if a.shape[2] in (2, 4) else None
+    pixels = np.ascontiguousarray(a[..., :channels].transpose(2, 0, 1), dtype=np.float32) / 65535.0
+    return Photo(torch.from_numpy(pixels)[None], alpha, mode, 16)
+
+
+def _pil_photo(image: Image.Image) -> Photo:
+    """A Photo of an upright PIL image of any mode."""
+    mode = image.mode
     grey = mode in _GREY_MODES or mode.startswith("I")
-    if mode in _ALPHA_MODES or "transparency" in image.info:
-        with_alpha = image.convert("LA" if grey else "RGBA")  # un-premultiplies La / RGBa
-        alpha = np.array(with_alpha.getchannel("A"))
-        image = with_alpha.convert("L" if grey else "RGB")  # drops the alpha, colour untouched
-    bits = 16 if image.mode.startswith("I") or image.mode == "F" else 8
-    if bits == 16:
-        a = _unit_float(_pil_array(image))  # I: / 65535 and clipped; F: checked to lie in [0, 1]
+    bits = 16 if mode == "F" or (mode.startswith("I") and _integer_scale(image) == 65535) else 8
+    alpha = None
+    if mode.startswith("I") or mode == "F":  # PIL's LA would clip these values to 255
+        a = _unit_float(_pil_array(image))  # I: divided by its scale and clipped; F: checked to lie in [0, 1]
+        if "transparency" in image.info:  # a colour key: fully transparent on the key
+            dtype = np.uint16 if bits == 16 else np.uint8
+            alpha = (np.asarray(image) != image.info["transparency"]).astype(dtype) * np.iinfo(dtype).max
     else:
+        if mode in _ALPHA_MODES or "transparency" in image.info:
+            with_alpha = image.convert("LA" if grey else "RGBA")  # un-premultiplies La / RGBa
+            alpha = np.array(with_alpha.getchannel("A"))
+            image = with_alpha  # its colour untouched by the alpha
         a = np.asarray(image.convert("L" if grey else "RGB"), dtype=np.float32) / 255.0
         a = a[..., None] if a.ndim == 2 else a
     pixels = torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1)))[None]
     return Photo(pixels, alpha, mode, bits)
 
 
-def photo_image(pixels: Tensor, alpha: np.ndarray | None = None, bits: int = 8) -> Image.Image:
-    """(C, H, W) or (1, C, H, W) in [0, 1] -> PIL: "L" / "RGB", "LA" / "RGBA" with ``alpha`` (H, W) uint8
-    attached as it is, or "I;16" for ``bits=16`` grey without alpha."""
+def _alpha_bits(alpha: np.ndarray, bits: int) -> np.ndarray:
+    """An alpha channel (uint8 or uint16) at ``bits`` bits: uint8, or uint16 (x 257 from 8 bits)."""
+    alpha = np.asarray(alpha)
+    if bits == 16:
+        return alpha.astype(np.uint16) if alpha.dtype == np.uint16 else alpha.astype(np.uint16) * 257
+    return alpha if alpha.dtype == np.uint8 else np.rint(alpha / 257.0).astype(np.uint8)
+
+
+def _photo_planes(pixels: Tensor, alpha: np.ndarray | None) -> Tensor:
+    """(C, H, W) of ``pixels`` (C, H, W) or (1, C, H, W), C = 1 or 3, checked against ``alpha``'s size."""
     t = pixels[0] if pixels.dim() == 4 and pixels.shape[0] == 1 else pixels
     if t.dim() != 3 or t.shape[0] not in (1, 3):
         raise ValueError(f"expected a tensor (C, H, W) or (1, C, H, W) with C = 1 or 3, got {tuple(pixels.shape)}")
     if alpha is not None and tuple(alpha.shape) != tuple(t.shape[1:]):
         raise ValueError(f"the alpha channel is {alpha.shape[1]}x{alpha.shape[0]} pixels but the image is "
                          f"{t.shape[2]}x{t.shape[1]}")
+    return t
+
+
+def photo_image(pixels: Tensor, alpha: np.ndarray | None = None, bits: int = 8) -> Image.Image:
+    """(C, H, W) or (1, C, H, W) in [0, 1] -> PIL: "L" / "RGB", "LA" / "RGBA" with ``alpha`` (H, W) attached (at 8
+    bits), or "I;16" for ``bits=16`` grey without alpha (PIL images hold 8 bits a colour or alpha channel;
+    :func:`save_photo` writes all 16-bit PNGs)."""
+    t = _photo_planes(pixels, alpha)
     if bits == 16 and t.shape[0] == 1 and alpha is None:
-        a = (t[0].detach().float().clamp(0, 1) * 65535).round().cpu().numpy().astype(np.uint16)
-        return Image.fromarray(a)
+        return Image.fromarray(_uint16(t)[..., 0])
     image = from_model_tensor(t)
     if alpha is not None:
-        image.putalpha(Image.fromarray(np.asarray(alpha, dtype=np.uint8)))
+        image.putalpha(Image.fromarray(_alpha_bits(alpha, 8)))
     return image
+
+
+def _uint16(t: Tensor) -> np.ndarray:
+    """(C, H, W) in [0, 1] -> (H, W, C) uint16."""
+    return (t.detach().float().clamp(0, 1) * 65535).round().permute(1, 2, 0).cpu().numpy().astype(np.uint16)
 
 
 def save_photo(pixels: Tensor, path: str | os.PathLike, photo: Photo | None = None) -> Path:
     """Write a restored photo as PNG (atomically, as :func:`save_image`), re-attaching ``photo``'s alpha
-    untouched (it must have the result's size) and keeping 16-bit grey at 16 bits."""
+    untouched (it must have the result's size) and keeping a 16-bit source's 16 bits (grey or colour, with or
+    without alpha)."""
     alpha, bits = (photo.alpha, photo.bits) if photo is not None else (None, 8)
-    return save_image(photo_image(pixels, alpha, bits), path)
+    if bits != 16:
+        return save_image(photo_image(pixels, alpha), path)
+    t, path = _photo_planes(pixels, alpha), check_output(path)
+    a = _uint16(t) if alpha is None else np.dstack([_uint16(t), _alpha_bits(alpha, 16)])
+    return write_atomic(path, png16_bytes(a))
 
 
 def fitted_size(size: tuple[int, int], max_pixels: int) -> tuple[int, int]:
@@ -378,10 +479,16 @@ def fit_photo(photo: Photo, max_pixels: int) -> Photo:
     size = fitted_size(photo.size, max_pixels)
     if size == photo.size:
         return photo
-    alpha = None
-    if photo.alpha is not None:
-        alpha = np.asarray(Image.fromarray(photo.alpha).resize(size, Image.Resampling.BOX))
+    alpha = None if photo.alpha is None else _resize_alpha(photo.alpha, size)
     return Photo(resize_pixels(photo.pixels, size), alpha, photo.mode, photo.bits)
+
+
+def _resize_alpha(alpha: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """An alpha channel (uint8 or uint16) resized to ``size`` by area average, in its own dtype."""
+    if alpha.dtype == np.uint8:
+        return np.asarray(Image.fromarray(alpha).resize(size, Image.Resampling.BOX))
+    small = Image.fromarray(alpha.astype(np.float32)).resize(size, Image.Resampling.BOX)
+    return np.rint(np.asarray(small)).astype(alpha.dtype)
 
 
 def photo_to_restore(photo: Photo, max_pixels: int, *, downscale: bool, min_side: int = 1) -> Photo | None:

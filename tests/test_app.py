@@ -548,3 +548,18 @@ def test_downscale_below_the_smallest_side_is_a_clear_error(checkpoints, tmp_pat
     with pytest.raises(gr.Error, match="downscaled to fit 500 pixels, this 200x150 photo would be 25x19, below the "
                                        "32 px a side photo models need: crop it first"):
         handlers.denoise("tiny-photo", path, "add", 25, 1, 1, 0, "0-255", True)
+
+
+@pytest.mark.parametrize("channels", [2, 3, 4])
+def test_a_16_bit_photo_keeps_its_16_bits(checkpoints, tmp_path, monkeypatch, channels):
+    """16-bit grey + alpha, RGB and RGBA uploads are read at 16 bits (PIL alone reads 8) and shown at 16 bits."""
+    from febm.png16 import png16_bytes, read_png16
+
+    monkeypatch.setenv("FEBM_CHECKPOINTS", str(checkpoints))
+    handlers = Handlers(ModelRegistry.discover(), Limits())
+    a = np.random.default_rng(0).integers(0, 65536, (40, 48, channels), dtype=np.uint16)
+    path = tmp_path / "deep.png"
+    path.write_bytes(png16_bytes(a))
+    before, after, info, _ = handlers.denoise("tiny-photo", str(path), "noisy", 0.1, 1, 1, 0)
+    assert np.array_equal(read_png16(before), a)  # the input as read, written back
+    assert read_png16(after).shape == a.shape

@@ -1,12 +1,15 @@
 """febm.imageio: PIL / numpy / tensors / files <-> model tensors, masks, presets, noise. Odd sizes throughout."""
 
 import os
+import struct
 import warnings
+import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 from febm.degradations import add_gaussian_noise
 from febm.imageio import (
@@ -195,12 +198,12 @@ def test_load_image_errors_are_clear(tmp_path, monkeypatch):
         load_image(tmp_path / "truncated.png")
     with pytest.raises(ValueError, match=r"full.png has too many pixels: 100x100 = 10,000 > max_pixels = 5,000"):
         load_image(tmp_path / "full.png", max_pixels=5000)
-    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # PIL's own decompression-bomb guard, same error
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # PIL's own decompression-bomb guard, when stricter
     with pytest.raises(ValueError, match="full.png has too many pixels"):
-        load_image(tmp_path / "full.png")
+        load_image(tmp_path / "full.png", max_pixels=1000)
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 6000)  # the warning band (1-2x the limit) too
     with pytest.raises(ValueError, match="full.png has too many pixels"):
-        load_image(tmp_path / "full.png")
+        load_image(tmp_path / "full.png", max_pixels=6000)
 
 
 def test_load_image_returns_the_decoded_pixels(tmp_path):
@@ -447,3 +450,112 @@ def test_photo_to_restore_fits_or_refuses():
     assert small.size == fitted_size((96, 64), 3000) == (67, 44)
     with pytest.raises(ValueError, match="this 96x64 photo would be 27x18, below the 32 px a side"):
         photo_to_restore(photo, 500, downscale=True, min_side=32)
+
+
+# --- issue 27: inputs read right -------------------------------------------------------------------------------------
+PNG_COLOUR_TYPES = {1: 0, 2: 4, 3: 2, 4: 6}  # channels -> PNG colour type: grey, grey + alpha, RGB, RGBA
+
+
+def png_chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def write_png16(path, a: np.ndarray, transparent=None) -> str:
+    """A 16-bit PNG of (H, W, C) uint16 written without PIL (which cannot write 16-bit colour); ``transparent``: a
+    tRNS colour key (grey value, or (r, g, b))."""
+    height, width, channels = a.shape
+    rows = a.astype(">u2").reshape(height, -1).view(np.uint8)
+    data = np.concatenate([np.zeros((height, 1), np.uint8), rows], axis=1).tobytes()  # filter 0 on every row
+    header = struct.pack(">IIBBBBB", width, height, 16, PNG_COLOUR_TYPES[channels], 0, 0, 0)
+    key = b"" if transparent is None else png_chunk(b"tRNS", struct.pack(f">{np.size(transparent)}H",
+                                                                         *np.atleast_1d(transparent)))
+    Path(path).write_bytes(b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header) + key
+                           + png_chunk(b"IDAT", zlib.compress(data)) + png_chunk(b"IEND", b""))
+    return str(path)
+
+
+def rng_uint16(*shape, seed=0):
+    return np.random.default_rng(seed).integers(0, 65536, shape, dtype=np.uint16)
+
+
+def test_sixteen_bit_grey_with_transparency_is_read_and_round_trips(tmp_path):
+    """I;16 + tRNS: PIL's convert("LA") clipped the grey values to 255 (mean 0.998 instead of 0.50)."""
+    grey = rng_uint16(17, 23, 1)
+    key = int(grey[3, 4, 0])
+    photo = load_photo(write_png16(tmp_path / "key.png", grey, transparent=key))
+    assert photo.grey and photo.bits == 16
+    assert np.abs(photo.pixels[0, 0].numpy() - grey[..., 0] / 65535).max() <= 0.5 / 65535
+    assert photo.pixels.mean().item() == pytest.approx(0.5, abs=0.05)
+    assert np.array_equal(photo.alpha == 0, grey[..., 0] == key)
+    save_photo(photo.pixels, tmp_path / "out.png", photo)
+    again = load_photo(tmp_path / "out.png")
+    assert (again.pixels - photo.pixels).abs().max().item() <= 1 / 65535
+    assert np.array_equal(again.alpha == 0, photo.alpha == 0) and again.grey and again.bits == 16
+
+
+def test_sixteen_bit_grey_and_alpha_round_trips_within_one_level(tmp_path):
+    la = rng_uint16(17, 23, 2)
+    photo = load_photo(write_png16(tmp_path / "la.png", la))
+    assert photo.grey and photo.bits == 16 and photo.pixels.shape == (1, 1, 17, 23)
+    assert np.abs(photo.pixels[0, 0].numpy() - la[..., 0] / 65535).max() <= 0.5 / 65535
+    assert photo.alpha.dtype == np.uint16 and np.array_equal(photo.alpha, la[..., 1])
+    save_photo(photo.pixels, tmp_path / "out.png", photo)
+    again = load_photo(tmp_path / "out.png")
+    assert (again.pixels - photo.pixels).abs().max().item() <= 1 / 65535
+    assert np.array_equal(again.alpha, la[..., 1])
+    with Image.open(tmp_path / "out.png") as out:  # PIL reads the top 8 bits of 16-bit grey + alpha as RGBA
+        assert np.array_equal(np.asarray(out)[..., 3], (la[..., 1] >> 8).astype(np.uint8))
+
+
+@pytest.mark.parametrize("channels", [3, 4])
+def test_sixteen_bit_colour_keeps_its_16_bits(tmp_path, channels):
+    """PIL decodes 16-bit RGB(A) PNGs to 8 bits; the docstring says 16-bit values are divided by 65535."""
+    a = rng_uint16(17, 23, channels)
+    photo = load_photo(write_png16(tmp_path / "deep.png", a))
+    assert photo.bits == 16 and photo.pixels.shape == (1, 3, 17, 23)
+    assert np.abs(photo.pixels[0].permute(1, 2, 0).numpy() - a[..., :3] / 65535).max() <= 0.5 / 65535
+    assert (photo.alpha is None) == (channels == 3)
+    save_photo(photo.pixels, tmp_path / "out.png", photo)
+    again = load_photo(tmp_path / "out.png")
+    assert (again.pixels - photo.pixels).abs().max().item() <= 1 / 65535
+    if channels == 4:
+        assert np.array_equal(again.alpha, a[..., 3])
+
+
+def test_sixteen_bit_colour_key_transparency_and_exif_orientation(tmp_path):
+    a = rng_uint16(4, 6, 3)
+    key = tuple(int(v) for v in a[1, 2])
+    photo = load_photo(write_png16(tmp_path / "key.png", a, transparent=key))
+    assert np.array_equal(photo.alpha == 0, (a == key).all(axis=2))
+    Image.fromarray((a >> 8).astype(np.uint8)).save(tmp_path / "eight.png")
+    for orientation in range(1, 9):  # the same turn as PIL applies to the 8-bit copy
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        data = (tmp_path / "key.png").read_bytes()
+        exif_chunk = png_chunk(b"eXIf", exif.tobytes()[6:])  # without the "Exif\0\0" header
+        (tmp_path / "turned.png").write_bytes(data[:33] + exif_chunk + data[33:])  # after IHDR
+        turned = load_photo(tmp_path / "turned.png")
+        eight = ImageOps.exif_transpose(Image.open(tmp_path / "turned.png"))
+        assert turned.size == eight.size
+        assert np.array_equal((turned.pixels[0].permute(1, 2, 0).numpy() * 65535).round().astype(np.uint16) >> 8,
+                              np.asarray(eight.convert("RGB")))
+
+
+def test_an_i_mode_image_of_8_bit_values_is_divided_by_255():
+    eight = rng_uint8(17, 23)
+    image = Image.fromarray(eight).convert("I")
+    assert np.asarray(image).max() <= 255
+    expected = torch.from_numpy(eight / 255).float()
+    assert torch.allclose(load_photo(image).pixels[0, 0], expected) and load_photo(image).bits == 8
+    assert torch.allclose(to_model_tensor(image, [1, 17, 23])[0][0, 0], expected, atol=1e-6)
+
+
+def test_max_pixels_above_pils_own_limit_is_honoured(tmp_path, monkeypatch):
+    """PIL's decompression-bomb limit must not cap a larger max_pixels (the CLI's message says to raise it)."""
+    Image.fromarray(rng_uint8(100, 100)).save(tmp_path / "full.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 10,000 pixels: above twice PIL's limit
+    assert load_image(tmp_path / "full.png", max_pixels=20_000).size == (100, 100)
+    assert load_photo(tmp_path / "full.png", max_pixels=20_000).size == (100, 100)
+    assert Image.MAX_IMAGE_PIXELS == 1000  # left as it was
+    with pytest.raises(ValueError, match="full.png has too many pixels: 100x100 = 10,000 > max_pixels = 5,000"):
+        load_image(tmp_path / "full.png", max_pixels=5000)
