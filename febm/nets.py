@@ -293,14 +293,18 @@ class FieldEnergy(SpecMixin, nn.Module):
         if min(x.shape[-2:]) <= self.receptive_radius:  # reflect padding needs more pixels than its pad
             raise ValueError(f"images must be larger than {self.receptive_radius} px a side for this network, "
                              f"got {tuple(x.shape[-2:])}")
+        e = self.output_gain * self.head(self.features(x, sigma))
+        return e if self.noise_bias is None else e / _per_image(sigma, x).to(e.dtype)
+
+    def features(self, x: Tensor, sigma: float | Tensor | None = None) -> Tensor:
+        """(B, width, H, W): the last layer's features, before the 1x1 head."""
         biases = self._noise_biases(sigma, x)
         h = self.stem(2.0 * x - 1.0)  # centre [0, 1] data
         h = self.act(h if biases is None else h + biases[0])
         for i, (conv, act, gain) in enumerate(zip(self.blocks, self.acts, self.gains)):
             pre = conv(h)
             h = h + gain * act(pre if biases is None else pre + biases[i + 1])
-        e = self.output_gain * self.head(h)
-        return e if biases is None else e / _per_image(sigma, x).to(e.dtype)
+        return h
 
     def _noise_biases(self, sigma, x: Tensor) -> list[Tensor] | None:
         if self.noise_bias is None:

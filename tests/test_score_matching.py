@@ -239,3 +239,23 @@ def test_bad_photo_training_arguments_fail_clearly(photo_folder, tmp_path, capsy
         main(run_args(photo_folder, tmp_path / "run") + extra)
     assert message in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+# --- the direct residual denoiser (bench.photo_supervised) ----------------------------------------------------
+def test_residual_reference_trains_resumes_and_denoises_better_than_its_input(photo_folder, tmp_path):
+    from bench import photo_supervised
+
+    args = ["--run-dir", str(tmp_path / "ref"), "--dataset", photo_folder, "--net", json.dumps(NC), "--crop-size", "24",
+            "--val-crop", "32", "--batch-size", "4", "--lr", "3e-3", "--checkpoint-every", "10"]
+    photo_supervised.main(args + ["--cpu-minutes", "0.02"])
+    first = json.loads((tmp_path / "ref" / "denoiser.json").read_text())
+    photo_supervised.main(args + ["--cpu-minutes", "0.06"])
+    second = json.loads((tmp_path / "ref" / "denoiser.json").read_text())
+    assert second["steps"] > first["steps"] > 0 and second["cpu_minutes"] >= 0.06  # continued, not restarted
+    net = photo_supervised.load(tmp_path / "ref")
+    crops = torch.rand(2, 3, 32, 32)
+    sigma = torch.full((2,), 25 / 255)
+    assert net(crops, sigma).shape == crops.shape
+    # trained on smooth photos: at sigma = 25/255 it beats the noisy input on their validation crops
+    noisy_psnr = 10 * math.log10(1 / (25 / 255) ** 2)
+    assert second["validation"]["val_psnr_25"] > noisy_psnr + 1
