@@ -10,7 +10,8 @@ Three update rules, one driver:
   box: proposals are reflected at its walls, and the correction uses the reflected proposal's density).
 
 All take a ``known_mask`` (1 = observed: those entries never change), a ``torch.Generator`` for
-reproducibility, and can return the whole chain.
+reproducibility (or one per row of the batch: each row then draws its own stream, so that its chain does not
+depend on the rest of the batch), and can return the whole chain.
 """
 
 from __future__ import annotations
@@ -18,12 +19,13 @@ from __future__ import annotations
 import contextlib
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Callable
+from typing import Callable, Sequence, Union
 
 import torch
 from torch import Tensor, nn
 
 EnergyFn = Callable[[Tensor], Tensor]  # (B, ...) -> (B,)
+Generators = Union[torch.Generator, Sequence[torch.Generator], None]  # one for the batch, or one per row
 StartFn = Callable[[int, "torch.Generator | None"], Tensor]  # (n, generator) -> n starting points
 
 METHODS = ("authors", "ula", "mala")
@@ -54,6 +56,18 @@ def energy_and_grad(energy: EnergyFn, x: Tensor) -> tuple[Tensor, Tensor]:
         e = e.reshape(x.shape[0])  # (B, 1) -> (B,): never broadcast against per-sample terms
         (g,) = torch.autograd.grad(e.sum(), x)
     return e.detach(), g
+
+
+def random_like(x: Tensor, generator, kind: str = "normal", shape: tuple[int, ...] | None = None) -> Tensor:
+    """Standard normal (or uniform) draws of ``shape`` (default x's), x's device and dtype, from ``generator``:
+    one generator for the whole batch, or a sequence of one per row, each drawing its row's values."""
+    shape = tuple(x.shape) if shape is None else tuple(shape)
+    draw = torch.randn if kind == "normal" else torch.rand
+    if generator is None or isinstance(generator, torch.Generator):
+        return draw(shape, generator=generator, device=x.device, dtype=x.dtype)
+    if len(generator) != shape[0]:
+        raise ValueError(f"one generator per row: got {len(generator)} for a batch of {shape[0]}")
+    return torch.cat([draw((1, *shape[1:]), generator=g, device=x.device, dtype=x.dtype) for g in generator])
 
 
 def _per_sample(v: Tensor) -> Tensor:
@@ -129,12 +143,13 @@ class LangevinSampler:
         x: Tensor,
         *,
         known_mask: Tensor | None = None,
-        generator: torch.Generator | None = None,
+        generator: Generators = None,
         return_chain: bool = False,
         progress: bool | Callable[[], object] = False,
     ) -> LangevinOutput:
-        """Run the chain from ``x``. ``progress``: True for a progress bar of its own, or a function called
-        after every step (e.g. the ``update`` of a bar over a longer job)."""
+        """Run the chain from ``x``. ``generator``: one for the batch, or one per row (see :func:`random_like`).
+        ``progress``: True for a progress bar of its own, or a function called after every step (e.g. the
+        ``update`` of a bar over a longer job)."""
         x0 = x.detach()
         known = None if known_mask is None else known_mask.to(device=x.device).bool().expand_as(x0)
         fix = (lambda v: v) if known is None else (lambda v: torch.where(known, x0, v))
@@ -177,7 +192,7 @@ class LangevinSampler:
     # ``fix`` puts the observed entries back before the energy is evaluated; the returned gradient is
     # the raw (unclipped) one, for statistics.
     def _noise(self, x: Tensor, generator) -> Tensor:
-        return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        return random_like(x, generator)
 
     def _clamp(self, x: Tensor) -> Tensor:
         return x if self.clamp is None else x.clamp(*self.clamp)
@@ -207,7 +222,7 @@ class LangevinSampler:
 
         # the target is exp(-E/T) restricted to the box; reflected proposals never leave it
         log_alpha = (e - e_prop) / t + log_q(x, prop, g_prop) - log_q(prop, x, g)
-        u = torch.rand(log_alpha.shape, generator=generator, device=x.device, dtype=x.dtype)
+        u = random_like(x, generator, "uniform", log_alpha.shape)
         accept = torch.log(u) < log_alpha
         view = (-1,) + (1,) * (x.dim() - 1)
         x = torch.where(accept.view(view), prop, x)

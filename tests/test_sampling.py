@@ -196,6 +196,19 @@ def test_same_seed_same_output(method):
 
 
 @pytest.mark.parametrize("method", METHODS)
+def test_one_generator_per_row_gives_each_row_its_own_stream(method):
+    """Restoration seeds every image alike: a row's chain must not depend on which other rows share its batch."""
+    sampler = LangevinSampler(method, steps=6, step_size=0.05, clamp=(0.0, 1.0) if method == "authors" else None)
+    x = torch.rand(3, 2, dtype=torch.float64, generator=gen(9))
+    both = sampler.run(quadratic, x, generator=[gen(1), gen(2), gen(3)])
+    for i, seed in enumerate((1, 2, 3)):
+        alone = sampler.run(quadratic, x[i:i + 1], generator=gen(seed))
+        torch.testing.assert_close(both.x[i:i + 1], alone.x, rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match="one generator per row"):
+        sampler.run(quadratic, x, generator=[gen(1), gen(2)])
+
+
+@pytest.mark.parametrize("method", METHODS)
 def test_return_chain(method):
     x = torch.rand(6, 2, dtype=torch.float64)
     steps = 5
