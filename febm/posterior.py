@@ -21,6 +21,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from .sampling import Generators, random_like
+
 STEP_FRACTION = 0.2  # eps = STEP_FRACTION * sigma^2
 
 
@@ -47,12 +49,13 @@ def posterior_grad(energy, x: Tensor, noisy: Tensor, sigma: Tensor) -> Tensor:
 
 
 def posterior_chains(energy, noisy: Tensor, sigma: Tensor, *, chains: int = 1, steps: int = 5,
-                     step_fraction: float = STEP_FRACTION, generator: torch.Generator | None = None,
+                     step_fraction: float = STEP_FRACTION, generator: Generators = None,
                      start: Tensor | None = None) -> Tensor:
     """``chains`` samples per observation from q(x | y): (B, chains, C, H, W).
 
     Every chain starts at ``start`` (default: the gradient step of y) and runs ``steps`` ULA steps on U; the
     chains of one observation share the start and differ in their noise. ``sigma``: (B,) in [0, 1] units.
+    ``generator``: one for the batch, or one per chain row (B * chains, observation-major; febm.sampling).
     """
     if chains < 1 or steps < 0:
         raise ValueError(f"need chains >= 1 and steps >= 0, got {chains}, {steps}")
@@ -65,7 +68,7 @@ def posterior_chains(energy, noisy: Tensor, sigma: Tensor, *, chains: int = 1, s
     y, s, x = repeat(noisy), repeat(sigma.flatten()), repeat(start)
     eps = step_fraction * _column(s, x) ** 2
     for _ in range(steps):
-        z = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        z = random_like(x, generator)
         x = x - 0.5 * eps * posterior_grad(energy, x, y, s) + eps.sqrt() * z
     return x.detach().view(b, chains, *noisy.shape[1:])
 
