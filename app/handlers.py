@@ -44,7 +44,7 @@ from febm.imageio import (
 from febm.metrics import psnr
 from febm.model import ModelNotFoundError
 
-from .models import ModelRegistry
+from .models import ModelRegistry, tuned_settings
 
 NOISE_MODES = ("add", "noisy")  # add synthetic noise of sigma | the image is already noisy
 PAINTED = "painted"  # the inpaint mask choice that reads the painted layer; the others are PRESET_MASKS
@@ -258,7 +258,7 @@ def step_seconds_per_pixel(model) -> float:
 
 def restore_settings(model, task: str, steps: int | None, chains: int | None) -> tuple[int, int]:
     """(steps, chains) a request runs: the ones asked for, else the model's tuned defaults, else its sampler's."""
-    tuned = (model.config.get("restoration") or {}).get(task) or {}
+    tuned = tuned_settings(model.config, task)
     steps = steps if steps is not None else tuned.get("steps")
     sampler = restore.model_sampler(model, steps=steps)
     return int(sampler.steps), int(chains if chains is not None else tuned.get("chains", 1))

@@ -8,6 +8,13 @@ from dataclasses import dataclass
 from febm.model import EBM, checkpoints_dir, list_models, load_model, read_config
 
 
+def tuned_settings(config: dict, task: str) -> dict:
+    """A restoration task's tuned defaults, ``config["restoration"][task]`` (steps, chains, val_psnr...; {} when not
+    tuned): the app's one reader of them. febm.restore reads the same settings for the library; this one works from
+    a config alone, before the model's weights are loaded."""
+    return (config.get("restoration") or {}).get(task) or {}
+
+
 @dataclass(frozen=True)
 class ModelEntry:
     key: str  # the dropdown value and API parameter: a checkpoint name, or a folder or Hub repo id as given
@@ -43,18 +50,30 @@ class ModelEntry:
 
     @property
     def default_steps(self) -> int | None:
+        """The sampler's steps: what generation runs, and a restoration task that was not tuned."""
         return (self.config.get("sampler") or {}).get("steps")
+
+    def steps_summary(self) -> str:
+        """e.g. "sampler authors: generation 200 steps, denoising 10 steps, inpainting 0 steps": each task's
+        default Langevin steps (and chains), restoration's from its tuned settings."""
+        def task(name: str) -> str:
+            tuned = tuned_settings(self.config, name)
+            steps, chains = tuned.get("steps", self.default_steps), int(tuned.get("chains", 1))
+            return f"{'?' if steps is None else steps} steps" + (f" × {chains} chains" if chains > 1 else "")
+
+        method = (self.config.get("sampler") or {}).get("method", "?")
+        return (f"sampler {method}: generation {self.default_steps or '?'} steps, denoising {task('denoise')}, "
+                f"inpainting {task('inpaint')}")
 
     def card_summary(self) -> str:
         """Markdown: the model card's key facts (FID, training steps, the exact training command)."""
         metrics, training = self.config.get("metrics") or {}, self.config.get("training") or {}
-        sampler = self.config.get("sampler") or {}
         fid = metrics.get("fid")
         facts = [
             f"FID {fid:.2f}" if isinstance(fid, (int, float)) else self._restoration_fact(),
             (f"trained {training['steps']:,} steps" if isinstance(training.get("steps"), int)
              else "training steps not recorded"),
-            f"sampler {sampler.get('method', '?')}, {self.default_steps or '?'} steps by default",
+            self.steps_summary(),
             "critic: yes (rejection sampling available)" if self.has_critic else "no critic (no rejection sampling)",
         ]
         command = training.get("command")
@@ -75,7 +94,7 @@ class ModelEntry:
 
     def _restoration_fact(self) -> str:
         """Models without an FID (photo models): their tuned denoising PSNR on validation data, if measured."""
-        tuned = ((self.config.get("restoration") or {}).get("denoise") or {})
+        tuned = tuned_settings(self.config, "denoise")
         if not isinstance(tuned.get("val_psnr"), (int, float)):
             return "FID not measured"
         sigmas = "/".join(f"{s * 255:.0f}" for s in tuned.get("sigmas") or [])

@@ -563,3 +563,24 @@ def test_a_16_bit_photo_keeps_its_16_bits(checkpoints, tmp_path, monkeypatch, ch
     before, after, info, _ = handlers.denoise("tiny-photo", str(path), "noisy", 0.1, 1, 1, 0)
     assert np.array_equal(read_png16(before), a)  # the input as read, written back
     assert read_png16(after).shape == a.shape
+
+
+def test_the_card_gives_each_tasks_default_steps(checkpoints, monkeypatch):
+    """A photo model's card said "200 steps by default" (its generation chains) while its denoising runs 10."""
+    monkeypatch.setenv("FEBM_CHECKPOINTS", str(checkpoints))
+    config = {**ModelRegistry.discover().entry("tiny-photo").config, "sampler": {**SAMPLER, "steps": 200},
+              "restoration": {"denoise": {"steps": 10, "chains": 2}, "inpaint": {"steps": 0}}}
+    summary = ModelEntry("p", "p", config).card_summary()
+    assert "sampler authors: generation 200 steps, denoising 10 steps × 2 chains, inpainting 0 steps" in summary
+    assert "by default" not in summary
+    untuned = ModelEntry("p", "p", {**config, "restoration": {}}).card_summary()
+    assert "generation 200 steps, denoising 200 steps, inpainting 200 steps" in untuned
+
+
+def test_the_shipped_photo_models_cards_give_their_tuned_steps(monkeypatch):
+    monkeypatch.delenv("FEBM_CHECKPOINTS", raising=False)
+    registry = ModelRegistry.discover()
+    for key in ("photo-js", "photo-cd"):
+        entry = registry.entry(key)
+        steps = entry.config["restoration"]["denoise"]["steps"]
+        assert f"denoising {steps} steps" in entry.card_summary()
