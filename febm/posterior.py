@@ -49,7 +49,7 @@ def posterior_grad(energy, x: Tensor, noisy: Tensor, sigma: Tensor) -> Tensor:
 
 
 def posterior_chains(energy, noisy: Tensor, sigma: Tensor, *, chains: int = 1, steps: int = 5,
-                     step_fraction: float = STEP_FRACTION, generator: Generators = None,
+                     final_steps: int = 0, step_fraction: float = STEP_FRACTION, generator: Generators = None,
                      start: Tensor | None = None) -> Tensor:
     """``chains`` samples per observation from q(x | y): (B, chains, C, H, W).
 
@@ -57,8 +57,8 @@ def posterior_chains(energy, noisy: Tensor, sigma: Tensor, *, chains: int = 1, s
     chains of one observation share the start and differ in their noise. ``sigma``: (B,) in [0, 1] units.
     ``generator``: one for the batch, or one per chain row (B * chains, observation-major; febm.sampling).
     """
-    if chains < 1 or steps < 0:
-        raise ValueError(f"need chains >= 1 and steps >= 0, got {chains}, {steps}")
+    if chains < 1 or steps < 0 or final_steps < 0:
+        raise ValueError(f"need chains >= 1, steps >= 0 and final_steps >= 0, got {chains}, {steps}, {final_steps}")
     if not 0 < step_fraction < 4:
         raise ValueError(f"step_fraction must be in (0, 4) (ULA on the likelihood is unstable beyond), got {step_fraction}")
     b = noisy.shape[0]
@@ -70,5 +70,16 @@ def posterior_chains(energy, noisy: Tensor, sigma: Tensor, *, chains: int = 1, s
     for _ in range(steps):
         z = random_like(x, generator)
         x = x - 0.5 * eps * posterior_grad(energy, x, y, s) + eps.sqrt() * z
+    for _ in range(final_steps):  # noise-free: towards the posterior's mode, without the chain's last noise
+        x = x - 0.5 * eps * posterior_grad(energy, x, y, s)
     return x.detach().view(b, chains, *noisy.shape[1:])
+
+
+def posterior_mean(energy, noisy: Tensor, sigma: Tensor, *, chains: int = 4, steps: int = 5,
+                   final_steps: int = 0, step_fraction: float = STEP_FRACTION, generator: Generators = None) -> Tensor:
+    """The average of ``chains`` posterior chains (each ending with ``final_steps`` noise-free steps), in [0, 1]:
+    the posterior-mean estimate, which one sample misses by its own spread (twice the mean's squared error)."""
+    x = posterior_chains(energy, noisy, sigma, chains=chains, steps=steps, final_steps=final_steps,
+                         step_fraction=step_fraction, generator=generator)
+    return x.mean(dim=1).clamp(0.0, 1.0)
 

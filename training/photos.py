@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps
 
+from febm.posterior import gradient_step
 from training.data import SPLIT_SEED, DatasetNotFoundError, _list_images, _to_mode
 
 MATE_DIR = Path("/usr/share/backgrounds/mate/nature")
@@ -226,26 +227,21 @@ def noisy_observations(clean: torch.Tensor, sigma: torch.Tensor, grey_fraction: 
 LUMA = torch.tensor([0.299, 0.587, 0.114])  # ITU-R 601-2, as PIL's convert("L")
 
 
-def gradient_step_denoise(energy, noisy: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-    """y - sigma^2 grad E(y, sigma): the posterior-mean denoiser of a score-matching energy (Tweedie)."""
-    with torch.enable_grad():
-        y = noisy.detach().requires_grad_(True)
-        (grad,) = torch.autograd.grad(energy(y, sigma=sigma).sum(), y)
-    return (y - sigma.view(-1, 1, 1, 1) ** 2 * grad).clamp(0.0, 1.0).detach()
-
-
 VAL_SIGMAS_255 = (5, 15, 25, 50)
 
 
-def validation_psnr(energy, crops: torch.Tensor, sigmas_255=VAL_SIGMAS_255, seed: int = 0) -> dict[str, float]:
-    """Mean PSNR (dB) of ``gradient_step_denoise`` on fixed validation crops (float [0, 1]) per noise level,
-    with the same noise draw every call: how a score-matching run is followed while it trains."""
+def validation_psnr(energy, crops: torch.Tensor, sigmas_255=VAL_SIGMAS_255, seed: int = 0,
+                    denoiser=None) -> dict[str, float]:
+    """Mean PSNR (dB) on fixed validation crops (float [0, 1]) per noise level, with the same noise draw every
+    call: of ``denoiser(noisy, sigma)``, by default the energy's gradient step (how a score-matching or posterior
+    run is followed while it trains)."""
+    denoiser = denoiser or (lambda y, s: gradient_step(energy, y, s))
     out = {}
     for s in sigmas_255:
         gen = torch.Generator().manual_seed(seed * 1000 + s)
-        sigma = torch.full((len(crops),), s / 255.0)
-        clean, noisy = noisy_observations(crops, sigma, 0.0, gen)
-        mse = (gradient_step_denoise(energy, noisy, sigma) - clean).pow(2).flatten(1).mean(1)
+        sigma = torch.full((len(crops),), s / 255.0, device=crops.device)
+        clean, noisy = noisy_observations(crops.cpu(), sigma.cpu(), 0.0, gen)
+        mse = (denoiser(noisy.to(crops.device), sigma) - clean.to(crops.device)).pow(2).flatten(1).mean(1)
         out[f"val_psnr_{s}"] = round(float((10 * torch.log10(1 / mse)).mean()), 3)
     return out
 
