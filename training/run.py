@@ -76,9 +76,10 @@ PRESETS: dict[str, dict] = {
                       sample_steps=200, max_steps=30000, sample_every=1000, checkpoint_every=500, bf16=True),
     # denoising score matching on photo crops (a Fisher divergence, no chains, no critic): the energy's gradient
     # step y - sigma^2 grad E(y, sigma) regressed on the clean crop, sigma log-uniform over 1-60 (/255), a quarter
-    # of the crops grey. Also the warm start of the posterior-trained f-EBMs.
-    "photo-dsm": dict(div="dsm", dataset="photos", crop_size=96, batch_size=8, net=PHOTO_NET_NC, lr=1e-3, l2=0.0,
-                      ema=0.999, sigma_min_255=1.0, sigma_max_255=60.0, grey_fraction=0.25, buffer_size=1,
+    # of the crops grey; Adam with momentum (a regression: the authors' beta1 = 0 is for the f-EBM game). Also the
+    # warm start of the posterior-trained f-EBMs.
+    "photo-dsm": dict(div="dsm", dataset="photos", crop_size=96, batch_size=8, net=PHOTO_NET_NC, lr=1e-3, beta1=0.9,
+                      l2=0.0, ema=0.999, sigma_min_255=1.0, sigma_max_255=60.0, grey_fraction=0.25, buffer_size=1,
                       max_steps=20000, sample_every=10**9, checkpoint_every=100, log_every=10),
     # f-EBMs on the posterior they restore with (training/posterior.py), warm-started from a photo-dsm model
     # (--warm-start): two chains of 5 ULA steps per observation, the chain restoration runs
