@@ -17,7 +17,8 @@ Fashion-MNIST models (a fixed image shape): inputs of any size, format and mode 
 shape (febm.imageio); results are PNG files at the model's resolution (--restore-size: resized back to the
 input's size). Photo models (fully convolutional): JPEG/PNG/WebP/TIFF... are restored at their own resolution
 (EXIF orientation applied, grey stays grey, colour is RGB) and written as PNG with any alpha channel
-re-attached untouched; images above --max-pixels are refused, or downscaled to fit with --downscale.
+re-attached untouched, 16-bit inputs at 16 bits; images above --max-pixels are refused, or downscaled to fit with
+--downscale.
 Errors print one line, "error: ...", and exit with status 2.
 """
 
