@@ -13,13 +13,13 @@ from __future__ import annotations
 import os
 import struct
 import zlib
-from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 SIGNATURE = b"\x89PNG\r\n\x1a\n"
 COLOUR_TYPES = {1: 0, 2: 4, 3: 2, 4: 6}  # channels -> PNG colour type: grey, grey + alpha, RGB, RGBA
+DEEP = (b"\x10\x02", b"\x10\x04", b"\x10\x06")  # IHDR bit depth 16 and colour type RGB, grey + alpha, RGBA
 ROWS_PER_BLOCK = 256  # rows filtered at once when writing: bounds the temporary arrays of a large photo
 
 
@@ -40,13 +40,12 @@ def read_png16(path: str | os.PathLike) -> np.ndarray | None:
     """(H, W, C) uint16 of a 16-bit PNG of grey + alpha (C = 2), RGB (3) or RGBA (4), as stored (no EXIF
     orientation applied); an RGB file with a tRNS colour key gets an alpha channel (0 on the key, 65535 elsewhere).
     None for any other file: PIL reads those at their full depth."""
-    data = Path(path).read_bytes()
-    if not data.startswith(SIGNATURE):
-        return None
-    chunks = _chunks(data)
-    width, height, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", chunks[b"IHDR"][0])
-    if depth != 16 or colour not in (2, 4, 6):
-        return None
+    with open(path, "rb") as f:
+        head = f.read(len(SIGNATURE) + 25)  # the signature and the IHDR chunk, which PNG puts first
+        if len(head) < 33 or not head.startswith(SIGNATURE) or head[12:16] != b"IHDR" or head[24:26] not in DEEP:
+            return None
+        chunks = _chunks(head + f.read())
+    width, height, _, colour, _, _, interlace = struct.unpack(">IIBBBBB", chunks[b"IHDR"][0])
     stream, size = b"".join(chunks.get(b"IDAT", [])), (width, height)
     if colour == 4:  # 4 bytes a pixel: decoded as 8-bit RGBA they are the grey and alpha samples' bytes
         a = np.asarray(Image.frombytes("RGBA", size, stream, "zip", "RGBA", interlace)).view(">u2")
