@@ -38,6 +38,7 @@ from torchvision.utils import make_grid, save_image as save_grid
 from tqdm.auto import tqdm
 
 from bench.supervised import load as load_supervised, restore as restore_supervised
+from febm.degradations import add_gaussian_noise
 from febm.files import write_atomic
 from febm.imageio import preset_mask
 from febm.metrics import psnr
@@ -57,10 +58,6 @@ QUICK = {"n": 16, "val_n": 8, "chains": 2, "steps": 20}
 def corruption_seed(seed: int, split: str, name: str) -> int:
     """A distinct, reproducible seed per (seed, split, corruption), independent of the order they run in."""
     return zlib.crc32(f"{seed}/{split}/{name}".encode())
-
-
-def add_noise(x: Tensor, sigma: float, seed: int) -> Tensor:
-    return (x + sigma * torch.randn(x.shape, generator=torch.Generator().manual_seed(seed))).clamp(0, 1)
 
 
 def masks(kind: str, n: int, shape: tuple[int, int], seed: int) -> Tensor:
@@ -312,8 +309,8 @@ def main(argv: list[str] | None = None) -> dict:
         t0 = time.perf_counter()
         if corruption.startswith("sigma="):
             sigma = float(corruption[6:])
-            y, known = add_noise(clean, sigma, seed), torch.ones(len(clean), 1, *shape)
-            val_y = add_noise(val, sigma, corruption_seed(args.seed, "val", corruption))
+            y, known = add_gaussian_noise(clean, sigma, seed), torch.ones(len(clean), 1, *shape)
+            val_y = add_gaussian_noise(val, sigma, corruption_seed(args.seed, "val", corruption))
             record("input", corruption, y, t0)
             for name, (fn, params) in tqdm(denoisers.items(), desc="classical", leave=False):
                 t0 = time.perf_counter()

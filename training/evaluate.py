@@ -37,7 +37,8 @@ import torch
 from torchvision.utils import save_image
 
 from febm.files import write_atomic
-from febm.imageio import add_noise, preset_mask
+from febm.degradations import add_gaussian_noise
+from febm.imageio import preset_mask
 from febm.rejection import rejection_sample
 from febm.metrics import InceptionFeatures, PCAFeatures, frechet_distance, gaussian_stats, psnr
 from febm.model import list_models, load_model, resolve_model
@@ -112,7 +113,7 @@ def rejection_quality(model, samples: torch.Tensor, features: dict, protocol: Pr
 def restoration_psnr(model, clean: torch.Tensor, *, seed: int, sigma: float = 0.2, mask: str = "center",
                      batch_size: int = 100) -> dict:
     """Mean PSNR of denoising (noise sigma, known) and inpainting (a preset mask) with the model's defaults."""
-    noisy = add_noise(clean, sigma, seed=seed)
+    noisy = add_gaussian_noise(clean, sigma, seed)
     known = preset_mask(mask, tuple(clean.shape[1:]), seed=seed)
     den, inp = [], []
     for i in range(0, len(clean), batch_size):
