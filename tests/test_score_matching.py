@@ -259,3 +259,15 @@ def test_residual_reference_trains_resumes_and_denoises_better_than_its_input(ph
     # trained on smooth photos: at sigma = 25/255 it beats the noisy input on their validation crops
     noisy_psnr = 10 * math.log10(1 / (25 / 255) ** 2)
     assert second["validation"]["val_psnr_25"] > noisy_psnr + 1
+
+
+def test_a_runs_checkpoint_exports_the_model_the_run_exports(dsm_model, tmp_path):
+    from training.export import main as export_main
+
+    assert export_main([str(dsm_model), "--out", str(tmp_path / "snap")]) == 0
+    ours, theirs = load_model(tmp_path / "snap"), load_model(dsm_model / "model")
+    for k, v in theirs.state_dict().items():
+        assert torch.equal(v, ours.state_dict()[k]), k
+    assert ours.config["training"]["steps"] == theirs.config["training"]["steps"] == 4
+    with pytest.raises(SystemExit):
+        export_main([str(tmp_path / "nothing"), "--out", str(tmp_path / "x")])
