@@ -3,26 +3,37 @@
     images = generate(model, n=16, seed=0)                    # (n, C, H, W) in [0, 1]
     clean  = denoise(model, noisy, sigma=0.2, seed=0)         # sigma=None estimates it from the image
     filled = inpaint(model, image, known_mask, seed=0)        # known_mask: 1 = observed, 0 = fill
+    task_settings(model, "denoise", sigma=25 / 255)           # the tuned settings a call runs with
 
 All three run Langevin chains on an energy: the model's E(x) for ``generate``, the posterior energy
-E(x) + T ||x - y||^2 / (2 sigma^2) for ``denoise`` (see ``temperature``), and E(x) with the observed
-pixels held fixed for ``inpaint``. Their defaults (sampler, steps, number of chains) come from the model's
-config. ``details=True`` returns a :class:`Restoration` (images, the chain for display, the sigma used,
-the rejection-sampling acceptance rate) instead of the images alone.
+E(x) + T s ||x - y||^2 / (2 sigma^2) for ``denoise`` (T the sampler's temperature, s the tuned
+``temperature_scale``), and E(x) with the observed pixels held fixed for ``inpaint``. Their defaults (steps, chains,
+temperature scale...) come from the model's config (:func:`task_settings`). ``details=True`` returns a
+:class:`Restoration` (images, the chain for display, the sigma used, acceptance rates, the settings each image ran
+with) instead of the images alone. Every image of a batch is restored as if it were alone: its chains draw their
+own noise stream from ``seed`` (``seed=None``: a fresh seed, the global torch stream untouched).
 
 Inputs are float tensors (C, H, W) or (B, C, H, W) in [0, 1] of the model's image shape; ``febm.imageio``
 converts other images (PIL, numpy, any size or mode) at the edges.
 
 Fully convolutional (photo) models take images of any size (at least ``MIN_SIDE`` px a side), grey or colour,
-and return the same shape: their energy is evaluated in tiles whose halo covers its reach (febm.tiling, so the
-result does not depend on the tiling and memory stays bounded), restoration chains start from a classical
-estimate (febm.classical: the local Wiener filter for denoising, a smooth fill for inpainting), several chains
-run one after another under one progress bar, and ``details=True`` adds their per-pixel standard deviation.
-Grey images go through a colour model as three equal channels and come back as their mean.
+and return the same shape, one image at a time: their energy is evaluated in tiles whose halo covers its reach
+(febm.tiling, so the result does not depend on the tiling and memory stays bounded), and restoration starts from a
+classical estimate (febm.classical: the local Wiener filter for denoising, a smooth fill for inpainting).
+Photo denoising samples the posterior exp(-E/(T s) - ||x - y||^2 / (2 sigma^2)) itself: unadjusted Langevin
+without gradient clipping, its step fitted to the posterior's stiffest curvature (:func:`posterior_sampler`), then
+``descent`` noise-free steps (``descent=1``: one Newton-sized step, which on a Gaussian posterior lands on its
+mean). The tuned defaults depend on sigma (``config["restoration"]["denoise"]["per_sigma"]``): each image runs
+the settings of the tuned noise level nearest its own. Several chains give their mean and, with
+``details=True``, the per-pixel standard deviation. Channels, in one place (:func:`_photo_channels`): a grey image
+(one channel, or three equal channels) goes through a colour model as three equal channels whose likelihood
+counts once, not thrice, and comes back as their mean in the shape it came; a colour image for a grey model is
+restored channel by channel.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,7 +44,7 @@ from torch import Tensor, nn
 from .classical import local_wiener, smooth_fill
 from .model import EBM
 from .rejection import ratio_bound, rejection_sample
-from .sampling import METHODS, LangevinSampler
+from .sampling import METHODS, Generators, LangevinSampler, energy_and_grad
 from .tiling import DEFAULT_TILE, TiledEnergy
 
 MIN_SIDE = 32  # fully convolutional models: smallest image side they restore
@@ -42,11 +53,13 @@ MIN_SIDE = 32  # fully convolutional models: smallest image side they restore
 @dataclass
 class Restoration:
     images: Tensor  # (B, C, H, W) in [0, 1]
-    chain: Tensor | None = None  # (steps + 1, B, C, H, W): the first chain of each image, for display
+    chain: Tensor | None = None  # (steps + descent + 1, B, C, H, W): the first chain of each image, for display
     sigma: Tensor | None = None  # denoise: the noise level used per image, (B,)
     acceptance_rate: float | None = None  # generate(rejection=True): accepted / proposed
     sample: Tensor | None = None  # denoise/inpaint: the first chain's sample (== images when mean=False)
     std: Tensor | None = None  # fully convolutional models, chains > 1: per-pixel std over the chains
+    mala_acceptance: float | None = None  # method="mala": the mean Metropolis-Hastings acceptance of its steps
+    settings: list[dict] | None = None  # denoise/inpaint: the settings each image ran with (see task_settings)
 
 
 # --- settings ------------------------------------------------------------------------------------------------
@@ -128,10 +141,63 @@ def temperature(model: EBM, sampler: LangevinSampler | None = None) -> float:
     return (sampler or model_sampler(model)).target_temperature
 
 
-def _generator(seed: int | None, device: torch.device) -> torch.Generator:
-    gen = torch.Generator(device)
-    gen.manual_seed(seed if seed is not None else torch.seed())
-    return gen
+# --- the settings of a restoration task ----------------------------------------------------------------------
+TASKS = ("denoise", "inpaint")
+DEFAULT_DESCENT = 1  # photo denoising ends with one noise-free step unless tuned otherwise: no sampler noise is left
+NOT_SETTINGS = ("grid", "per_sigma")  # the tuning's record, not settings a call runs with
+
+
+def task_settings(model: EBM, task: str, sigma: float | None = None) -> dict:
+    """The settings ``denoise`` or ``inpaint`` runs with when a call does not say: the model's tuned
+    ``config["restoration"][task]`` (what ``python -m training.tune MODEL --write`` stores, its grid left out),
+    with the defaults for what it lacks (steps: the sampler's; chains: 1; denoising's temperature_scale: 1 and
+    descent: ``DEFAULT_DESCENT`` for photo models, 0 for the others).
+
+    Denoising settings may depend on the noise level: ``per_sigma`` holds one entry per tuned sigma, and with
+    ``sigma`` ([0, 1] units) the entry nearest in log sigma overrides the rest (the result then says which, as
+    ``sigma``). Without ``sigma`` the top-level entry answers (photo models: the settings at 25/255).
+    """
+    if task not in TASKS:
+        raise ValueError(f"task must be denoise or inpaint, got {task!r}")
+    tuned = (model.config.get("restoration") or {}).get(task) or {}
+    settings = {"steps": model_sampler(model).steps, "chains": 1}
+    if task == "denoise":
+        settings.update(temperature_scale=1.0, descent=DEFAULT_DESCENT if model.fully_convolutional else 0)
+    settings.update({k: v for k, v in tuned.items() if k not in NOT_SETTINGS})
+    ladder = tuned.get("per_sigma") or []
+    if sigma is not None and ladder:
+        settings.update(min(ladder, key=lambda entry: abs(math.log(entry["sigma"] / float(sigma)))))
+    return settings
+
+
+def _run_settings(model: EBM, task: str, sigma: float | None, **overrides) -> dict:
+    """task_settings with a call's own values (None = the default), checked."""
+    settings = {**task_settings(model, task, sigma), **{k: v for k, v in overrides.items() if v is not None}}
+    _check_count("steps", settings["steps"], 0)
+    _check_count("chains", settings["chains"])
+    if task == "denoise":
+        _check_count("descent", settings["descent"], 0)
+        if not settings["temperature_scale"] > 0:
+            raise ValueError(f"temperature_scale must be > 0, got {settings['temperature_scale']}")
+        if settings["descent"] and not model.fully_convolutional:
+            raise ValueError("descent (noise-free steps after the chains) is for photo models, whose chains sample "
+                             "the posterior with a step fitted to its curvature")
+    return settings
+
+
+# --- seeds -------------------------------------------------------------------------------------------------------
+def _seed_of(seed: int | None) -> int:
+    """``seed``, or a fresh one from the operating system's entropy (the global torch stream is left alone)."""
+    return torch.Generator().seed() if seed is None else int(seed)
+
+
+def _generator(seed: int, device: torch.device) -> torch.Generator:
+    return torch.Generator(device).manual_seed(seed)
+
+
+def _per_image_generators(seed: int, n: int, device: torch.device) -> list[torch.Generator]:
+    """One generator per image, all seeded alike: an image's chains then draw the same noise in any batch."""
+    return [_generator(seed, device) for _ in range(n)]
 
 
 def _device(model: EBM) -> torch.device:
@@ -173,7 +239,7 @@ def check_images(model: EBM, images: Tensor, what: str = "image") -> Tensor:
 
 
 def _check_any_size(model: EBM, images: Tensor, what: str) -> None:
-    channels = sorted({1, model.channels})
+    channels = [1, 3]  # grey or colour, for a grey or a colour model (see _through_channels)
     if images.dim() != 4 or images.shape[1] not in channels:
         raise ValueError(f"{what} must have shape (C, H, W) or (B, C, H, W) with C in {channels} for this model, "
                          f"got {tuple(images.shape)}")
@@ -251,6 +317,26 @@ def _trimmed_mean(values: Tensor) -> Tensor:
     return values.sort().values[:k].mean()
 
 
+SIGMA_FLOOR = 1e-3  # an estimated sigma of 0 (a flat or clean image) is read as this
+
+
+def _noise_levels(images: Tensor, sigma: float | Tensor | None) -> Tensor:
+    """(B,) noise levels: the given ones, checked, or estimated per image."""
+    b = images.shape[0]
+    if sigma is None:
+        return estimate_sigma(images).clamp(min=SIGMA_FLOOR)
+    levels = torch.as_tensor(sigma, dtype=torch.float32, device=images.device).flatten()
+    if levels.numel() not in (1, b):
+        raise ValueError(f"sigma must be a number or one value per image ({b}), got {levels.numel()} values")
+    if not torch.isfinite(levels).all() or (levels <= 0).any():
+        raise ValueError(f"sigma must be > 0 (the noise std in [0, 1] units), got {sigma}")
+    if (levels > 1).any():
+        big = levels.max().item()
+        raise ValueError(f"sigma is the noise std in [0, 1] units, a fraction of the pixel range; got {big:g}: "
+                         f"noise of {big:g} levels of an 8-bit image is sigma = {big:g}/255 = {big / 255:.4g}")
+    return levels.expand(b).clone()
+
+
 # --- the chains ---------------------------------------------------------------------------------------------
 class PosteriorEnergy(nn.Module):
     """E(x) + weight * ||x - y||^2 / 2 per image: Langevin on it samples p(x | y) for Gaussian noise."""
@@ -264,20 +350,113 @@ class PosteriorEnergy(nn.Module):
         return self.energy(x) + 0.5 * self.weight * data
 
 
-def _run(sampler: LangevinSampler, energy: nn.Module, x0: Tensor, chains: int, *, known: Tensor | None,
-         gen: torch.Generator, mean: bool, return_chain: bool, progress: bool) -> tuple[Tensor, Tensor, Tensor | None]:
-    """Run ``chains`` chains per image (one batch): (their mean or the first, the first, the first's chain)."""
-    b = x0.shape[0]
-    out = sampler.run(energy, x0, known_mask=known, generator=gen, return_chain=return_chain, progress=progress)
-    x = out.x.reshape(chains, b // chains, *x0.shape[1:])
-    chain = out.chain[:, : b // chains] if out.chain is not None else None
-    return (x.mean(dim=0) if mean else x[0]), x[0], chain
+def _posterior_energy(model: EBM, observed: Tensor, sigma: Tensor, *, prior_temperature: float, tile: int,
+                      share: float = 1.0) -> PosteriorEnergy:
+    """The energy every denoising chain runs on, for observations y with noise sigma (B,), one per image:
+    E(x) + prior_temperature * share / sigma^2 * ||x - y||^2 / 2, i.e. prior_temperature times
+    E / prior_temperature + share ||x - y||^2 / (2 sigma^2). ``share``: the likelihood's weight per channel (1/3
+    for a grey observation seen as three equal channels). Photo models' energies are tiled. The one place that
+    builds it, and it knows each image's sigma: an energy that depends on the noise level would be asked here."""
+    energy = TiledEnergy(model.energy, tile) if model.fully_convolutional else model.energy
+    weight = prior_temperature * share / sigma.to(observed.device).pow(2)
+    return PosteriorEnergy(energy, observed, weight)
 
 
-def _repeat(t: Tensor | None, chains: int) -> Tensor | None:
-    return None if t is None else t.repeat(chains, *([1] * (t.dim() - 1)))
+ULA_FIT = 0.5  # photo chains: eps x the posterior's stiffest curvature. ULA's stationary variance along that
+# direction is then 1 / (1 - ULA_FIT / 4) of the target's (std +7 %), the others' less; a larger step mixes
+# faster and is biased more (1.0: +15 %), and above 4 it diverges.
+CURVATURE_CROP = 64  # px: the prior's curvature, when the config does not hold it, is measured on a crop this big
 
 
+def energy_curvature(energy: Callable[[Tensor], Tensor], x: Tensor, iterations: int = 12) -> float:
+    """The largest eigenvalue of the Hessian of E at x (summed over the batch): power iteration on finite
+    differences of grad E (any energy, tiled ones too), from a fixed direction. A fully convolutional energy's
+    curvature hardly changes from image to image (the shipped photo models: 0.25 and ~50, within 10 %)."""
+    v = torch.randn(x.shape, generator=torch.Generator().manual_seed(0), dtype=x.dtype).to(x.device)
+    h = 1e-3  # per pixel, for a direction of unit root-mean-square: a small move for softplus nets
+    _, g0 = energy_and_grad(energy, x)
+    value = 0.0
+    for _ in range(iterations):
+        v = v / v.pow(2).mean().sqrt().clamp(min=1e-30)
+        _, g = energy_and_grad(energy, x + h * v)
+        hv = (g - g0) / h
+        value = float((hv * v).sum() / (v * v).sum())
+        v = hv
+    return abs(value)
+
+
+def prior_curvature(model: EBM, settings: dict, start: Tensor) -> float:
+    """The energy's stiffest curvature: the tuned one in ``settings`` (``training.tune`` measures it on validation
+    crops), else measured on a central crop of ``start``."""
+    if settings.get("prior_curvature"):
+        return float(settings["prior_curvature"])
+    h, w = start.shape[-2:]
+    top, left = max(0, (h - CURVATURE_CROP) // 2), max(0, (w - CURVATURE_CROP) // 2)
+    crop = start[..., top:top + CURVATURE_CROP, left:left + CURVATURE_CROP]
+    with torch.enable_grad():
+        return energy_curvature(model.energy, crop.contiguous())
+
+
+def posterior_sampler(model: EBM, sigma: float, *, temperature_scale: float, steps: int, curvature: float,
+                      share: float = 1.0) -> LangevinSampler:
+    """The chains of photo denoising: ULA on U(x) = E(x)/(T s) + share ||x - y||^2 / (2 sigma^2), run as ULA at
+    temperature T s on :func:`_posterior_energy` (T the model's sampler's temperature, s ``temperature_scale``).
+    No gradient clipping, so the temperature is what the chains sample at; the step fits U's stiffest curvature
+    curvature / (T s) + share / sigma^2 (eps = ULA_FIT over it): stable from sigma = 1e-3 to 1, for any energy's
+    scale, where the authors' clipped step of the training sampler clipped 97 % of photo-cd's gradient entries."""
+    t = temperature(model) * temperature_scale
+    return LangevinSampler("ula", steps=steps, step_size=ULA_FIT / _stiffest(curvature, t, sigma, share),
+                           grad_clip=None, clamp=_range(model), temperature=t)
+
+
+def _stiffest(curvature: float, t: float, sigma: float, share: float) -> float:
+    return curvature / t + share / sigma ** 2
+
+
+def _run_chains(sampler: LangevinSampler, energy: nn.Module, start: Callable[[int], Tensor], chains: int, *,
+                generator: Generators, known: Tensor | None = None, mean: bool = True, descent: int = 0,
+                descent_step: float = 0.0, return_chain: bool = False, progress=None,
+                view: Callable[[Tensor], Tensor] | None = None) -> Restoration:
+    """The one chain driver: ``chains`` chains, one after another (the memory of one batch), chain c from
+    ``start(c)``: ``sampler.steps`` Langevin steps, then ``descent`` noise-free steps x <- x - descent_step grad E.
+    Returns their mean (``mean=True``) or the first chain's state, the first chain's sample and path, the
+    per-pixel std over the chains (Welford's update; chains > 1) and MALA's acceptance, all seen through ``view``
+    (e.g. three equal channels back to grey). ``generator``: one, or one per row (each image its own stream).
+    ``progress``: called after every step."""
+    tick = progress or (lambda *_: None)
+    view = view or (lambda t: t)
+    fixed = None if known is None else known.bool()
+    total = m2 = first = path = None
+    accepted = []
+    for c in range(chains):
+        x0 = start(c)
+        out = sampler.run(energy, x0, known_mask=fixed, generator=generator, return_chain=return_chain and c == 0,
+                          progress=tick)
+        states = list(out.chain) if out.chain is not None else None
+        x = out.x
+        for _ in range(descent):
+            _, g = energy_and_grad(energy, x)
+            x = x - descent_step * g
+            if sampler.clamp is not None:
+                x = x.clamp(*sampler.clamp)
+            if fixed is not None:
+                x = torch.where(fixed.expand_as(x), x0, x)
+            if states is not None:
+                states.append(x)
+            tick()
+        if out.acceptance is not None:
+            accepted.append(out.acceptance)
+        x = view(x)
+        if c == 0:
+            first, total, m2 = x, x.clone(), torch.zeros_like(x)
+            path = view(torch.stack(states)) if states is not None else None
+        else:
+            delta = x - total
+            total += delta / (c + 1)
+            m2 += delta * (x - total)
+    std = (m2 / (chains - 1)).sqrt() if chains > 1 else None
+    acceptance = sum(accepted) / len(accepted) if accepted else None
+    return Restoration(total if mean else first, path, sample=first, std=std, mala_acceptance=acceptance)
 # --- generate -----------------------------------------------------------------------------------------------
 @torch.no_grad()
 def generate(
@@ -308,29 +487,35 @@ def generate(
     ``rejection=True`` keeps each sample with probability min(1, exp(r - M)), r = H + E the learned
     log-ratio log p/q and M its maximum (or ``rejection_quantile``) over the first batch of proposals,
     proposing until n are accepted (at most ``max_proposals``, default 100 n); the acceptance rate is in
-    the ``details=True`` result. ``seed=None`` draws a fresh seed.
+    the ``details=True`` result, and so is MALA's (``method="mala"``). ``seed=None`` draws a fresh seed.
     """
     _check_count("n", n)
     _check_count("batch_size", batch_size)
     model.eval()
     sampler = generation_sampler(model, steps=steps, method=method, noise=noise)
-    gen = _generator(seed, _device(model))
+    gen = _generator(_seed_of(seed), _device(model))
     residual = start_residual_of(model, start_residual)
     energy, size = _energy_for(model, sampler, tile), _check_size(model, size)
 
-    def propose(m: int, with_chain: bool) -> tuple[Tensor, Tensor | None]:
+    def propose(m: int, with_chain: bool) -> Restoration:
         x0 = model.initial_samples(m, gen, residual, **({"size": size} if size else {}))
-        images, _, chain = _run(sampler, energy, x0, 1, known=None, gen=gen, mean=False,
-                                return_chain=with_chain, progress=progress)
-        return images, chain
+        with _bar(sampler.steps, 1, progress, f"Langevin ({sampler.method})") as tick:
+            return _run_chains(sampler, energy, lambda c: x0, 1, generator=gen, mean=False, return_chain=with_chain,
+                               progress=tick)
 
     if not rejection:
         parts = [propose(min(batch_size, n - s), return_chain) for s in range(0, n, batch_size)]
-        images = torch.cat([p[0] for p in parts])
-        chain = torch.cat([p[1] for p in parts], dim=1) if return_chain else None
-        return Restoration(images, chain) if details else images
+        images = torch.cat([p.images for p in parts])
+        chain = torch.cat([p.chain for p in parts], dim=1) if return_chain else None
+        return Restoration(images, chain, mala_acceptance=_mean_acceptance(parts)) if details else images
     return _generate_with_rejection(model, n, propose, gen, batch_size, rejection_quantile,
                                     max_proposals or 100 * n, return_chain, details)
+
+
+def _mean_acceptance(parts: list[Restoration]) -> float | None:
+    """MALA's acceptance over batches of proposals, weighted by their sizes (None for other samplers)."""
+    rated = [(p.mala_acceptance, len(p.images)) for p in parts if p.mala_acceptance is not None]
+    return sum(a * k for a, k in rated) / sum(k for _, k in rated) if rated else None
 
 
 def _check_size(model: EBM, size) -> tuple[int, int] | None:
@@ -346,7 +531,8 @@ def _check_size(model: EBM, size) -> tuple[int, int] | None:
 
 
 def _energy_for(model: EBM, sampler: LangevinSampler, tile: int) -> nn.Module:
-    """The energy the chains run on: tiled for fully convolutional models (which MALA cannot serve)."""
+    """The energy generation and inpainting chains run on: tiled for fully convolutional models (which MALA
+    cannot serve)."""
     if not model.fully_convolutional:
         return model.energy
     if sampler.method == "mala":
@@ -360,26 +546,28 @@ def _generate_with_rejection(model, n, propose, gen, batch_size, quantile, max_p
     if not model.has_critic:
         raise ValueError(f"rejection sampling needs the learned density ratio, but this model (divergence "
                          f"{model.divergence!r}) has no critic")
-    kept, kept_chains, proposed, bound = [], [], 0, None
+    kept, kept_chains, parts, proposed, bound = [], [], [], 0, None
     while sum(len(k) for k in kept) < n:
         if proposed >= max_proposals:
             raise RuntimeError(f"rejection sampling accepted {sum(len(k) for k in kept)} of {proposed} proposals, "
                                f"short of n = {n}: raise max_proposals or use a rejection_quantile below 1")
         m = max(batch_size, 64) if bound is None else batch_size
-        x, chain = propose(m, return_chain)
-        r = model.log_ratio(x)
+        part = propose(m, return_chain)
+        parts.append(part)
+        r = model.log_ratio(part.images)
         if bound is None:  # M from the first (largest) batch, then fixed so that every batch is filtered alike
             bound = ratio_bound(r, quantile)
-        result = rejection_sample(x, r, bound=bound, generator=gen)
+        result = rejection_sample(part.images, r, bound=bound, generator=gen)
         kept.append(result.samples)
         if return_chain:
-            kept_chains.append(chain[:, result.accepted])
+            kept_chains.append(part.chain[:, result.accepted])
         proposed += m
     accepted = sum(len(k) for k in kept)
     images = torch.cat(kept)[:n]
     chain = torch.cat(kept_chains, dim=1)[:, :n] if return_chain else None
-    rate = accepted / proposed
-    return Restoration(images, chain, acceptance_rate=rate) if details else images
+    if not details:
+        return images
+    return Restoration(images, chain, acceptance_rate=accepted / proposed, mala_acceptance=_mean_acceptance(parts))
 
 
 # --- denoise ------------------------------------------------------------------------------------------------
@@ -393,6 +581,7 @@ def denoise(
     steps: int | None = None,
     method: str | None = None,
     chains: int | None = None,
+    descent: int | None = None,
     mean: bool = True,
     temperature_scale: float | None = None,
     tile: int = DEFAULT_TILE,
@@ -400,82 +589,112 @@ def denoise(
     progress: bool = True,
     details: bool = False,
 ) -> Tensor | Restoration:
-    """Sample p(x | y) ∝ exp(-E(x)/T - ||y - x||^2 / (2 sigma^2)) for y = x + N(0, sigma^2).
-
-    Chains start from the model's start distribution conditioned on y (exact for the Gaussian "pca" start:
-    its posterior mean when ``mean=True``, a posterior sample otherwise), or at y for other models.
+    """Restore y = x + N(0, sigma^2) by chains on the posterior energy E(x) + T s ||x - y||^2 / (2 sigma^2).
 
     ``sigma``: the noise std in [0, 1] units, a fraction of the pixel range (noise quoted in 0-255 levels of an
-    8-bit image is ``sigma_255 / 255``: 25 -> 0.098) — a number, a (B,) tensor, or None to estimate it per image
-    (:func:`estimate_sigma`). ``chains`` chains per image (default from the model's config, else 1);
-    ``mean=True`` returns their average (the posterior-mean estimate, best in PSNR), ``False`` the first
-    chain's sample. T is the sampler's temperature (:func:`temperature`), times ``temperature_scale``.
-    Defaults for steps, chains and temperature_scale come from ``config["restoration"]["denoise"]`` (set by
-    ``python -m training.tune`` on validation data), else the sampler's steps, 1 chain and 1.0.
-    Fully convolutional models: any size, chains from the local Wiener filter of y (module docstring).
+    8-bit image is ``sigma_255 / 255``: 25 -> 0.098; values above 1 are refused) — a number, a (B,) tensor, or
+    None to estimate it per image (:func:`estimate_sigma`). ``chains`` chains per image; ``mean=True`` returns
+    their average (the posterior-mean estimate, best in PSNR), ``False`` the first chain's state. T is the
+    sampler's temperature (:func:`temperature`), s ``temperature_scale``. Defaults for steps, chains, descent
+    and temperature_scale: :func:`task_settings` (tuned by ``python -m training.tune`` on validation data).
+
+    Photo (fully convolutional) models, any size, one image at a time: chains from the local Wiener filter of y
+    sample exp(-E/(T s) - ||x - y||^2 / (2 sigma^2)) with ULA (:func:`posterior_sampler`; ``method`` may only be
+    None or "ula"), then take ``descent`` noise-free steps; each image runs the tuned settings of its own sigma.
+    Whole-image (Fashion-MNIST) models, the batch at once: their own sampler (``method``: another one) at its
+    temperature T from the model's start distribution conditioned on y (its posterior mean when ``mean=True``, a
+    sample otherwise); with the authors' sampler the likelihood weight s then sharpens the likelihood, sampling
+    exp(-E/T - s ||x - y||^2 / (2 sigma^2)).
     """
     y = check_images(model, noisy, "noisy image")
-    b = y.shape[0]
-    if sigma is None:
-        sigma_t = estimate_sigma(y).clamp(min=1e-3)
-    else:
-        sigma_t = torch.as_tensor(sigma, dtype=torch.float32, device=y.device).flatten()
-        if sigma_t.numel() not in (1, b):
-            raise ValueError(f"sigma must be a number or one value per image ({b}), got {sigma_t.numel()} values")
-        if not torch.isfinite(sigma_t).all() or (sigma_t <= 0).any():
-            raise ValueError(f"sigma must be > 0 (the noise std in [0, 1] units), got {sigma}")
-        sigma_t = sigma_t.expand(b).clone()
-    sampler, chains = _settings(model, "denoise", steps, method, chains)
-    if temperature_scale is None:
-        temperature_scale = float(_task_defaults(model, "denoise").get("temperature_scale", 1.0))
-    if not temperature_scale > 0:
-        raise ValueError(f"temperature_scale must be > 0, got {temperature_scale}")
-    gen = _generator(seed, y.device)
-    weight = temperature(model, sampler) * temperature_scale / sigma_t.pow(2)
+    levels = _noise_levels(y, sigma)
     model.eval()  # spectral norm: no power iterations (they would change the weights from tile to tile)
-    if model.fully_convolutional:
-        x, grey = _model_channels(model, y)
-        # a grey observation is one value per pixel: three equal channels would count its likelihood thrice
-        energy = PosteriorEnergy(_energy_for(model, sampler, tile), x, weight / x.shape[1] if grey else weight)
-        start = local_wiener(x, sigma_t).clamp(*_range(model))
-        result = _field_chains(sampler, energy, start, chains, known=None, gen=gen, mean=mean,
-                               return_chain=return_chain, progress=progress, grey=grey)
-        result.sigma = sigma_t
-        return result if details else result.images
-    y = _repeat(y, chains)
-    energy = PosteriorEnergy(model.energy, y, _repeat(weight, chains))
-    x0 = _conditioned_start(model, y, _repeat(sigma_t, chains), None, gen if not mean else None, fallback=lambda: y)
-    model.eval()
-    images, sample, chain = _run(sampler, energy, x0, chains, known=None, gen=gen, mean=mean,
-                                 return_chain=return_chain, progress=progress)
-    return Restoration(images, chain, sigma=sigma_t, sample=sample) if details else images
+    overrides = {"steps": steps, "chains": chains, "descent": descent, "temperature_scale": temperature_scale}
+    run = _denoise_photos if model.fully_convolutional else _denoise_images
+    result = run(model, y, levels, overrides, method=method, seed=_seed_of(seed), mean=mean, tile=tile,
+                 return_chain=return_chain, progress=progress)
+    result.sigma = levels
+    return result if details else result.images
+
+
+def _denoise_images(model: EBM, y: Tensor, sigma: Tensor, overrides: dict, *, method, seed, mean, tile, return_chain,
+                    progress) -> Restoration:
+    """Whole-image models: the batch at once, one noise stream per image."""
+    settings = _run_settings(model, "denoise", None, **overrides)
+    sampler = model_sampler(model, steps=settings["steps"], method=method)
+    gens = _per_image_generators(seed, len(y), y.device)
+    prior_t = temperature(model, sampler) * settings["temperature_scale"]
+    energy = _posterior_energy(model, y, sigma, prior_temperature=prior_t, tile=tile)
+
+    def start(c: int) -> Tensor:
+        return _conditioned_start(model, y, sigma, None, None if mean else gens, fallback=lambda: y)
+
+    with _bar(settings["chains"] * sampler.steps, settings["chains"], progress) as tick:
+        result = _run_chains(sampler, energy, start, settings["chains"], generator=gens, mean=mean,
+                             return_chain=return_chain, progress=tick)
+    result.settings = [settings] * len(y)
+    return result
+
+
+def _denoise_photos(model: EBM, y: Tensor, sigma: Tensor, overrides: dict, *, method, seed, mean, tile, return_chain,
+                    progress) -> Restoration:
+    """Photo models: each image alone, with the settings of its own noise level."""
+    if method not in (None, "ula"):
+        raise ValueError(f"photo denoising samples the posterior with ULA, its step fitted to the posterior's "
+                         f"curvature (method None or 'ula'); {method!r} cannot serve it"
+                         + (": MALA accepts or rejects whole images, and on a photo its acceptance collapses"
+                            if method == "mala" else ""))
+    settings = [_run_settings(model, "denoise", float(s), **overrides) for s in sigma]
+    total = sum(_runs(s) * (s["steps"] + s["descent"]) for s in settings)
+    parts = []
+    with _bar(total, max(s["chains"] for s in settings), progress) as tick:
+        for i, s in enumerate(settings):
+            def restore(x, known, share, view, i=i, s=s):
+                return _denoise_photo(model, x, float(sigma[i]), s, share=share, view=view, seed=seed, mean=mean,
+                                      tile=tile, return_chain=return_chain, tick=tick)
+
+            parts.append(_through_channels(model, y[i:i + 1], None, restore))
+    return _stack(parts, settings)
+
+
+def _runs(settings: dict) -> int:
+    """Chains that differ: without Langevin steps every chain is the start's path, computed once."""
+    return settings["chains"] if settings["steps"] > 0 else 1
+
+
+def _denoise_photo(model: EBM, x: Tensor, sigma: float, settings: dict, *, share: float, view, seed: int, mean: bool,
+                   tile: int, return_chain: bool, tick) -> Restoration:
+    """One photo (1, C, H, W) in the model's channels: Wiener start, posterior chains, noise-free descent."""
+    start = local_wiener(x, sigma).clamp(*_range(model))
+    steps, descent, scale = settings["steps"], settings["descent"], settings["temperature_scale"]
+    curvature = prior_curvature(model, settings, start) if steps + descent > 0 else 1.0
+    sampler = posterior_sampler(model, sigma, temperature_scale=scale, steps=steps, curvature=curvature, share=share)
+    t = sampler.target_temperature
+    energy = _posterior_energy(model, x, torch.tensor([sigma]), prior_temperature=t, tile=tile, share=share)
+    result = _run_chains(sampler, energy, lambda c: start, _runs(settings), generator=_generator(seed, x.device),
+                         mean=mean, descent=descent, descent_step=1.0 / (t * _stiffest(curvature, t, sigma, share)),
+                         return_chain=return_chain, progress=tick, view=view)
+    if settings["chains"] > 1 and result.std is None:  # identical chains: no spread
+        result.std = torch.zeros_like(result.images)
+    return result
 
 
 def _conditioned_start(model: EBM, observed: Tensor, sigma: Tensor, known: Tensor | None,
-                       gen: torch.Generator | None, *, fallback: Callable[[], Tensor]) -> Tensor:
-    """Where restoration chains start: the model's start distribution conditioned on the observation.
+                       gens: list[torch.Generator] | None, *, fallback: Callable[[], Tensor]) -> Tensor:
+    """Where whole-image restoration chains start: the model's start distribution conditioned on the observation.
 
     With a Gaussian start (``start: pca``) the conditional is exact and cheap (PCAGaussian.posterior): its
-    mean when ``gen`` is None (the posterior-mean output), else a sample. Chains then only add what the
-    energy knows beyond that Gaussian, as in generation. Other models start at ``fallback()``, called only
-    then so that it draws nothing from ``gen`` otherwise.
+    mean when ``gens`` is None (the posterior-mean output), else a sample per image from its own generator.
+    Chains then only add what the energy knows beyond that Gaussian, as in generation. Other models start at
+    ``fallback()``, called only then so that it draws nothing otherwise.
     """
     if model.start is None:
         return fallback()
-    return model.start.posterior(observed, sigma, known, generator=gen)
-
-
-def _task_defaults(model: EBM, task: str) -> dict:
-    """Tuned defaults of one restoration task, from ``config["restoration"][task]`` (may be empty)."""
-    return (model.config.get("restoration") or {}).get(task) or {}
-
-
-def _settings(model: EBM, task: str, steps, method, chains) -> tuple[LangevinSampler, int]:
-    tuned = _task_defaults(model, task)
-    sampler = model_sampler(model, steps=steps if steps is not None else tuned.get("steps"), method=method)
-    chains = chains if chains is not None else int(tuned.get("chains", 1))
-    _check_count("chains", chains)
-    return sampler, chains
+    if gens is None:
+        return model.start.posterior(observed, sigma, known)
+    return torch.cat([model.start.posterior(observed[i:i + 1], sigma[i:i + 1],
+                                            None if known is None else known[i:i + 1], generator=g)
+                      for i, g in enumerate(gens)])
 
 
 # --- inpaint ------------------------------------------------------------------------------------------------
@@ -501,68 +720,128 @@ def inpaint(
     Gaussian "pca" start: its mean when ``mean=True``, a sample otherwise), else unconditioned start samples;
     observed pixels are returned bit-identical.
     ``chains``/``mean`` as in :func:`denoise` (the mean of several fills is the posterior mean, the first
-    chain one sample); defaults from ``config["restoration"]["inpaint"]``.
-    Fully convolutional models: any size, chains from a smooth fill of the holes (module docstring).
+    chain one sample); defaults from :func:`task_settings`.
+    Fully convolutional models: any size, one image at a time, chains from a smooth fill of the holes.
     """
     x = check_images(model, image, "image")
     known = check_mask(known_mask, x)
-    sampler, chains = _settings(model, "inpaint", steps, method, chains)
-    gen = _generator(seed, x.device)
+    settings = _run_settings(model, "inpaint", None, steps=steps, chains=chains)
+    sampler = model_sampler(model, steps=settings["steps"], method=method)
     model.eval()
+    seed = _seed_of(seed)
     if model.fully_convolutional:
-        x3, grey = _model_channels(model, x)
-        known3 = known[:, :1].expand_as(x3) if grey else known
-        start = smooth_fill(x3, known3)
-        result = _field_chains(sampler, _energy_for(model, sampler, tile), start, chains, known=known3, gen=gen,
-                               mean=mean, return_chain=return_chain, progress=progress, grey=grey)
-        result.images = torch.where(known, x, result.images)  # exact, also after averaging
-        result.sample = torch.where(known, x, result.sample)
-        return result if details else result.images
-    x = _repeat(x, chains)
-    known = _repeat(known, chains)
-    x0 = _conditioned_start(model, x, torch.zeros(x.shape[0], device=x.device), known, gen if not mean else None,
-                            fallback=lambda: torch.where(known, x, model.initial_samples(x.shape[0], gen)))
-    model.eval()
-    images, sample, chain = _run(sampler, model.energy, x0, chains, known=known, gen=gen, mean=mean,
+        result = _inpaint_photos(model, x, known, sampler, settings, seed=seed, mean=mean, tile=tile,
                                  return_chain=return_chain, progress=progress)
-    b = images.shape[0]
-    images = torch.where(known[:b], x[:b], images)  # exact, also after averaging
-    return Restoration(images, chain, sample=sample) if details else images
+    else:
+        result = _inpaint_images(model, x, known, sampler, settings, seed=seed, mean=mean,
+                                 return_chain=return_chain, progress=progress)
+    result.images = torch.where(known, x, result.images)  # exact, also after averaging
+    result.sample = torch.where(known, x, result.sample)
+    result.settings = [settings] * len(x)
+    return result if details else result.images
 
 
-# --- fully convolutional models -------------------------------------------------------------------------------
-def _model_channels(model: EBM, x: Tensor) -> tuple[Tensor, bool]:
-    """A grey image for a colour model becomes three equal channels (True: convert back with the mean)."""
-    if x.shape[1] == 1 and model.channels == 3:
-        return x.expand(-1, 3, -1, -1).contiguous(), True
-    return x, False
+def _inpaint_images(model: EBM, x: Tensor, known: Tensor, sampler: LangevinSampler, settings: dict, *, seed, mean,
+                    return_chain, progress) -> Restoration:
+    """Whole-image models: the batch at once, one noise stream per image."""
+    gens = _per_image_generators(seed, len(x), x.device)
+    exact = torch.zeros(len(x), device=x.device)
+
+    def start(c: int) -> Tensor:
+        unconditioned = lambda: torch.cat([model.initial_samples(1, g) for g in gens])  # noqa: E731
+        return _conditioned_start(model, x, exact, known, None if mean else gens,
+                                  fallback=lambda: torch.where(known, x, unconditioned()))
+
+    with _bar(settings["chains"] * sampler.steps, settings["chains"], progress) as tick:
+        return _run_chains(sampler, model.energy, start, settings["chains"], generator=gens, known=known, mean=mean,
+                           return_chain=return_chain, progress=tick)
 
 
-def _field_chains(sampler: LangevinSampler, energy: nn.Module, start: Tensor, chains: int, *, known: Tensor | None,
-                  gen: torch.Generator, mean: bool, return_chain: bool, progress: bool, grey: bool) -> Restoration:
-    """``chains`` chains from ``start``, one after another (memory of one batch): their mean (or the first
-    chain's sample), the first chain's sample, and the per-pixel std over the chains (Welford's update)."""
-    bar = None
-    if progress and sampler.steps > 0:
-        from tqdm.auto import tqdm
+def _inpaint_photos(model: EBM, x: Tensor, known: Tensor, sampler: LangevinSampler, settings: dict, *, seed, mean,
+                    tile, return_chain, progress) -> Restoration:
+    """Photo models: each image alone, chains from the smooth fill of its holes."""
+    energy = _energy_for(model, sampler, tile)
+    runs = settings["chains"] if sampler.steps > 0 else 1
+    parts = []
+    with _bar(len(x) * runs * sampler.steps, settings["chains"], progress) as tick:
+        for i in range(len(x)):
+            def restore(image, mask, share, view):
+                start = smooth_fill(image, mask)
+                return _run_chains(sampler, energy, lambda c: start, runs, generator=_generator(seed, image.device),
+                                   known=mask, mean=mean, return_chain=return_chain, progress=tick, view=view)
 
-        bar = tqdm(total=chains * sampler.steps, desc=f"Restoring ({chains} chain{'s' * (chains > 1)})", leave=False)
-    back = (lambda t: t.mean(dim=-3, keepdim=True)) if grey else (lambda t: t)
-    total = m2 = first = chain = None
+            parts.append(_through_channels(model, x[i:i + 1], known[i:i + 1], restore))
+    return _stack(parts, [settings] * len(x))
+
+
+# --- photo models: channels and batches ---------------------------------------------------------------------
+def _through_channels(model: EBM, image: Tensor, known: Tensor | None, restore) -> Restoration:
+    """Restore one image (1, C, H, W) through the model's channels, the one place grey meets colour.
+
+    A grey image for a colour model — one channel, or three equal channels (with a mask equal across them) —
+    runs as three equal channels whose likelihood counts a third each (it is one observation per pixel) and comes
+    back as their mean, in as many channels as it came: a grey photo saved as RGB restores exactly as the same
+    photo saved as L. A colour image for a grey model is restored channel by channel. ``restore(x, known, share,
+    view)`` runs the chains on x in the model's channels; ``view`` maps its states back.
+    """
+    c = image.shape[1]
+    if model.channels == 3 and (c == 1 or _equal_channels(image, known)):
+        def grey(t: Tensor) -> Tensor:
+            return t.mean(dim=-3, keepdim=True).expand(*t.shape[:-3], c, *t.shape[-2:])
+
+        mask = None if known is None else known[:, :1].expand(-1, 3, -1, -1)
+        return restore(image[:, :1].expand(-1, 3, -1, -1).contiguous(), mask, 1 / 3, grey)
+    if model.channels == 1 and c == 3:
+        parts = [restore(image[:, k:k + 1], None if known is None else known[:, k:k + 1], 1.0, _same)
+                 for k in range(3)]
+        return _join(parts, dim=-3)
+    return restore(image, known, 1.0, _same)
+
+
+def _same(t: Tensor) -> Tensor:
+    return t
+
+
+def _equal_channels(image: Tensor, known: Tensor | None) -> bool:
+    def equal(t: Tensor) -> bool:
+        return t.shape[1] == 1 or bool((t[:, 1:] == t[:, :1]).all())
+
+    return image.shape[1] == 3 and equal(image) and (known is None or equal(known))
+
+
+def _join(parts: list[Restoration], dim: int) -> Restoration:
+    """Restorations of the same images, concatenated along ``dim`` (channels)."""
+    def cat(name):
+        values = [getattr(p, name) for p in parts]
+        return None if any(v is None for v in values) else torch.cat(values, dim=dim)
+
+    return Restoration(cat("images"), cat("chain"), sample=cat("sample"), std=cat("std"),
+                       mala_acceptance=parts[0].mala_acceptance)
+
+
+def _stack(parts: list[Restoration], settings: list[dict]) -> Restoration:
+    """Restorations of one image each, as one batch; shorter chains hold their last state."""
+    chain = None
+    if all(p.chain is not None for p in parts):
+        length = max(len(p.chain) for p in parts)
+        chain = torch.cat([torch.cat([p.chain, p.chain[-1:].expand(length - len(p.chain), *p.chain.shape[1:])])
+                           for p in parts], dim=1)
+    stds = [p.std for p in parts]
+    return Restoration(torch.cat([p.images for p in parts]).contiguous(), chain,
+                       sample=torch.cat([p.sample for p in parts]).contiguous(),
+                       std=None if any(s is None for s in stds) else torch.cat(stds).contiguous(), settings=settings)
+
+
+@contextlib.contextmanager
+def _bar(total: int, chains: int, progress: bool, what: str | None = None):
+    """One progress bar over a call's steps; yields the function the chains call after each step (or None)."""
+    if not progress or total <= 0:
+        yield None
+        return
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=total, desc=what or f"Restoring ({chains} chain{'s' * (chains > 1)})", leave=False)
     try:
-        for c in range(chains):
-            out = sampler.run(energy, start, known_mask=known, generator=gen, return_chain=return_chain and c == 0,
-                              progress=bar.update if bar is not None else False)
-            x = back(out.x)
-            if c == 0:
-                first, total, m2 = x, x.clone(), torch.zeros_like(x)
-                chain = None if out.chain is None else back(out.chain)
-            else:
-                delta = x - total
-                total += delta / (c + 1)
-                m2 += delta * (x - total)
+        yield bar.update
     finally:
-        if bar is not None:
-            bar.close()
-    std = (m2 / (chains - 1)).sqrt() if chains > 1 else None
-    return Restoration(total if mean else first, chain, sample=first, std=std)
+        bar.close()

@@ -230,12 +230,72 @@ def field_model():
     return EBM("js", SMALL, SMALL, image_channels=3, crop_size=16, sampler=sampler).eval()
 
 
-def test_photo_model_restores_rgb_and_grey_arrays_at_their_own_size(field_model):
+class QuadraticField(torch.nn.Module):
+    """A field energy with a closed-form posterior: e(x)_i = sum_c (x_ci - m)^2 / (2 s^2), reach 0 px."""
+
+    receptive_radius = 0
+
+    def __init__(self, m: float, s: float):
+        super().__init__()
+        self.m, self.s = m, s
+        self.dummy = torch.nn.Parameter(torch.zeros(()))
+
+    def energy_map(self, x):
+        return (x - self.m).pow(2).sum(dim=1, keepdim=True) / (2 * self.s ** 2) + 0 * self.dummy
+
+    def forward(self, x):
+        return self.energy_map(x).sum(dim=(1, 2, 3))
+
+
+def quadratic_field_model(m: float, s: float) -> EBM:
+    """The authors' sampler at step 1, noise 0.005 (T = 1.25e-5, as the shipped photo models) on QuadraticField."""
+    sampler = {"method": "authors", "steps": 4, "step_size": 1.0, "noise": 0.005, "grad_clip": 0.01}
+    model = EBM("cd", SMALL, image_channels=3, crop_size=16, sampler=sampler).eval()
+    model.energy = QuadraticField(m, s)
+    return model
+
+
+def gaussian_posterior(model, m, s, y, sigma, scale, grey=False):
+    """Mean and std of a pixel's channel under exp(-E/(T scale) - ||x - y||^2 / (2 sigma^2)) for QuadraticField's E,
+    or (``grey``) of a grey pixel g: its three equal channels put 3 (g - m)^2 / (2 s^2) in E, y observes g once."""
+    from febm.restore import temperature
+
+    prior, likelihood = (3 if grey else 1) / (s ** 2 * temperature(model) * scale), 1 / sigma ** 2
+    return (prior * m + likelihood * y) / (prior + likelihood), (prior + likelihood) ** -0.5
+
+
+def test_photo_denoising_samples_the_gaussian_posterior_at_the_documented_temperature():
+    """Prior N(0.5, s^2 T scale) per pixel, y = 0.6: the chains (ULA, no clip, a step fitted to the curvature)
+    sample the closed-form posterior, and one noise-free step of that step lands on its mean."""
+    from febm import denoise
+
+    m, s, sigma, scale = 0.5, 200 ** 0.5, 0.05, 1.0  # prior variance s^2 T = sigma^2: mean (m + y) / 2
+    model = quadratic_field_model(m, s)
+    y = torch.tensor([0.6, 0.64, 0.56]).view(1, 3, 1, 1).expand(1, 3, 32, 40)  # colour: the channels differ
+    mean, std = gaussian_posterior(model, m, s, y, sigma, scale)
+    out = denoise(model, y, sigma, steps=40, descent=0, chains=16, temperature_scale=scale, seed=0, progress=False,
+                  details=True)
+    torch.testing.assert_close(out.images.mean(dim=(2, 3)), mean[..., 0, 0], rtol=0, atol=0.002)
+    assert out.std.mean().item() == pytest.approx(std, rel=0.1)  # ULA's bias at this step: +7 %
+    start = denoise(model, y, sigma, steps=0, descent=0, progress=False)
+    assert (start - y).abs().max() < 1e-6  # the Wiener start of a flat image is the image
+    step = denoise(model, y, sigma, steps=0, descent=1, temperature_scale=scale, progress=False)
+    torch.testing.assert_close(step, mean, rtol=0, atol=1e-4)
+    heavier = denoise(model, y, sigma, steps=0, descent=1, temperature_scale=9.0, progress=False)
+    torch.testing.assert_close(heavier, gaussian_posterior(model, m, s, y, sigma, 9.0)[0], rtol=0, atol=1e-4)
+
+
+def test_photo_model_restores_rgb_and_grey_arrays_at_their_own_size():
     from febm import denoise, generate, inpaint
 
+    m, s, sigma = 0.5, 200 ** 0.5, 0.05
+    field_model = quadratic_field_model(m, s)
     rgb, grey = torch.rand(3, 97, 131), torch.rand(1, 1, 300, 200)
-    assert denoise(field_model, rgb, 0.1, progress=False).shape == (1, 3, 97, 131)
-    assert denoise(field_model, grey, 0.1, progress=False).shape == (1, 1, 300, 200)
+    for y, grey_input in ((rgb, False), (grey, True)):
+        out = denoise(field_model, y, sigma, steps=0, descent=1, progress=False)
+        assert out.shape == (1, *y.shape[-3:])
+        mean, _ = gaussian_posterior(field_model, m, s, y, sigma, 1.0, grey_input)  # one step lands on it
+        torch.testing.assert_close(out, mean.reshape(out.shape), rtol=0, atol=1e-4)
     known = torch.ones(1, 1, 300, 200)
     known[..., 100:150, 50:90] = 0
     filled = inpaint(field_model, grey, known, progress=False)
@@ -257,20 +317,57 @@ def test_restoration_does_not_depend_on_the_tiling(field_model):
 
 
 def test_restoration_of_one_image_does_not_depend_on_the_batch(field_model):
-    from febm import denoise
+    """Each image has its own noise stream, Wiener window and step: the batch around it changes nothing."""
+    from febm import denoise, inpaint
 
     y = torch.rand(2, 3, 40, 40, generator=torch.Generator().manual_seed(3))
-    both = denoise(field_model, y, 0.1, steps=0, progress=False)
-    assert torch.equal(both[1:], denoise(field_model, y[1:], 0.1, steps=0, progress=False))
+    sigma = torch.tensor([0.02, 0.2])  # Wiener windows 5 and 9 px, steps fitted to each
+    both = denoise(field_model, y, sigma, steps=3, chains=2, descent=1, seed=4, progress=False)
+    alone = denoise(field_model, y[1:], 0.2, steps=3, chains=2, descent=1, seed=4, progress=False)
+    assert not torch.equal(both[1:], denoise(field_model, y[1:], 0.2, steps=0, descent=0, progress=False))
+    torch.testing.assert_close(both[1:], alone, rtol=0, atol=1e-5)
+    known = torch.rand(2, 1, 40, 40, generator=torch.Generator().manual_seed(5)) > 0.3
+    filled = inpaint(field_model, y, known, steps=3, seed=4, progress=False)
+    torch.testing.assert_close(filled[1:], inpaint(field_model, y[1:], known[1:], steps=3, seed=4, progress=False),
+                               rtol=0, atol=1e-5)
 
 
-def test_several_chains_give_a_per_pixel_uncertainty(field_model):
+def test_several_chains_give_the_posteriors_per_pixel_standard_deviation():
     from febm import denoise
 
-    y = torch.rand(1, 1, 48, 40, generator=torch.Generator().manual_seed(4))
-    result = denoise(field_model, y, 0.1, chains=3, details=True, progress=False)
-    assert result.std.shape == y.shape and (result.std >= 0).all() and result.std.max() > 0
-    assert denoise(field_model, y, 0.1, chains=1, details=True, progress=False).std is None
+    m, s, sigma = 0.5, 200 ** 0.5, 0.05
+    model = quadratic_field_model(m, s)
+    y = torch.full((1, 1, 48, 40), 0.55)
+    result = denoise(model, y, sigma, steps=40, chains=12, descent=0, details=True, progress=False)
+    assert result.std.shape == y.shape
+    assert result.std.mean().item() == pytest.approx(gaussian_posterior(model, m, s, 0.55, sigma, 1.0, True)[1],
+                                                     rel=0.12)
+    assert denoise(model, y, sigma, chains=1, details=True, progress=False).std is None
+
+
+def test_a_grey_photo_saved_as_rgb_restores_as_the_grey_photo(field_model):
+    from febm import denoise, inpaint
+
+    grey = torch.rand(1, 1, 40, 48, generator=torch.Generator().manual_seed(6))
+    rgb = grey.expand(-1, 3, -1, -1)
+    for fn in (lambda x: denoise(field_model, x, 0.1, steps=3, seed=1, progress=False),
+               lambda x: denoise(field_model, x, None, steps=3, seed=1, progress=False),
+               lambda x: inpaint(field_model, x, torch.rand(40, 48, generator=torch.Generator().manual_seed(7)) > 0.5,
+                                 steps=3, seed=1, progress=False)):
+        out = fn(rgb)
+        assert out.shape == rgb.shape
+        torch.testing.assert_close(out, fn(grey).expand(-1, 3, -1, -1), rtol=0, atol=1e-6)
+
+
+def test_a_flat_grey_image_comes_back_unchanged():
+    """Its noise level reads 0 (clamped to 1e-3): the posterior is the image itself to 0.06 levels (0.5 and a
+    prior N(0.3, s^2 T)), and restoration must not leave the chains' own noise on it (the authors' sampler left
+    the last step's: 4 levels on the shipped models)."""
+    from febm import denoise
+
+    model = quadratic_field_model(0.3, 200 ** 0.5)
+    flat = torch.full((1, 3, 48, 48), 0.5)
+    assert (denoise(model, flat, None, seed=0, progress=False) - flat).abs().max() < 0.5 / 255
 
 
 def test_photo_restoration_rejects_what_it_cannot_do(field_model):

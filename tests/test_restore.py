@@ -17,6 +17,7 @@ from febm.restore import (
     generation_sampler,
     inpaint,
     model_sampler,
+    task_settings,
     temperature,
 )
 from febm.sampling import METHODS
@@ -203,6 +204,51 @@ def test_posterior_energy_adds_the_weighted_data_term():
 def test_denoise_rejects_bad_sigma(model, images, sigma, match):
     with pytest.raises(ValueError, match=match):
         denoise(model, images, sigma=sigma, progress=False)
+
+
+@pytest.mark.parametrize("sigma", [25, 1.5, [0.1, 25 / 255 * 255]])
+def test_denoise_refuses_a_sigma_in_0_255_levels(model, images, sigma):
+    with pytest.raises(ValueError, match=r"\[0, 1\] units.*/255"):
+        denoise(model, images, sigma=sigma, progress=False)
+
+
+def test_seed_none_leaves_the_global_random_stream_alone(model, images):
+    for call in (lambda: denoise(model, images, 0.1, seed=None, progress=False),
+                 lambda: inpaint(model, images, torch.ones(SHAPE[1:]).index_fill_(0, torch.tensor([0]), 0),
+                                 seed=None, progress=False),
+                 lambda: generate(model, 2, seed=None, progress=False)):
+        torch.manual_seed(5)
+        expected = torch.rand(3)
+        torch.manual_seed(5)
+        call()
+        assert torch.equal(torch.rand(3), expected)
+    a = denoise(model, images, 0.1, seed=None, progress=False)
+    assert not torch.equal(a, denoise(model, images, 0.1, seed=None, progress=False))  # a fresh seed each call
+
+
+def test_generate_reports_malas_acceptance(model):
+    out = generate(model, 4, steps=5, method="mala", seed=0, progress=False, details=True)
+    assert 0 < out.mala_acceptance <= 1
+    assert generate(model, 4, steps=5, seed=0, progress=False, details=True).mala_acceptance is None
+
+
+def test_task_settings_are_the_configs_with_the_nearest_tuned_noise_level(model):
+    assert task_settings(model, "denoise") == {"steps": SAMPLER["steps"], "chains": 1, "temperature_scale": 1.0,
+                                               "descent": 0}
+    assert task_settings(model, "inpaint") == {"steps": SAMPLER["steps"], "chains": 1}
+    model.config["restoration"] = {
+        "denoise": {"steps": 2, "chains": 3, "temperature_scale": 5.0, "val_psnr": 30.0, "grid": [{"steps": 2}],
+                    "per_sigma": [{"sigma": 2 / 255, "steps": 0, "val_psnr": 44.0},
+                                  {"sigma": 25 / 255, "steps": 7, "temperature_scale": 0.5, "val_psnr": 29.0}]},
+        "inpaint": {"steps": 1}}
+    assert task_settings(model, "denoise") == {"steps": 2, "chains": 3, "temperature_scale": 5.0, "descent": 0,
+                                               "val_psnr": 30.0}
+    assert task_settings(model, "denoise", sigma=1 / 255)["steps"] == 0  # the nearest in log sigma
+    assert task_settings(model, "denoise", sigma=10 / 255) == {"steps": 7, "chains": 3, "temperature_scale": 0.5,
+                                                               "descent": 0, "val_psnr": 29.0, "sigma": 25 / 255}
+    assert task_settings(model, "inpaint") == {"steps": 1, "chains": 1}
+    with pytest.raises(ValueError, match="denoise or inpaint"):
+        task_settings(model, "deblur")
 
 
 def test_inpaint_keeps_observed_pixels_bit_identical(model, images):
