@@ -25,15 +25,19 @@ def local_wiener(noisy: Tensor, sigma: Tensor | float, window: int | None = None
     """The adaptive Wiener filter: per pixel, a Gaussian prior with the window's mean and variance.
 
     x = m + max(v - sigma^2, 0) / v * (y - m), m and v the local mean and variance of y (reflect padding);
-    ``sigma`` a number or one value per image (B,); ``window`` default: :func:`wiener_window` of the largest
-    sigma. Input and output (B, C, H, W).
+    ``sigma`` a number or one value per image (B,); ``window`` default: :func:`wiener_window` of each image's
+    sigma (an image's result does not depend on the batch around it). Input and output (B, C, H, W).
     """
     b = noisy.shape[0]
-    sigma = torch.as_tensor(sigma, dtype=noisy.dtype, device=noisy.device).reshape(-1)
-    window = window or wiener_window(float(sigma.max()))
+    sigma = torch.as_tensor(sigma, dtype=noisy.dtype, device=noisy.device).reshape(-1).expand(b)
+    if window is None:
+        windows = [wiener_window(float(s)) for s in sigma]
+        if len(set(windows)) > 1:
+            return torch.cat([local_wiener(noisy[i:i + 1], sigma[i:i + 1], w) for i, w in enumerate(windows)])
+        window = windows[0]
     if window < 1 or window % 2 == 0:
         raise ValueError(f"the Wiener window must be an odd number of pixels, got {window}")
-    var_noise = sigma.expand(b).view(b, 1, 1, 1) ** 2
+    var_noise = sigma.reshape(b, 1, 1, 1) ** 2
     pad = window // 2
     padded = F.pad(noisy, (pad,) * 4, mode="reflect")
     mean = F.avg_pool2d(padded, window, stride=1)

@@ -99,6 +99,17 @@ def test_tiled_energy_and_gradient_equal_one_pass(tile):
     torch.testing.assert_close(g_single, g[1:])
 
 
+def test_the_local_wiener_filter_takes_each_images_window():
+    from febm.classical import local_wiener, wiener_window
+
+    y = torch.rand(2, 3, 40, 40, generator=torch.Generator().manual_seed(8))
+    sigma = torch.tensor([2 / 255, 50 / 255])
+    assert wiener_window(2 / 255) != wiener_window(50 / 255)
+    both = local_wiener(y, sigma)
+    for i in range(2):
+        torch.testing.assert_close(both[i:i + 1], local_wiener(y[i:i + 1], sigma[i:i + 1]), rtol=0, atol=0)
+
+
 def test_tiling_needs_a_fully_convolutional_energy():
     with pytest.raises(TypeError, match="fully convolutional"):
         TiledEnergy(build_net({"kind": "conv"}))
@@ -398,15 +409,29 @@ def test_tune_scores_photo_models_on_validation_crops(photo_folder, tmp_path, ca
     from training import tune
 
     assert main(photo_args(photo_folder, tmp_path / "run", "--max-steps", "1")) == 0
-    result = tune.tune(str(tmp_path / "run" / "model"), n=2, denoise_steps=(0, 1), temperature_scales=(1e3,),
-                       inpaint_steps=(0, 1), log=lambda line: None)
-    assert "80-px crops of the validation photos" in result["denoise"]["tuned_on"]
-    assert result["denoise"]["sigmas"] == [round(s / 255, 6) for s in (15, 25, 50)]
+    result = tune.tune(str(tmp_path / "run" / "model"), n=2, temperature_scales=(1.0, 1e3), inpaint_steps=(0, 1),
+                       photo_grid={"descent": (0, 1), "chains": ((1, 1, 2),)}, log=lambda line: None)
+    denoising = result["denoise"]
+    assert "80-px crops of the validation photos" in denoising["tuned_on"]
+    assert denoising["sigmas"] == [round(s / 255, 6) for s in (1, 2, 5, 10, 15, 25, 50)]
+    assert [e["sigma"] for e in denoising["per_sigma"]] == denoising["sigmas"] and denoising["prior_curvature"] > 0
+    for entry in denoising["per_sigma"]:  # the start alone is in the grid: no winner is worse
+        assert entry["val_psnr"] >= entry["start_psnr"] and entry["start_psnr"] > entry["input_psnr"]
+        assert {"steps", "descent", "chains", "temperature_scale"} <= set(entry)
+    assert denoising["steps"] == denoising["per_sigma"][5]["steps"]  # the top level: the settings at 25/255
+    assert {(r["steps"], r["descent"]) for r in denoising["grid"]} == {(0, 0), (0, 1), (1, 1)}
     assert result["inpaint"]["masks"] == ["scribbles"]
-    assert {r["steps"] for r in result["denoise"]["grid"]} == {0, 1}
     with pytest.raises(SystemExit):  # refused before any restoration grid runs
         tune.main([str(tmp_path / "run" / "model"), "--generation-steps", "0"])
     assert "photo models restore, they do not generate" in capsys.readouterr().err
+
+
+def test_tuning_takes_the_cheapest_of_nearly_equal_settings():
+    from training.tune import _pick
+
+    rows = [{"steps": 10, "descent": 1, "chains": 4, "psnr": 30.0}, {"steps": 0, "descent": 2, "chains": 1, "psnr": 29.99},
+            {"steps": 0, "descent": 1, "chains": 1, "psnr": 29.9}]
+    assert _pick(rows) is rows[1]
 
 
 def test_photo_restoration_puts_a_directly_built_model_in_eval_mode(field_model):
