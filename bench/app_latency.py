@@ -122,10 +122,11 @@ def main(argv: list[str] | None = None) -> dict:
     from gradio_client import Client, handle_file
 
     from app import example_paths
-    from app.handlers import Limits, restore_settings, step_seconds_per_pixel
+    from app.handlers import Limits, step_seconds_per_pixel
     from app.models import ModelRegistry, no_models_message
     from app.screenshot import free_port
     from app.ui import build_app, launch
+    from febm.restore import task_settings
 
     scratch = tempfile.TemporaryDirectory(prefix="app-latency-")
     extra = [m for m in (args.model, args.photo_model) if m]
@@ -166,7 +167,7 @@ def main(argv: list[str] | None = None) -> dict:
         with contextlib.redirect_stdout(sys.stderr):  # gradio prints "Closing server": keep stdout JSON
             demo.close()
     sampler = entry.config.get("sampler") or {}
-    denoise_defaults = (entry.config.get("restoration") or {}).get("denoise") or {}
+    denoise_defaults = task_settings(registry.get(key), "denoise", 0.2)  # what the timed requests ran
     report = {
         "command": " ".join(["python -m bench.app_latency", *(argv if argv is not None else sys.argv[1:])]),
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
@@ -175,8 +176,7 @@ def main(argv: list[str] | None = None) -> dict:
                     "gradio": gradio.__version__, "python": platform.python_version()},
         "model": {"name": entry.key, "divergence": entry.divergence, "method": sampler.get("method"),
                   "generate_steps": sampler.get("steps"),
-                  "denoise_steps": denoise_defaults.get("steps", sampler.get("steps")),
-                  "denoise_chains": denoise_defaults.get("chains", 1)},
+                  "denoise_steps": denoise_defaults["steps"], "denoise_chains": denoise_defaults["chains"]},
         "settings": {"denoise": f"one example ({os.path.basename(example)}), sigma 0.2 added, seed 0, "
                                 "the model's steps and chains",
                      "generate": f"{args.images} images, the model's steps, seed 0, no rejection",
@@ -185,11 +185,13 @@ def main(argv: list[str] | None = None) -> dict:
     }
     if "photo" in cases:
         photo_model = registry.get(photo_key)
-        steps, chains = restore_settings(photo_model, "denoise", None, None)
-        estimate = PHOTO_SIZE * PHOTO_SIZE * max(1, steps) * max(1, chains) * step_seconds_per_pixel(photo_model)
+        settings = task_settings(photo_model, "denoise", PHOTO_SIGMA_255 / 255)
+        steps, chains, descent = settings["steps"], settings["chains"], settings.get("descent", 0)
+        evaluations = (chains if steps else 1) * (steps + descent)  # gradient evaluations per pixel
+        estimate = PHOTO_SIZE * PHOTO_SIZE * max(1, evaluations) * step_seconds_per_pixel(photo_model)
         report["photo_model"] = {
             "name": "tiny untrained test model (no photo model ships)" if tiny else photo_key,
-            "energy": photo_model.config["energy"], "steps": steps, "chains": chains,
+            "energy": photo_model.config["energy"], "steps": steps, "chains": chains, "descent": descent,
             "estimated_seconds": round(estimate, 2),  # app.handlers' cost model, behind the automatic pixel limit
         }
         report["settings"]["photo"] = (f"scikit-image's astronaut, {PHOTO_SIZE}x{PHOTO_SIZE} RGB, sigma "

@@ -21,10 +21,11 @@ Methods, side by side in one run: ``input``; ``wavelet`` (scikit-image, BayesShr
 and, for colour, YCbCr tuned); ``tv`` (Chambolle, weight tuned); ``nlm`` (fast non-local means, h, patch size and
 distance tuned); ``bm3d`` (the ``bm3d`` package: bm3d for grey, bm3d_rgb (CBM3D) for colour, at the true sigma,
 no tuning); ``biharmonic`` (scikit-image's inpaint_biharmonic); ``start``, the Gaussian start of the photo models'
-chains alone (``febm.classical.local_wiener`` with a tuned window, ``smooth_fill`` for inpainting); and
-``model:NAME`` for every shipped fully convolutional photo model (``febm.list_models()`` entries whose config has
-``image_channels``) and every ``--model PATH``, restored by ``febm.denoise`` / ``febm.inpaint`` (seed 0, the
-model's own defaults) on the whole photo as one (1, C, H, W) tensor.
+chains alone (``febm.classical.local_wiener`` with the window the chains use, ``wiener_window(sigma)``;
+``smooth_fill`` for inpainting); and ``model:NAME`` for every shipped fully convolutional photo model
+(``febm.list_models()`` entries whose config has ``image_channels``) and every ``--model PATH``, restored by
+``febm.denoise`` / ``febm.inpaint`` (seed 0, the model's own defaults) on the whole photo as one (1, C, H, W)
+tensor in the photo's own channels: a grey photo goes through the library's grey path (febm.restore).
 
 Tuning (``--tune``): per case (grey/colour x sigma), the parameters with the best mean PSNR on the 16 fixed 96-px
 validation crops of ``training.photos.validation_crops("photos")`` (Debian's photographs; apt-get install
@@ -69,7 +70,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from febm import denoise, inpaint, list_models, load_model
-from febm.classical import local_wiener, smooth_fill
+from febm.classical import local_wiener, smooth_fill, wiener_window
 from febm.degradations import add_gaussian_noise, scribble_mask, text_mask
 from febm.files import write_atomic
 from febm.model import read_config
@@ -282,9 +283,10 @@ def run_biharmonic(obs: Observation, p: dict) -> np.ndarray:
 
 
 def run_start(obs: Observation, p: dict) -> Tensor:
-    """The photo models' Gaussian start alone: the local Wiener filter, or the smooth fill."""
+    """The photo models' Gaussian start alone: the local Wiener filter with the window their chains use, or the
+    smooth fill."""
     if obs.known is None:
-        return local_wiener(obs.tensor, obs.sigma, p.get("window", 5))
+        return local_wiener(obs.tensor, obs.sigma)
     return smooth_fill(obs.tensor, obs.known_tensor)
 
 
@@ -314,7 +316,8 @@ SHORT = {"input": "input", "wavelet": "wavelet", "tv": "TV", "nlm": "non-local m
 CLASSICAL = ("wavelet", "tv", "nlm", "biharmonic")  # the figure's "best other classical" is chosen among these
 #: fallback parameters when bench/photo_params.json is missing (the run says so); --tune replaces them
 DEFAULT_PARAMS = {"wavelet": {"wavelet": "db1", "ycbcr": True}, "tv": {"weight": 0.1},
-                  "nlm": {"h": 0.8, "patch_size": 5, "patch_distance": 6}, "start": {"window": 5}}
+                  "nlm": {"h": 0.8, "patch_size": 5, "patch_distance": 6}}
+TUNED = ("wavelet", "tv", "nlm")  # the methods with tuned parameters (the start takes the chains' Wiener window)
 
 
 def method_label(name: str, case: Case | None = None) -> str:
@@ -350,32 +353,12 @@ def photo_models(extra: list[str] = (), shipped: bool = True) -> list[tuple[str,
 
 
 def model_restore(model, obs: Observation, device: str | torch.device = "cpu") -> Tensor:
-    """``febm.denoise`` / ``febm.inpaint`` (seed 0, the model's defaults) on the whole photo.
-
-    A grey photo for a 3-channel model is replicated to 3 channels and the mean taken back; a colour photo for a
-    1-channel model is restored as a batch of its three channels.
-    """
+    """``febm.denoise`` / ``febm.inpaint`` (seed 0, the model's defaults) on the whole photo, in its own channels:
+    the library's one grey path takes a grey photo to a colour model (and a colour one to a grey model)."""
     y = obs.tensor.to(device)
-    c, mc = y.shape[1], int(model.channels)
-    if c == mc:
-        x = y
-    elif c == 1 and mc == 3:
-        x = y.expand(-1, 3, -1, -1).contiguous()
-    elif c == 3 and mc == 1:
-        x = y.transpose(0, 1).contiguous()  # (3, 1, H, W)
-    else:
-        raise ValueError(f"a {mc}-channel model cannot restore a {c}-channel photo")
     if obs.known is None:
-        out = denoise(model, x, sigma=obs.sigma, seed=0, progress=False)
-    else:
-        known = obs.known_tensor.to(device).expand(x.shape[0], 1, -1, -1)
-        out = inpaint(model, x, known, seed=0, progress=False)
-    out = out.cpu()
-    if c == 1 and mc == 3:
-        return out.mean(dim=1, keepdim=True)
-    if c == 3 and mc == 1:
-        return out.transpose(0, 1)
-    return out
+        return denoise(model, y, sigma=obs.sigma, seed=0, progress=False).cpu()
+    return inpaint(model, y, obs.known_tensor.to(device), seed=0, progress=False).cpu()
 
 
 # --- metrics --------------------------------------------------------------------------------------------------
@@ -396,7 +379,6 @@ TUNE_GRIDS: dict[str, dict[str, list]] = {
                       0.65]},
     "nlm": {"h": [0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.2], "patch_size": [5, 7], "patch_distance": [6, 11]},
     "wavelet": {"wavelet": ["db1", "db2", "sym4", "sym8"], "ycbcr": [False, True]},
-    "start": {"window": [3, 5, 7, 9, 11, 15]},
 }
 TUNE_CROPS = {"name": "photos", "size": 96, "n": 16}
 
@@ -625,16 +607,17 @@ def markdown(report: dict) -> str:
         + f" ({_mpx_range(report)} Mpx each). Versions: "
         + ", ".join(f"{k} {v}" for k, v in mach.get("versions", {}).items()) + ".", "",
         "**Protocol.** Grey cases use all ten photos (the luma of the colour ones, as PIL's `convert(\"L\")` "
-        "stores it), colour cases the eight colour photos. Noise: `febm.degradations.add_gaussian_noise`, σ in "
+        "stores it; the photo models get them as one channel, through the library's grey path), colour cases the "
+        "eight colour photos. Noise: `febm.degradations.add_gaussian_noise`, σ in "
         "0-255 units, clipped to [0, 1] as a stored image is, the true σ given to every method. Inpainting: "
         "`scribble_mask` (smooth brush strokes 3-7 px wide, 5-15 % of the pixels) and `text_mask` (lines of "
         "text in PIL's bitmap font scaled up, about 13 %), hidden pixels white in the input, the mask given to "
         "every method. One degradation per (case, photo), seeded. TV weight, non-local-means h / patch / "
-        "distance, the wavelet and its colour space, and the Wiener window were tuned per case for mean PSNR on "
+        "distance, and the wavelet and its colour space were tuned per case for mean PSNR on "
         "16 validation crops (96 px) of the held-out training photos (`python -m bench.photos --tune`, "
         "[bench/photo_params.json](../bench/photo_params.json)); BM3D (σ known), BayesShrink and the biharmonic "
-        "fill need no tuning. PSNR (dB) and SSIM (7×7, channels averaged) over the whole photo, outputs clipped "
-        "to [0, 1], means over photos. s/Mpx: wall-clock seconds of the method's call per megapixel (10⁶ pixels "
+        "fill need no tuning, and the Gaussian start takes the Wiener window the photo models' chains use. PSNR "
+        "(dB) and SSIM (7×7, channels averaged) over the whole photo, outputs clipped to [0, 1], means over photos. s/Mpx: wall-clock seconds of the method's call per megapixel (10⁶ pixels "
         "whatever the channels), summed over photos, every method in this same run after an untimed warm-up; "
         "CPU s/Mpx counts the process's CPU time over all threads, less disturbed by other jobs.", "",
         "**Licence.** BM3D / CBM3D come from the `bm3d` package (Tampere University), free for non-commercial "
@@ -686,12 +669,12 @@ def markdown(report: dict) -> str:
         lines += ["", "</details>", ""]
     if report.get("params"):
         lines += ["## Tuned parameters (validation crops)", "", "| case | wavelet | TV weight | NLM h/σ, patch, "
-                  "distance | Wiener window |", "| --- | --- | --- | --- | --- |"]
+                  "distance | Wiener window (the chains') |", "| --- | --- | --- | --- | --- |"]
         for name, p in report["params"].items():
-            w, t, n, s = (p.get(k, {}) for k in ("wavelet", "tv", "nlm", "start"))
+            w, t, n = (p.get(k, {}) for k in TUNED)
             lines.append(f"| {name} | {w.get('wavelet', '')}{' YCbCr' if w.get('ycbcr') else ''} | "
                          f"{t.get('weight', '')} | {n.get('h', '')}, {n.get('patch_size', '')}, "
-                         f"{n.get('patch_distance', '')} | {s.get('window', '')} |")
+                         f"{n.get('patch_distance', '')} | {wiener_window(CASES[name].sigma)} |")
         lines.append("")
     return "\n".join(lines)
 
@@ -863,7 +846,7 @@ def main(argv: list[str] | None = None) -> dict:
         "seed": args.seed,
         "photos": {n: {"package": PHOTOS[n][0], "shape": list(p.shape)} for n, p in photos.items()},
         "models": [{"name": n, "location": loc} for n, loc in models],
-        "params": {c.name: {m: params_for(params, c, m) for m in ("wavelet", "tv", "nlm", "start")}
+        "params": {c.name: {m: params_for(params, c, m) for m in TUNED}
                    for c in cases if c.task == "denoise"},
         "degradations": {"noise": "febm.degradations.add_gaussian_noise: clip(x + sigma z, 0, 1)",
                          "scribbles": "febm.degradations.scribble_mask(h, w, seed)",
