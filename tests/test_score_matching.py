@@ -221,7 +221,7 @@ def test_posterior_run_warm_starts_from_the_score_matching_energy(dsm_model, pho
     assert main(run_args(photo_folder, run, "--div", div, "--posterior", "--posterior-chains", "2",
                          "--posterior-steps", "2", "--warm-start", str(dsm_model / "model"), "--max-steps", "6")) == 0
     model = load_model(run / "model")
-    assert model.config["posterior"] == {"chains": 2, "steps": 2, "step_fraction": 0.2}
+    assert model.config["posterior"] == {"chains": 2, "steps": 2, "step_fraction": 0.2, "prior_fraction": 0.5}
     if div == "js":
         assert model.critic.stem.in_channels == 6  # x and the observation y
     lines = [json.loads(ln) for ln in (run / "stats.jsonl").read_text().splitlines()]
@@ -271,3 +271,18 @@ def test_a_runs_checkpoint_exports_the_model_the_run_exports(dsm_model, tmp_path
     assert ours.config["training"]["steps"] == theirs.config["training"]["steps"] == 4
     with pytest.raises(SystemExit):
         export_main([str(tmp_path / "nothing"), "--out", str(tmp_path / "x")])
+
+
+def test_the_posterior_asks_the_energy_at_a_fraction_of_the_observations_noise():
+    seen = []
+
+    class Recorder(Quadratic):
+        def forward(self, x, sigma=None):
+            seen.append(torch.as_tensor(sigma).clone())
+            return super().forward(x)
+
+    noisy = torch.rand(2, 1, 6, 6, dtype=torch.float64)
+    posterior_chains(Recorder(1.0), noisy, torch.tensor([0.1, 0.3]), prior_fraction=0.5, steps=2,
+                     start=noisy, generator=torch.Generator().manual_seed(0))
+    assert len(seen) == 2 and all(torch.allclose(s.double(), torch.tensor([0.05, 0.15], dtype=torch.float64))
+                                  for s in seen)

@@ -101,6 +101,7 @@ class TrainConfig:
     posterior_chains: int = 2
     posterior_steps: int = 5
     step_fraction: float = 0.2
+    prior_fraction: float = 0.5  # the prior's noise level in q(x | y), a fraction of the observation's
     # sampler defaults stored in the model for generation (chains from noise need more steps)
     sample_steps: int = 200
     # length and bookkeeping
@@ -177,7 +178,7 @@ def build_model(cfg: TrainConfig, info: dict) -> EBM:
     if cfg.posterior:  # the critic sees the observation too: x and y stacked
         critic = critic and {**critic, "in_channels": 2 * info["channels"]}
         extra["posterior"] = {"chains": cfg.posterior_chains, "steps": cfg.posterior_steps,
-                              "step_fraction": cfg.step_fraction}
+                              "step_fraction": cfg.step_fraction, "prior_fraction": cfg.prior_fraction}
     size = info["image_size"]
     sampler = {**cfg.sampler_settings().to_dict(), "steps": cfg.sample_steps}
     if cfg.restart_residual != 1.0:  # generate from the starts trained against
@@ -385,7 +386,8 @@ class Trainer:
             stats = posterior.posterior_step(
                 self.train_energy, self.train_critic, self.model.energy, self.objective, clean, noisy, sigma,
                 self.opt_energy, self.opt_critic, chains=cfg.posterior_chains, steps=cfg.posterior_steps,
-                step_fraction=cfg.step_fraction, generator=self.noise_gen, max_grad_norm=cfg.max_grad_norm,
+                step_fraction=cfg.step_fraction, prior_fraction=cfg.prior_fraction, generator=self.noise_gen,
+                max_grad_norm=cfg.max_grad_norm,
                 free_offset=cfg.free_offset)
         self._update_ema()
         return stats

@@ -1,7 +1,7 @@
 """Training the photo energy on the posterior it restores with (``--posterior``; issue 29, deliverable 3).
 
 For a clean crop x and its observation y = x + N(0, sigma^2) (sigma from a ladder, training.photos), the model's
-conditional is q(x | y) ∝ exp(-U(x | y)), U = E(x, sigma) + ||y - x||^2 / (2 sigma^2) (febm.posterior), and the
+conditional is q(x | y) ∝ exp(-U(x | y)), U = E(x, rho sigma) + ||y - x||^2 / (2 sigma^2) (febm.posterior), and the
 data's p(x | y) has x itself as an exact sample. The f-EBM game runs between these two conditionals:
 
     L = E_{p(x, y)}[T(r(x, y))] - E_{p(y) q(x'|y)}[Fstar(r(x', y))],    r = H(x, y, sigma) + U(x | y)
@@ -35,13 +35,14 @@ def pairs(clean: Tensor, negatives: Tensor, noisy: Tensor, sigma: Tensor) -> tup
     return x, y, s
 
 
-def local_conditional_energies(energy, x: Tensor, y: Tensor, sigma: Tensor, baseline: Tensor) -> Tensor:
-    """U(x | y) split per pixel, (N, H W): the energy's local terms plus the pixel's likelihood term
+def local_conditional_energies(energy, x: Tensor, y: Tensor, sigma: Tensor, prior_sigma: Tensor,
+                               baseline: Tensor) -> Tensor:
+    """U(x | y) split per pixel, (N, H W): the energy's local terms at the prior's level plus the pixel's likelihood term
     sum_c (y - x)^2 / (2 sigma^2), less ``baseline`` (the energy's local terms at the observation itself,
     detached). The baseline is a function of y alone: it cancels in q(x | y) and in the score term, and in r it is
     part of the critic (which may depend on y); it removes the warm start's arbitrary level of E(., sigma) (tens
     of nats per pixel, varying with sigma) so that the local log-ratios start near zero."""
-    e = energy(x, per_position=True, sigma=sigma).float().flatten(1)
+    e = energy(x, per_position=True, sigma=prior_sigma).float().flatten(1)
     likelihood = (x - y).float().pow(2).sum(1).flatten(1) / (2 * sigma.float().view(-1, 1) ** 2)
     return e - baseline + likelihood
 
@@ -55,7 +56,7 @@ def observation_baseline(energy, noisy: Tensor, sigma: Tensor, chains: int) -> T
 
 def posterior_step(energy, critic, sampling_energy, objective: Objective, clean: Tensor, noisy: Tensor,
                    sigma: Tensor, opt_energy, opt_critic, *, chains: int, steps: int, step_fraction: float,
-                   generator: torch.Generator | None, max_grad_norm: float | None = None,
+                   prior_fraction: float, generator, max_grad_norm: float | None = None,
                    free_offset: bool = True) -> dict:
     """One iteration of Algorithm 1 on conditionals: chains from q(. | y), a critic ascent step, an energy step.
 
@@ -64,10 +65,11 @@ def posterior_step(energy, critic, sampling_energy, objective: Objective, clean:
     ``sampling_energy`` is the unwrapped energy the chains differentiate (DDP would sync its input gradients).
     """
     b = clean.shape[0]
-    negatives = posterior_chains(sampling_energy, noisy, sigma, chains=chains, steps=steps,
-                                 step_fraction=step_fraction, generator=generator)
+    negatives = posterior_chains(sampling_energy, noisy, sigma, prior_fraction=prior_fraction, chains=chains,
+                                 steps=steps, step_fraction=step_fraction, generator=generator)
     x, y, s = pairs(clean, negatives, noisy, sigma)
-    u = local_conditional_energies(energy, x, y, s, observation_baseline(energy, noisy, sigma, chains))
+    baseline = observation_baseline(energy, noisy, prior_fraction * sigma, chains)
+    u = local_conditional_energies(energy, x, y, s, prior_fraction * s, baseline)
     if free_offset:  # a constant in the local energies cancels in q(x | y): leave it to the critic (febm_step)
         m = u.mean()
         u = u - (m - m.detach())

@@ -218,9 +218,10 @@ def validate(cfg: TrainConfig) -> None:
         if cfg.div == "dsm" or not cfg.crop_size:
             raise ValueError("--posterior trains a photo f-EBM (or cd) on its denoising posterior: give a field --net "
                              "with noise_conditional, --crop-size, and an f-divergence or cd")
-        if cfg.posterior_chains < 1 + (cfg.div != "cd") or cfg.posterior_steps < 0 or not 0 < cfg.step_fraction < 4:
-            raise ValueError("--posterior needs --posterior-chains >= 2 (1 for cd), --posterior-steps >= 0 and "
-                             "--step-fraction in (0, 4)")
+        if cfg.posterior_chains < 1 + (cfg.div != "cd") or cfg.posterior_steps < 0 or not 0 < cfg.step_fraction < 4 \
+                or not 0 < cfg.prior_fraction <= 1:
+            raise ValueError("--posterior needs --posterior-chains >= 2 (1 for cd), --posterior-steps >= 0, "
+                             "--step-fraction in (0, 4) and --prior-fraction in (0, 1]")
         if not json.loads(cfg.net).get("noise_conditional"):
             raise ValueError("--posterior needs a noise-conditional energy (--net with \"noise_conditional\": true)")
     if not 0 < cfg.sigma_min_255 <= cfg.sigma_max_255 or not 0 <= cfg.grey_fraction <= 1:
