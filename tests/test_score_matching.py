@@ -271,6 +271,13 @@ def test_a_runs_checkpoint_exports_the_model_the_run_exports(dsm_model, tmp_path
     assert ours.config["training"]["steps"] == theirs.config["training"]["steps"] == 4
     with pytest.raises(SystemExit):
         export_main([str(tmp_path / "nothing"), "--out", str(tmp_path / "x")])
+    from training.checkpoint import load_state
+
+    assert export_main([str(dsm_model), "--out", str(tmp_path / "raw"), "--weights", "raw"]) == 0
+    raw, state = load_model(tmp_path / "raw"), load_state(dsm_model / "state.safetensors")
+    for k, v in raw.energy.state_dict().items():
+        assert torch.equal(v, state["model"]["energy." + k]), k
+    assert raw.config["training"]["exported_weights"].startswith("raw")
 
 
 def test_the_posterior_asks_the_energy_at_a_fraction_of_the_observations_noise():
