@@ -68,6 +68,11 @@ class LinearOperator:
         residual = ax - y
         return residual, pullback(residual)[0]
 
+    def gram(self, x: Tensor) -> Tensor:
+        """A^T A x, from one forward and one backward pass."""
+        ax, pullback = torch.func.vjp(self.forward, x)
+        return pullback(ax)[0]
+
     def start(self, y: Tensor, sigma: float | Tensor) -> Tensor:
         """A classical estimate of x from y, clamped to [0, 1]: where restoration chains start."""
         raise NotImplementedError
@@ -80,7 +85,7 @@ class LinearOperator:
         value = 1.0
         for _ in range(iterations):
             x = x / x.norm()
-            x = self.adjoint(self.forward(x))
+            x = self.gram(x)
             value = float(x.norm())
         return value
 
