@@ -249,3 +249,26 @@ def test_bad_inputs_are_refused(model):
         deblur(model, y, gaussian_kernel(10.0), progress=False)
     with pytest.raises(ValueError, match="steps must be an integer"):
         deblur(model, y, gaussian_kernel(1.0), steps=-1, progress=False)
+
+
+# --- deepinv (optional) -----------------------------------------------------------------------------------------
+def test_deepinv_gradient_descent_with_the_energy_prior_reaches_the_gaussian_posterior_mean():
+    """deepinv's own GD solver on ||A x - y||^2 / (2 sigma^2) + E / (T s), with the energy as a deepinv Prior and the
+    operator as deepinv physics, lands where our steps do: for E = a ||x||^2 / 2 the Gaussian posterior's mean."""
+    deepinv = pytest.importorskip("deepinv")
+    from febm.inverse import deepinv_physics, deepinv_prior
+
+    model = tiny_model(False, channels=1)
+    model.config["sampler"] = {**SAMPLER, "step_size": 0.5, "noise": 0.01}  # T = 1e-4
+    model.energy = QuadraticField(0.5, noise_conditional=False)
+    op = Blur(gaussian_kernel(1.0))
+    y = 0.2 + 0.6 * torch.rand(1, 1, 32, 35, generator=torch.Generator().manual_seed(3))
+    sigma, scale = 0.1, 50.0  # prior weight a / (T s) = 100, data weight 1 / sigma^2 = 100: GD converges fast
+    solver = deepinv.optim.GD(prior=deepinv_prior(model, temperature_scale=scale),
+                              data_fidelity=deepinv.optim.L2(sigma=sigma), stepsize=2e-3, max_iter=300,
+                              early_stop=False)
+    x = solver(y, deepinv_physics(op))
+    expected = _gaussian_posterior_mean(op, y, 0.5 / (1e-4 * scale), 1 / sigma**2)
+    assert torch.allclose(x.double(), expected, atol=1e-5)
+    ours = restore(model, y, op, sigma, steps=100, temperature_scale=scale, step_fraction=1.0, progress=False)
+    assert torch.allclose(x, ours, atol=1e-5)
