@@ -387,8 +387,7 @@ class Trainer:
                 self.train_energy, self.train_critic, self.model.energy, self.objective, clean, noisy, sigma,
                 self.opt_energy, self.opt_critic, chains=cfg.posterior_chains, steps=cfg.posterior_steps,
                 step_fraction=cfg.step_fraction, prior_fraction=cfg.prior_fraction, generator=self.noise_gen,
-                max_grad_norm=cfg.max_grad_norm,
-                free_offset=cfg.free_offset)
+                max_grad_norm=cfg.max_grad_norm, free_offset=cfg.free_offset, map_l2=cfg.map_l2)
         self._update_ema()
         return stats
 

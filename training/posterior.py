@@ -36,15 +36,15 @@ def pairs(clean: Tensor, negatives: Tensor, noisy: Tensor, sigma: Tensor) -> tup
 
 
 def local_conditional_energies(energy, x: Tensor, y: Tensor, sigma: Tensor, prior_sigma: Tensor,
-                               baseline: Tensor) -> Tensor:
-    """U(x | y) split per pixel, (N, H W): the energy's local terms at the prior's level plus the pixel's likelihood term
-    sum_c (y - x)^2 / (2 sigma^2), less ``baseline`` (the energy's local terms at the observation itself,
+                               baseline: Tensor) -> tuple[Tensor, Tensor]:
+    """U(x | y) split per pixel, (N, H W), in its two parts: the energy's local terms at the prior's level less
+    ``baseline``, and the pixel's likelihood term sum_c (y - x)^2 / (2 sigma^2). ``baseline`` (the energy's local terms at the observation itself,
     detached). The baseline is a function of y alone: it cancels in q(x | y) and in the score term, and in r it is
     part of the critic (which may depend on y); it removes the warm start's arbitrary level of E(., sigma) (tens
     of nats per pixel, varying with sigma) so that the local log-ratios start near zero."""
     e = energy(x, per_position=True, sigma=prior_sigma).float().flatten(1)
     likelihood = (x - y).float().pow(2).sum(1).flatten(1) / (2 * sigma.float().view(-1, 1) ** 2)
-    return e - baseline + likelihood
+    return e - baseline, likelihood
 
 
 def observation_baseline(energy, noisy: Tensor, sigma: Tensor, chains: int) -> Tensor:
@@ -57,7 +57,7 @@ def observation_baseline(energy, noisy: Tensor, sigma: Tensor, chains: int) -> T
 def posterior_step(energy, critic, sampling_energy, objective: Objective, clean: Tensor, noisy: Tensor,
                    sigma: Tensor, opt_energy, opt_critic, *, chains: int, steps: int, step_fraction: float,
                    prior_fraction: float, generator, max_grad_norm: float | None = None,
-                   free_offset: bool = True) -> dict:
+                   free_offset: bool = True, map_l2: float = 0.0) -> dict:
     """One iteration of Algorithm 1 on conditionals: chains from q(. | y), a critic ascent step, an energy step.
 
     The f-divergence game runs per pixel (febm.objectives.conditional_energy_surrogate): r_i = h_i + u_i with
@@ -69,7 +69,11 @@ def posterior_step(energy, critic, sampling_energy, objective: Objective, clean:
                                  steps=steps, step_fraction=step_fraction, generator=generator)
     x, y, s = pairs(clean, negatives, noisy, sigma)
     baseline = observation_baseline(energy, noisy, prior_fraction * sigma, chains)
-    u = local_conditional_energies(energy, x, y, s, prior_fraction * s, baseline)
+    contrast, likelihood = local_conditional_energies(energy, x, y, s, prior_fraction * s, baseline)
+    u = contrast + likelihood
+    # bounds each local energy's contrast to the observation's, as map_l2 does for the unconditional photo f-EBMs:
+    # without it CD's energies ran off (beyond 1e4 per pixel in 70 steps)
+    penalty = map_l2 * contrast.pow(2).sum(1).mean()
     if free_offset:  # a constant in the local energies cancels in q(x | y): leave it to the critic (febm_step)
         m = u.mean()
         u = u - (m - m.detach())
@@ -77,7 +81,7 @@ def posterior_step(energy, critic, sampling_energy, objective: Objective, clean:
     stats = {"energy_pos": u_pos.sum(1).mean().item(), "energy_neg": u_neg.sum(2).mean().item(),
              "chain_mse": (negatives - clean[:, None]).pow(2).mean().item()}
     if not objective.uses_critic:
-        loss = contrastive_divergence(u_pos.sum(1), u_neg.sum(2).flatten())
+        loss = contrastive_divergence(u_pos.sum(1), u_neg.sum(2).flatten()) + penalty
         _descend(energy, opt_energy, loss, max_grad_norm)
         return {**stats, "loss_energy": loss.item()}
     pair_input = torch.cat([x, y], dim=1)
@@ -87,7 +91,7 @@ def posterior_step(energy, critic, sampling_energy, objective: Objective, clean:
     with torch.no_grad():
         h = critic(pair_input, per_position=True, sigma=s).float().flatten(1)
     h_pos, h_neg = h[:b], h[b:].view(b, chains, -1)
-    loss = conditional_energy_surrogate(objective.divergence, u_pos, u_neg, h_pos, h_neg)
+    loss = conditional_energy_surrogate(objective.divergence, u_pos, u_neg, h_pos, h_neg) + penalty
     _descend(energy, opt_energy, loss, max_grad_norm)
     r_pos, r_neg = h_pos + u_pos.detach(), h_neg + u_neg.detach()
     return {**stats, "loss_critic": loss_critic.item(), "ratio_pos": r_pos.mean().item(),

@@ -82,10 +82,11 @@ PRESETS: dict[str, dict] = {
                       l2=0.0, ema=0.999, sigma_min_255=1.0, sigma_max_255=60.0, grey_fraction=0.25, buffer_size=1,
                       max_steps=20000, sample_every=10**9, checkpoint_every=100, log_every=10),
     # f-EBMs on the posterior they restore with (training/posterior.py), warm-started from a photo-dsm model
-    # (--warm-start): two chains of 5 ULA steps per observation, the chain restoration runs
+    # (--warm-start): two chains of 5 ULA steps per observation, the chain restoration runs; map_l2 bounds each
+    # local energy's contrast to the observation's (without it the pilots' CD energies ran off in 70 steps)
     "photo-posterior": dict(dataset="photos", crop_size=96, batch_size=4, net=PHOTO_NET_NC, critic_width=16,
-                            lr=1e-4, l2=0.0, free_offset=True, ema=0.99, sigma_min_255=1.0, sigma_max_255=60.0,
-                            grey_fraction=0.25, posterior=True, posterior_chains=2, posterior_steps=5,
+                            lr=1e-4, l2=0.0, map_l2=0.01, free_offset=True, ema=0.99, sigma_min_255=1.0,
+                            sigma_max_255=60.0, grey_fraction=0.25, posterior=True, posterior_chains=2, posterior_steps=5,
                             step_fraction=0.2, buffer_size=1, max_steps=20000, sample_every=10**9,
                             checkpoint_every=50, log_every=5),
     # the authors' CIFAR-10 settings: 128 filters, leaky ReLU, batch 128 per GPU x 4, 60 Langevin steps
