@@ -39,7 +39,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
 import sys
 import time
 import zlib
@@ -57,8 +56,8 @@ from tqdm.auto import tqdm
 from bench.photos import GREY_ONLY, PHOTOS, load_models, load_test_photo, machine, photo_models, score, to_grey
 from febm.files import write_atomic
 from febm.inverse import NOISE_CONDITIONAL, energy_kind, restore, task_settings, write_task_settings
-from febm.restore import prior_curvature
 from febm.operators import Blur, Downsample, crop_to_multiple, gaussian_kernel, motion_kernel, wiener_deconvolution
+from febm.restore import prior_curvature
 
 PARAMS_FILE = Path(__file__).with_name("photo_inverse_params.json")
 NOISE_255 = 2  # deblurring: the noise std in 0-255 levels
@@ -436,7 +435,8 @@ def tune_classical(crops: np.ndarray, seed: int = 0, progress: bool = True) -> d
 
 
 MODEL_GRIDS = {
-    "plain": {"temperature_scale": [0.3, 1.0, 3.0, 10.0, 30.0], "steps": [5, 10, 20], "step_fraction": [0.25, 0.5, 1.0]},
+    "plain": {"temperature_scale": [0.3, 1.0, 3.0, 10.0, 30.0], "steps": [5, 10, 20],
+              "step_fraction": [0.25, 0.5, 1.0]},
     NOISE_CONDITIONAL: {"sigma_start": [5 / 255, 10 / 255, 20 / 255, 40 / 255],
                         "sigma_floor": [1 / 255, 2 / 255, 4 / 255],
                         "temperature_scale": [0.5, 1.0, 2.0], "steps": [5, 10, 20, 40],

@@ -108,7 +108,8 @@ def check_kernel(kernel) -> Tensor:
         try:
             k = torch.as_tensor(np.asarray(kernel, dtype=np.float64))
         except (TypeError, ValueError):
-            raise TypeError(f"a blur kernel must be a 2-D array or tensor of numbers, got {type(kernel).__name__}") from None
+            raise TypeError("a blur kernel must be a 2-D array or tensor of numbers, "
+                            f"got {type(kernel).__name__}") from None
     if k.dim() != 2 or k.numel() == 0:
         raise ValueError(f"a blur kernel must be 2-D (height, width), got shape {tuple(k.shape)}")
     if not torch.isfinite(k).all():

@@ -154,7 +154,8 @@ def _pil_resize(a: np.ndarray, size: tuple[int, int], mode: str = "uint8") -> np
     if mode == "uint8":
         return np.asarray(Image.fromarray(a).resize(size, Image.Resampling.BICUBIC)).astype(np.float64)
     channels = [a] if a.ndim == 2 else [a[..., c] for c in range(a.shape[-1])]
-    out = [np.asarray(Image.fromarray(c.astype(np.float32), "F").resize(size, Image.Resampling.BICUBIC)) for c in channels]
+    out = [np.asarray(Image.fromarray(c.astype(np.float32), "F").resize(size, Image.Resampling.BICUBIC))
+           for c in channels]
     return np.stack(out, -1).astype(np.float64) if a.ndim == 3 else out[0].astype(np.float64)
 
 
