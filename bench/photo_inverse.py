@@ -436,7 +436,7 @@ def tune_classical(crops: np.ndarray, seed: int = 0, progress: bool = True) -> d
 
 MODEL_GRIDS = {
     "plain": {"temperature_scale": [0.3, 1.0, 3.0, 10.0, 30.0], "steps": [5, 10, 20],
-              "step_fraction": [0.25, 0.5, 1.0]},
+              "step_fraction": [0.5, 1.0, 1.5]},
     NOISE_CONDITIONAL: {"sigma_start": [5 / 255, 10 / 255, 20 / 255, 40 / 255],
                         "sigma_floor": [1 / 255, 2 / 255, 4 / 255],
                         "temperature_scale": [0.5, 1.0, 2.0], "steps": [5, 10, 20, 40],

@@ -116,9 +116,9 @@ def _check_settings(s: dict) -> None:
         value = s.get(name)
         if value is not None and not (isinstance(value, (int, float)) and 0 < value < math.inf):
             raise ValueError(f"{name} must be a number > 0, got {value!r}")
-    if not s["step_fraction"] <= 1:
-        raise ValueError(f"step_fraction must be in (0, 1] (a fraction of the prior's inverse curvature), "
-                         f"got {s['step_fraction']}")
+    if not s["step_fraction"] < 2:
+        raise ValueError(f"step_fraction must be in (0, 2) (a fraction of the prior's inverse curvature: gradient "
+                         f"steps diverge beyond 2), got {s['step_fraction']}")
     if not 0 <= s["noise"] <= 1:
         raise ValueError(f"noise must be in [0, 1] (1: Langevin on the posterior, 0: no noise), got {s['noise']}")
     if "sigma_start" in s and s["sigma_floor"] > s["sigma_start"]:

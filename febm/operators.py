@@ -155,6 +155,11 @@ class Blur(LinearOperator):
         return F.conv2d(F.pad(x, self.padding, mode="reflect"), weight, groups=c)
 
     def start(self, y: Tensor, sigma: float | Tensor, weight: float = WIENER_WEIGHT) -> Tensor:
+        """Wiener deconvolution, clamped to [0, 1]. Measured against Richardson-Lucy on 16 validation crops (noise
+        2/255, each at its best setting; bench/photo_inverse_params.json): Gaussian blur 1.6 px, Wiener 34.67 dB
+        (grey) / 34.74 (colour), Richardson-Lucy 34.87 / 34.90 after 12-20 steps; motion 9 px, Wiener 32.68 / 32.74,
+        Richardson-Lucy 32.16 / 32.32 after 8 steps (more steps amplify the noise). Wiener is one FFT, a few times
+        cheaper, and needs no step count per kernel."""
         return wiener_deconvolution(y, self.kernel, sigma, weight).clamp(0.0, 1.0)
 
     def _probe_size(self, size: int) -> int:

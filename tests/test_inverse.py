@@ -272,3 +272,18 @@ def test_deepinv_gradient_descent_with_the_energy_prior_reaches_the_gaussian_pos
     assert torch.allclose(x.double(), expected, atol=1e-5)
     ours = restore(model, y, op, sigma, steps=100, temperature_scale=scale, step_fraction=1.0, progress=False)
     assert torch.allclose(x, ours, atol=1e-5)
+
+
+@pytest.mark.parametrize("setting, match", [({"step_fraction": 2.0}, "step_fraction must be in"),
+                                            ({"temperature_scale": 0}, "temperature_scale must be a number > 0"),
+                                            ({"noise": 1.5}, "noise must be in"),
+                                            ({"steps": 2.5}, "steps must be an integer")])
+def test_bad_settings_are_refused(model, setting, match):
+    with pytest.raises(ValueError, match=match):
+        deblur(model, _photo(3, 40, 40), gaussian_kernel(1.0), 0.01, progress=False, **setting)
+
+
+def test_a_schedule_that_rises_is_refused():
+    with pytest.raises(ValueError, match="sigma_floor .* must not exceed sigma_start"):
+        deblur(tiny_model(True), _photo(3, 40, 40), gaussian_kernel(1.0), 0.01, sigma_start=0.01, sigma_floor=0.02,
+               progress=False)
