@@ -8,9 +8,11 @@
   ``--from wiener``), 12 crops of 80 px at sigma = 25/255, the prior weight swept (see map_estimate). For scale:
   total variation as E (``--tv``) scores 29.0 dB there, the local Wiener filter 28.47, the noisy crops 20.56.
 - ``--restoration``: the model's tuned denoising and inpainting defaults against their classical start alone, per
-  sigma, on 32 validation crops with training.tune's protocol (restoration, below).
+  sigma of the tuning's ladder (1-50/255), on 32 validation crops with training.tune's protocol (restoration,
+  below).
 - ``--state``: score the raw weights of a training state (short pilots: EMA weights are still the initial ones).
-- ``--sigma-check``: febm.restore.estimate_sigma on four scikit-image photos at sigma = 15, 25, 50 (/255).
+- ``--sigma-check``: febm.restore.estimate_sigma on four scikit-image photos, clean and at sigma = 1, 2, 5, 15, 25, 50
+  (/255).
 Needs Debian's photographs for the validation crops (training only; see training/photos.py).
 """
 
@@ -78,7 +80,7 @@ def restoration(model, n: int = 32) -> dict:
     clean = validation_crops(model.config["dataset"], PHOTO_CROP, n).float() / 255
     out = {}
     for i, (sigma, noisy) in enumerate(noisy_versions(model, clean)):
-        start = denoise(model, noisy, sigma, steps=0, seed=i, progress=False)
+        start = denoise(model, noisy, sigma, steps=0, descent=0, seed=i, progress=False)
         restored = denoise(model, noisy, sigma, seed=i, progress=False)
         out[f"denoise {sigma * 255:.0f}/255"] = {name: round(psnr(x, clean).mean().item(), 2) for name, x in
                                                  (("input", noisy), ("start", start), ("model", restored))}
@@ -106,10 +108,11 @@ def sigma_check() -> dict:
 
     photos = {"astronaut": data.astronaut(), "chelsea": data.chelsea(), "coffee": data.coffee(), "rocket": data.rocket()}
     out = {}
-    for s in (15, 25, 50):
+    for s in (0, 1, 2, 5, 15, 25, 50):
         for i, (name, im) in enumerate(photos.items()):
             x = torch.from_numpy(im).permute(2, 0, 1).float().div(255)[None]
-            out[f"{name} {s}"] = round(estimate_sigma(add_gaussian_noise(x, s / 255, i)).item() * 255, 1)
+            noisy = add_gaussian_noise(x, s / 255, i) if s else x
+            out[f"{name} {s}"] = round(estimate_sigma(noisy).item() * 255, 1)
     return out
 
 
