@@ -208,7 +208,8 @@ def restore(model: EBM, image: Tensor, operator: LinearOperator, sigma: float | 
         levels = check_sigma(sigma, len(y), y.device)
     gens = _generators(seed, len(y), y.device)
     model.eval()  # spectral norm: no power iterations (they would change the weights from tile to tile)
-    bar = _bar(len(y) * params["steps"], progress)
+    runs = 3 if model.channels == 1 and y.shape[1] == 3 else 1  # a grey model restores colour channel by channel
+    bar = _bar(len(y) * runs * params["steps"], progress)
     tick = bar.update if bar is not None else None
     try:
         parts = [_through_channels(model, y[i:i + 1], lambda x, share, i=i: _restore_one(

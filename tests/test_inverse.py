@@ -287,3 +287,16 @@ def test_a_schedule_that_rises_is_refused():
     with pytest.raises(ValueError, match="sigma_floor .* must not exceed sigma_start"):
         deblur(tiny_model(True), _photo(3, 40, 40), gaussian_kernel(1.0), 0.01, sigma_start=0.01, sigma_floor=0.02,
                progress=False)
+
+
+def test_grey_through_a_colour_model_and_colour_through_a_grey_model():
+    colour_model, grey_model = tiny_model(True), tiny_model(True, channels=1)
+    grey = _photo(1, 40, 44)
+    one = deblur(colour_model, grey, gaussian_kernel(1.0), 0.02, steps=2, progress=False)
+    three = deblur(colour_model, grey.expand(3, -1, -1), gaussian_kernel(1.0), 0.02, steps=2, progress=False)
+    assert one.shape == (1, 40, 44) and three.shape == (3, 40, 44)
+    assert torch.allclose(three, one.expand(3, -1, -1))  # a grey photo saved as RGB restores as the grey one
+    colour = _photo(3, 40, 44)
+    out = upscale(grey_model, colour, 2, 0.01, steps=2, progress=False)
+    green = upscale(grey_model, colour[1:2], 2, 0.01, steps=2, progress=False)
+    assert out.shape == (3, 80, 88) and torch.allclose(out[1:2], green)
