@@ -4,6 +4,7 @@ import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -371,3 +372,183 @@ def test_downscale_below_the_smallest_side_is_a_clear_error(photos, photo_checkp
     assert err.startswith("error: downscaled to fit 500 pixels, this 96x64 photo would be 27x18, below the 32 px a "
                           "side photo models need: crop it first"), err
     assert not (photos / "x.png").exists()
+
+
+# --- issue 28: deblur and upscale with a shipped photo model --------------------------------------------------------
+SHIPPED_PHOTO = str(Path(__file__).resolve().parent.parent / "checkpoints" / "photo-js")
+PHOTO_EXAMPLE = Path(__file__).resolve().parent.parent / "app" / "examples" / "photos" / "chelsea-320x240.png"
+INVERSE = ["--model", SHIPPED_PHOTO, "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def inverse_photos(tmp_path_factory):
+    """Crops of a real photo: a 300x200 grey one and a 97x131 colour one (odd sizes), the colour one with alpha, and
+    a 5x5 white kernel image (a box blur) on a black border."""
+    folder = tmp_path_factory.mktemp("cli-inverse")
+    with Image.open(PHOTO_EXAMPLE) as photo:
+        photo.convert("L").crop((10, 20, 310, 220)).save(folder / "grey.png")
+        colour = photo.convert("RGB").crop((100, 60, 197, 191))
+    colour.save(folder / "colour.png")
+    alpha = np.random.default_rng(0).integers(0, 256, (131, 97), dtype=np.uint8)
+    Image.fromarray(np.dstack([np.asarray(colour), alpha]), "RGBA").save(folder / "alpha.png")
+    kernel = np.zeros((9, 9), np.uint8)
+    kernel[2:7, 2:7] = 255
+    Image.fromarray(kernel).save(folder / "box5.png")
+    (folder / "notes.txt").write_text("not an image")
+    return folder
+
+
+@pytest.fixture
+def in_inverse_photos(inverse_photos, monkeypatch):
+    monkeypatch.chdir(inverse_photos)
+    return inverse_photos
+
+
+@pytest.mark.parametrize("name,command,expected", [
+    ("grey.png", ["deblur", "--kernel", "gaussian:1.6"], ((300, 200), "L")),
+    ("colour.png", ["deblur", "--kernel", "motion:9,30", "--sigma-255", "2"], ((97, 131), "RGB")),
+    ("grey.png", ["upscale", "--factor", "2"], ((600, 400), "L")),
+    ("colour.png", ["upscale", "--factor", "3", "--sigma-255", "1"], ((291, 393), "RGB")),
+])
+def test_deblur_and_upscale_grey_and_colour_at_any_size(in_inverse_photos, capsys, name, command, expected):
+    out = f"{command[0]}-{name}"
+    assert main([command[0], name, *command[1:], "--out", out, "--steps", "2", *INVERSE]) == 0
+    assert size(in_inverse_photos / out) == expected
+    assert "sigma: " in capsys.readouterr().out
+
+
+def test_a_learned_step_differs_from_the_classical_start(in_inverse_photos):
+    for command in (["deblur", "--kernel", "box:5"], ["upscale", "--factor", "2"]):
+        for steps in (0, 2):
+            assert main([command[0], "colour.png", *command[1:], "--out", f"s{steps}.png", "--steps", str(steps),
+                         *INVERSE]) == 0
+        start, learned = (np.asarray(Image.open(in_inverse_photos / f"s{s}.png"), np.float32) for s in (0, 2))
+        assert start.shape == learned.shape and np.abs(start - learned).mean() > 0.1, command
+
+
+def psnr_line(out: str) -> tuple[float, float]:
+    """(the result's PSNR, the classical start's) from the CLI's PSNR line."""
+    match = re.search(r"PSNR against the original: ([\d.]+) dB \(classical start: ([\d.]+) dB", out)
+    assert match, out
+    return float(match.group(1)), float(match.group(2))
+
+
+def test_blur_first_deblurs_better_than_the_classical_start(in_inverse_photos, capsys):
+    assert main(["deblur", "colour.png", "--kernel", "gaussian:1.6", "--blur-first", "--out", "b0.png", "--steps",
+                 "0", *INVERSE]) == 0
+    out = capsys.readouterr().out
+    assert "sigma: 0.0078 (added) in [0, 1] units = 2.00 in 0-255 levels" in out and "blurred input: " in out
+    result, start = psnr_line(out)
+    assert result == start  # steps 0: the Wiener deconvolution
+    assert main(["deblur", "colour.png", "--kernel", "gaussian:1.6", "--blur-first", "--out", "b3.png", "--steps",
+                 "3", *INVERSE]) == 0
+    result, start = psnr_line(capsys.readouterr().out)
+    assert result > start + 0.05
+    assert size(in_inverse_photos / "b3.png") == size(in_inverse_photos / "b3_blurred.png") == ((97, 131), "RGB")
+
+
+def test_shrink_first_upscales_better_than_bicubic(in_inverse_photos, capsys):
+    assert main(["upscale", "colour.png", "--factor", "2", "--shrink-first", "--out", "u.png", "--steps", "3",
+                 *INVERSE]) == 0
+    result, start = psnr_line(capsys.readouterr().out)
+    assert result > start + 0.05
+    assert size(in_inverse_photos / "u_small.png") == ((48, 65), "RGB")  # 96x130: the last column and row cut off
+    assert size(in_inverse_photos / "u.png") == ((96, 130), "RGB")
+
+
+def test_blur_first_noise_is_its_own_stream(in_inverse_photos, monkeypatch):
+    """--blur-first's noise is drawn like --add-noise's, not from the chains' seed."""
+    import febm.__main__ as cli
+
+    seen = {}
+
+    def recorded(model, image, kernel, sigma, **kwargs):
+        seen.update(image=image.clone(), seed=kwargs["seed"], sigma=sigma)
+        raise ValueError("stop here")
+
+    monkeypatch.setattr(cli, "deblur", recorded)
+    Image.new("L", (64, 48), 128).save(in_inverse_photos / "mid.png")
+    assert main(["deblur", "mid.png", "--kernel", "box:3", "--blur-first", "--sigma-255", "12.75", "--seed", "5",
+                 "--out", "x.png", *INVERSE]) == 2
+    noise = seen["image"] - 128 / 255
+    assert seen["seed"] == 5 and seen["sigma"] == pytest.approx(0.05) and noise.std().item() == pytest.approx(0.05,
+                                                                                                             rel=0.1)
+    first = 0.05 * chains_first_draw(noise.shape, 5)
+    assert abs(np.corrcoef(noise.flatten().numpy(), first.flatten().numpy())[0, 1]) < 0.2
+
+
+def test_a_kernel_image_is_the_kernel_it_draws(in_inverse_photos):
+    for name, kernel in (("k-file.png", ["--kernel-file", "box5.png"]), ("k-preset.png", ["--kernel", "box:5"])):
+        assert main(["deblur", "grey.png", *kernel, "--out", name, "--steps", "1", *INVERSE]) == 0
+    assert np.array_equal(np.asarray(Image.open(in_inverse_photos / "k-file.png")),
+                          np.asarray(Image.open(in_inverse_photos / "k-preset.png")))
+
+
+def test_upscale_keeps_the_alpha_each_pixel_repeated(in_inverse_photos):
+    assert main(["upscale", "alpha.png", "--factor", "2", "--out", "alpha2.png", "--steps", "0", *INVERSE]) == 0
+    with Image.open(in_inverse_photos / "alpha2.png") as out:
+        assert out.size == (194, 262) and out.mode == "RGBA"
+        alpha = np.asarray(Image.open(in_inverse_photos / "alpha.png"))[..., 3]
+        assert np.array_equal(np.asarray(out)[..., 3], alpha.repeat(2, 0).repeat(2, 1))
+
+
+def test_upscale_counts_the_pixel_limit_on_its_result(in_inverse_photos, capsys):
+    args = ["upscale", "colour.png", "--factor", "2", "--max-pixels", "40000", "--steps", "0", *INVERSE]
+    assert main([*args, "--out", "x.png"]) == 2  # 97x131 = 12,707 pixels in, 50,828 out
+    err = capsys.readouterr().err
+    assert err.startswith("error: colour.png is 97x131: upscaled x2 it would be 194x262 = 50,828 pixels, more than "
+                          "--max-pixels 40,000: pass --downscale to upscale it downscaled to 86x116 (the result "
+                          "172x232)"), err
+    assert not (in_inverse_photos / "x.png").exists()
+    assert main([*args, "--downscale", "--out", "fit.png"]) == 0
+    assert size(in_inverse_photos / "fit.png") == ((172, 232), "RGB")
+
+
+@pytest.mark.parametrize("args,message", [
+    (["deblur", "grey.png", "--kernel", "blurry"], "unknown kernel 'blurry': use gaussian:SIGMA"),
+    (["deblur", "grey.png", "--kernel", "gaussian:wide"], "'wide' in the kernel 'gaussian:wide' is not a number"),
+    (["deblur", "grey.png", "--kernel", "box:2,3"], "box takes one number"),
+    (["deblur", "grey.png", "--kernel-file", "notes.txt"], "notes.txt is not a readable image"),
+    (["deblur", "grey.png", "--kernel-file", "missing.png"], "no such file: missing.png"),
+    (["deblur", "grey.png", "--kernel", "gaussian:1.6", "--sigma", "2"], "for 2 on the 0-255 scale use --sigma-255 2"),
+    (["deblur", "box5.png", "--kernel", "box:5"], "image must be at least 32 px a side, got 9x9"),
+    (["deblur", "grey.png", "--kernel", "gaussian:40"], "the blur kernel (321x321) is larger than the image (200x300)"),
+    (["upscale", "grey.png", "--factor", "5"], "--factor must be one of 2, 3, 4, got 5"),
+    (["upscale", "grey.png", "--factor", "1"], "--factor must be one of 2, 3, 4, got 1"),
+])
+def test_deblur_and_upscale_errors(in_inverse_photos, capsys, args, message):
+    assert main([*args, "--out", "x.png", "--steps", "1", *INVERSE]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1, err
+    assert not (in_inverse_photos / "x.png").exists()
+
+
+@pytest.mark.parametrize("command", [["deblur", "--kernel", "box:3"], ["upscale"]])
+def test_deblur_and_upscale_need_a_photo_model(folder, checkpoints, capsys, command):
+    assert main([command[0], str(folder / "in.png"), *command[1:], "--out", str(folder / "x.png")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {command[0]} needs a photo model (a fully convolutional one, e.g. --model "
+                          "photo-js); this model restores only 1x28x28 images"), err
+
+
+def test_a_kernel_is_required_and_one_only(capsys):
+    for args in ([], ["--kernel", "box:3", "--kernel-file", "k.png"]):
+        with pytest.raises(SystemExit) as exit_:
+            main(["deblur", "in.png", "--out", "x.png", *args])
+        assert exit_.value.code == 2 and "--kernel" in capsys.readouterr().err
+
+
+def test_help_names_deblur_and_upscale(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "deblur" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["deblur", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert all(option in out for option in ("--kernel KIND:SIZE", "motion:LENGTH[,ANGLE]", "--kernel-file",
+                                            "--blur-first", "--sigma-255", "--max-pixels"))
+    assert "--sampler" not in out and "--chains" not in out
+    with pytest.raises(SystemExit):
+        main(["upscale", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert all(option in out for option in ("--factor", "--shrink-first", "its result"))
