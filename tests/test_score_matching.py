@@ -219,14 +219,16 @@ def test_score_matching_run_exports_a_noise_conditional_energy_without_critic(ds
 def test_posterior_run_warm_starts_from_the_score_matching_energy(dsm_model, photo_folder, tmp_path, div):
     run = tmp_path / "post"
     assert main(run_args(photo_folder, run, "--div", div, "--posterior", "--posterior-chains", "2",
-                         "--posterior-steps", "2", "--warm-start", str(dsm_model / "model"), "--max-steps", "6")) == 0
+                         "--posterior-steps", "2", "--warm-start", str(dsm_model / "model"), "--max-steps", "6",
+                         "--checkpoint-every", "6")) == 0
     model = load_model(run / "model")
     assert model.config["posterior"] == {"chains": 2, "steps": 2, "step_fraction": 0.2, "prior_fraction": 0.5}
     if div == "js":
         assert model.critic.stem.in_channels == 6  # x and the observation y
     lines = [json.loads(ln) for ln in (run / "stats.jsonl").read_text().splitlines()]
-    assert [ln["step"] for ln in lines] == [5, 6]  # counts on from the warm start's 4 steps
+    assert [ln["step"] for ln in lines] == [5, 6, 6]  # counts on from the warm start's 4 steps; then validation
     assert all(math.isfinite(v) for ln in lines for v in ln.values())
+    assert set(lines[-1]) == {"step", "val_psnr_5", "val_psnr_15", "val_psnr_25", "val_psnr_50"}
 
 
 @pytest.mark.parametrize("extra, message", [

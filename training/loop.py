@@ -33,6 +33,7 @@ from torch import nn
 
 from febm.model import EBM
 from febm.objectives import NO_CRITIC, Objective, score_matching_loss
+from febm.posterior import posterior_mean
 from febm.sampling import LangevinSampler, ReplayBuffer, corrupted_data_start, mixed_start, uniform_start
 from training import data as datasets
 from training import photos, posterior
@@ -406,12 +407,18 @@ class Trainer:
         return {"loss_dsm": loss.item()}
 
     def validation(self) -> dict:
-        """Photo runs: the EMA energy's gradient-step denoising PSNR on fixed validation crops."""
+        """Photo runs: the EMA energy's denoising PSNR on fixed validation crops: its gradient step, and for
+        posterior runs that step followed by one noise-free step on the posterior (what their game shapes)."""
         if not self.cfg.crop_size or self.rank != 0:
             return {}
         if self._val_crops is None:
             self._val_crops = datasets.to_float(photos.validation_crops(self.cfg.dataset, VAL_CROP, VAL_CROPS))
-        return photos.validation_psnr(self.ema, self._val_crops.to(self.device))
+        denoiser = None
+        if self.cfg.posterior:
+            def denoiser(y, s):
+                return posterior_mean(self.ema, y, s, prior_fraction=self.cfg.prior_fraction, chains=1, steps=0,
+                                      final_steps=1, step_fraction=self.cfg.step_fraction)
+        return photos.validation_psnr(self.ema, self._val_crops.to(self.device), denoiser=denoiser)
 
     def _update_ema(self) -> None:
         with torch.no_grad():
