@@ -3,7 +3,7 @@
 No layout here (see ui.py). Images enter as file paths and leave as PIL images (Fashion-MNIST models, at the
 model's resolution) or as PNG files at the photo's own resolution (photo models: written once, alpha re-attached,
 shown and downloaded as they are), converted at the edges by febm.imageio; every restoration goes through
-febm.restore. Bad input raises gr.Error with a message the user can act on; the server carries on. A photo above
+febm.restore (denoise, inpaint) or febm.inverse (deblur, upscale: photo models only). Bad input raises gr.Error with a message the user can act on; the server carries on. A photo above
 the pixel limit is not an error: the summary says so and the UI offers "Downscale to fit".
 """
 
@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from febm import restore
+from febm import inverse, restore
 from febm.degradations import add_synthetic_noise
 from febm.imageio import (
     MAX_PIXELS,
@@ -43,6 +43,7 @@ from febm.imageio import (
 )
 from febm.metrics import psnr
 from febm.model import ModelNotFoundError
+from febm.operators import FACTORS, Blur, Downsample, crop_to_multiple, kernel_from_image, parse_kernel
 
 from .models import ModelRegistry, tuned_settings
 
@@ -52,6 +53,8 @@ MASK_CHOICES = (PAINTED, *PRESET_MASKS)
 CHAIN_FRAMES = 10  # frames of the Langevin chain shown
 CHAIN_ROWS = 8  # images whose chain is shown
 UNKNOWN_GRAY = 0.5  # how pixels to be filled are shown
+KERNEL_KINDS = ("gaussian", "box", "motion")  # the deblur presets (febm.operators.parse_kernel); or an image
+KERNEL_IMAGE = "image"
 
 # What a photo model's restoration costs on this project's CPU (2 cores, torch's default 2 threads), per pixel and
 # Langevin step: STEP_SECONDS + STEP_SECONDS_PER_MAC x the energy network's multiply-adds per pixel. A straight
@@ -257,7 +260,10 @@ def step_seconds_per_pixel(model) -> float:
 
 
 def restore_settings(model, task: str, steps: int | None, chains: int | None) -> tuple[int, int]:
-    """(steps, chains) a request runs: the ones asked for, else the model's tuned defaults, else its sampler's."""
+    """(steps, chains) a request runs: the ones asked for, else the model's tuned defaults, else its sampler's
+    (deblur and upscale: febm.inverse's defaults; one chain, each step about a Langevin step's cost)."""
+    if task in inverse.TASKS:
+        return int(inverse.task_settings(model, task, steps=steps)["steps"]), 1
     tuned = tuned_settings(model.config, task)
     steps = steps if steps is not None else tuned.get("steps")
     sampler = restore.model_sampler(model, steps=steps)
@@ -274,17 +280,23 @@ def pixel_limit(model, steps: int, chains: int, limits: Limits) -> int:
     return int(min(limits.max_pixels, max(MIN_AUTO_PIXELS, limits.restore_seconds / per_pixel)))
 
 
-def over_limit_message(photo: Photo, limit: int, model, steps: int, chains: int, limits: Limits) -> str:
+def over_limit_message(photo: Photo, limit: int, model, steps: int, chains: int, limits: Limits,
+                       factor: int = 1) -> str:
+    """Why nothing was restored; ``factor``: upscaling, whose result (factor² times the photo) counts."""
     width, height = photo.size
-    fit = fitted_size(photo.size, limit)
-    seconds = photo.pixel_count * max(1, steps) * max(1, chains) * step_seconds_per_pixel(model)
+    pixels = photo.pixel_count * factor**2
+    fit = fitted_size(photo.size, limit // factor**2)
+    seconds = pixels * max(1, steps) * max(1, chains) * step_seconds_per_pixel(model)
     why = ("this server's limit, `--max-restore-pixels`" if limits.max_restore_pixels is not None else
            f"what this server's CPU restores in about {limits.restore_seconds:.0f} s with {steps} Langevin "
            f"step{'s' * (steps != 1)} × {chains} chain{'s' * (chains != 1)}")
-    return (f"**This photo is {width}×{height} = {photo.pixel_count:,} pixels**, more than the {limit:,} pixels "
-            f"restored at native resolution ({why}; this photo would take about {_duration(seconds)}). "
-            f"Nothing was restored: click **Downscale to fit** to restore it at {fit[0]}×{fit[1]}, or ask for "
-            "fewer steps or chains.")
+    size = (f"{width}×{height} = {pixels:,} pixels" if factor == 1 else
+            f"{width}×{height}: upscaled ×{factor} it would be {factor * width}×{factor * height} = {pixels:,} pixels")
+    fitted = (f"restore it at {fit[0]}×{fit[1]}" if factor == 1 else
+              f"upscale it from {fit[0]}×{fit[1]} to {factor * fit[0]}×{factor * fit[1]}")
+    return (f"**This photo is {size}**, more than the {limit:,} pixels restored at native resolution ({why}; this "
+            f"photo would take about {_duration(seconds)}). Nothing was restored: click **Downscale to fit** to "
+            f"{fitted}, or ask for fewer steps or chains.")
 
 
 def _duration(seconds: float) -> str:
@@ -401,14 +413,17 @@ class Handlers:
         info = f"{photo.size[0]}×{photo.size[1]} · {self.denoise_summary(result, sigma, clean, noisy, seed)}{note}"
         return str(before), str(after), info, {"photo": True, "before": str(before), "after": str(after)}
 
-    def photo_input(self, ebm, path, task, steps, chains, downscale) -> tuple[Photo | None, str, str, tuple]:
-        """(the photo to restore, a note for the summary, the over-limit message or "", the upload's size)."""
+    def photo_input(self, ebm, path, task, steps, chains, downscale, factor: int = 1
+                    ) -> tuple[Photo | None, str, str, tuple]:
+        """(the photo to restore, a note for the summary, the over-limit message or "", the upload's size).
+        ``factor``: the result is factor times the photo's width and height (upscaling): the limit counts it."""
         original = self.read_photo(path)
         steps, chains = restore_settings(ebm, task, steps, chains)
         limit = pixel_limit(ebm, steps, chains, self.limits)
-        photo = photo_to_restore(original, limit, downscale=downscale, min_side=restore.MIN_SIDE)
+        photo = photo_to_restore(original, limit // factor**2, downscale=downscale, min_side=restore.MIN_SIDE)
         if photo is None:
-            return None, "", over_limit_message(original, limit, ebm, steps, chains, self.limits), original.size
+            message = over_limit_message(original, limit, ebm, steps, chains, self.limits, factor)
+            return None, "", message, original.size
         note = "" if photo is original else (f" · downscaled from {original.size[0]}×{original.size[1]} to fit the "
                                              f"pixel limit ({limit:,} pixels)")
         return photo, note, "", original.size
@@ -456,6 +471,98 @@ class Handlers:
         info = f"{width}×{height} · filled {1 - known.mean().item():.0%} of the pixels · seed {seed}{note}"
         return str(before), str(after), info, {"photo": True, "before": str(before), "after": str(after)}
 
+    @user_errors
+    @stops_on_cancel
+    def deblur(self, model, image, kernel, kernel_size, kernel_angle, kernel_image, blur_first, sigma, steps, seed,
+               downscale=False, progress=gr.Progress(track_tqdm=True)):
+        """-> (the blurred input, the deblurred image, a summary with σ and, after "blur first", PSNR, the view state).
+
+        ``kernel``: "gaussian" (``kernel_size`` = its σ in px), "box" (the side), "motion" (the length, at
+        ``kernel_angle`` degrees) or "image" (``kernel_image``, a file: grey values normalised to sum 1). ``sigma``:
+        the noise std in 0-255 levels; 0 = estimate it. ``blur_first``: blur the upload and add noise of σ first.
+        """
+        ebm = self.photo_model(model, "Deblurring")
+        blur = Blur(self.kernel(kernel, kernel_size, kernel_angle, kernel_image))
+        sigma = check_sigma(sigma, allow_zero=not blur_first, unit="0-255")
+        steps, seed = check_steps(steps, self.limits), pick_seed(seed)
+        photo, note, over, _ = self.photo_input(ebm, image, "deblur", steps, None, bool(downscale))
+        if over:
+            return None, None, over, {"photo": True, "over_limit": True}
+        clean, blurred = (photo.pixels, add_synthetic_noise(blur(photo.pixels), sigma, seed)) if blur_first else (
+            None, photo.pixels)
+        result = inverse.restore(ebm, blurred, blur, sigma, seed=seed, steps=steps, task="deblur", details=True)
+        folder, name = output_folder(self.limits), stem(image)
+        before = save_photo(blurred, folder / f"{name}-blurred.png", photo)
+        after = save_photo(result.images, folder / f"{name}-deblurred.png", photo)
+        kh, kw = blur.kernel.shape
+        source = "estimated" if sigma is None else "added" if blur_first else "given"
+        info = (f"{photo.size[0]}×{photo.size[1]} · kernel {kw}×{kh} · "
+                f"{self.inverse_summary(result, source, clean, 'Wiener', blurred if blur_first else None, seed)}{note}")
+        return str(before), str(after), info, {"photo": True, "before": str(before), "after": str(after)}
+
+    @user_errors
+    @stops_on_cancel
+    def upscale(self, model, image, factor, shrink_first, sigma, steps, seed, downscale=False,
+                progress=gr.Progress(track_tqdm=True)):
+        """-> (the small input, the upscaled image, a summary with σ and, after "shrink first", PSNR, the view state).
+
+        ``factor``: 2, 3 or 4. ``sigma``: the noise std in 0-255 levels; 0 = the model's tuned value, else estimated.
+        ``shrink_first``: shrink the upload by the factor first (antialiased bicubic, as PIL does; noise of σ added
+        when σ > 0); the pixel limit then counts the upload, else the result (factor² times the upload).
+        """
+        ebm = self.photo_model(model, "Upscaling")
+        factor = check_int("factor", factor, min(FACTORS), max(FACTORS))
+        sigma = check_sigma(sigma, allow_zero=True, unit="0-255")
+        steps, seed = check_steps(steps, self.limits), pick_seed(seed)
+        photo, note, over, _ = self.photo_input(ebm, image, "upscale", steps, None, bool(downscale),
+                                                1 if shrink_first else factor)
+        if over:
+            return None, None, over, {"photo": True, "over_limit": True}
+        clean, small, big = None, photo.pixels, None
+        if shrink_first:
+            big = cropped_photo(photo, factor)
+            clean, small = big.pixels, Downsample(factor)(big.pixels).clamp(0.0, 1.0)
+            small = small if sigma is None else add_synthetic_noise(small, sigma, seed)
+        result = inverse.restore(ebm, small, Downsample(factor), sigma, seed=seed, steps=steps, task="upscale",
+                                 details=True)
+        if big is None:
+            big = enlarged_photo(photo, result.images, factor)
+        folder, name = output_folder(self.limits), stem(image)
+        before = save_photo(small, folder / f"{name}-small.png", None if shrink_first else photo)
+        after = save_photo(result.images, folder / f"{name}-x{factor}.png", big)
+        (height, width), (big_h, big_w) = small.shape[-2:], result.images.shape[-2:]
+        tuned = sigma is None and inverse.task_settings(ebm, "upscale").get("data_sigma") is not None
+        source = "given" if sigma is not None else "the model's" if tuned else "estimated"
+        info = (f"{width}×{height} → {big_w}×{big_h} (×{factor}) · "
+                f"{self.inverse_summary(result, source, clean, 'bicubic', None, seed)}{note}")
+        return str(before), str(after), info, {"photo": True, "before": str(before), "after": str(after)}
+
+    def photo_model(self, key, task: str):
+        ebm = self.registry.get(key)
+        if not ebm.fully_convolutional:
+            raise UserError(f"{task} needs a photo model (photo-js or photo-cd): this model restores only "
+                            f"{'×'.join(map(str, ebm.config['image_shape'][1:]))} images.")
+        return ebm
+
+    def kernel(self, kind, size, angle, image) -> torch.Tensor:
+        """The blur kernel: a preset of ``size`` (and ``angle``, motion), or the kernel image's file."""
+        if kind == KERNEL_IMAGE:
+            return kernel_from_image(read_image(image, self.limits, "kernel image"))
+        if kind not in KERNEL_KINDS:
+            raise UserError(f"kernel must be one of {', '.join((*KERNEL_KINDS, KERNEL_IMAGE))}, got {kind!r}")
+        return parse_kernel(f"{kind}:{size},{angle}" if kind == "motion" else f"{kind}:{size}")
+
+    @staticmethod
+    def inverse_summary(result, source: str, clean, start: str, degraded, seed) -> str:
+        """σ and where it came from, the seed and, when the original is known, PSNR of the result, the classical
+        start and the degraded input (same size only)."""
+        info = f"{describe_sigma(result.sigma[0].item(), source)} · seed {seed}"
+        if clean is not None:
+            info += (f" · PSNR {psnr(result.images, clean).item():.2f} dB ({start} start: "
+                     f"{psnr(result.start, clean).item():.2f} dB")
+            info += f", blurred input: {psnr(degraded, clean).item():.2f} dB)" if degraded is not None else ")"
+        return info
+
     def painted_mask(self, layers: list[str], shape, to_known) -> torch.Tensor:
         """known_mask (1, 1, H, W) of ``shape`` (H, W) from the paint layers, each read by ``to_known(layer)``:
         a pixel painted in any layer is filled."""
@@ -468,6 +575,19 @@ class Handlers:
             raise UserError("The mask covers the whole image: leave some pixels unpainted to condition on "
                            "(or use the Generate tab).")
         return known
+
+
+def cropped_photo(photo: Photo, factor: int) -> Photo:
+    """``photo`` without its last rows and columns beyond a multiple of ``factor`` (alpha too)."""
+    pixels = crop_to_multiple(photo.pixels, factor)
+    alpha = None if photo.alpha is None else photo.alpha[:pixels.shape[-2], :pixels.shape[-1]]
+    return Photo(pixels, alpha, photo.mode, photo.bits)
+
+
+def enlarged_photo(photo: Photo, pixels: torch.Tensor, factor: int) -> Photo:
+    """``photo`` upscaled to ``pixels``: its alpha with each value repeated factor × factor."""
+    alpha = None if photo.alpha is None else photo.alpha.repeat(factor, axis=0).repeat(factor, axis=1)
+    return Photo(pixels, alpha, photo.mode, photo.bits)
 
 
 def photo_layer(layer: Image.Image, size: tuple[int, int], shown: tuple[int, int]) -> torch.Tensor:

@@ -1,5 +1,6 @@
-"""The layout: a model picker and three tabs (Generate, Denoise, Inpaint), each wired to a handler and exposed as
-an API endpoint with a stable name (/generate, /denoise, /inpaint). The work is in handlers.py."""
+"""The layout: a model picker and five tabs (Generate, Denoise, Inpaint, and for photo models Deblur and Upscale),
+each wired to a handler and exposed as an API endpoint with a stable name (/generate, /denoise, /inpaint, /deblur,
+/upscale). The work is in handlers.py."""
 
 from __future__ import annotations
 
@@ -11,12 +12,12 @@ from febm.imageio import PRESET_MASKS
 
 from . import example_paths, photo_example_paths
 from .components import ImageFile, MaskEditor
-from .handlers import PAINTED, Handlers, Limits
+from .handlers import KERNEL_IMAGE, PAINTED, Handlers, Limits
 from .models import ModelEntry, ModelRegistry, no_models_message
 
 TITLE = "f-EBM Restore"
-INTRO = (f"# {TITLE}\nGenerate, denoise and inpaint images with energy-based models trained by f-divergence "
-         "minimisation ([Yu, Song, Song & Ermon, ICML 2020](https://arxiv.org/abs/2003.03463)). "
+INTRO = (f"# {TITLE}\nGenerate, denoise and inpaint images, deblur and upscale photos, with energy-based models "
+         "trained by f-divergence minimisation ([Yu, Song, Song & Ermon, ICML 2020](https://arxiv.org/abs/2003.03463)). "
          "Fashion-MNIST models work at their own 28×28; photo models restore photos at the photo's own "
          "resolution. Results are PNG.")
 # Model-sized images (28x28) are shown enlarged, with sharp pixels.
@@ -35,8 +36,8 @@ def output_image(label: str, elem_id: str | None = None) -> gr.Image:
 
 
 # Numbers without minimum/maximum: the handlers check the range and name the field in their message.
-def steps_input(limits: Limits) -> gr.Number:
-    return gr.Number(0, precision=0, label=f"Langevin steps (up to {limits.max_steps})", info=DEFAULT_INFO)
+def steps_input(limits: Limits, kind: str = "Langevin") -> gr.Number:
+    return gr.Number(0, precision=0, label=f"{kind} steps (up to {limits.max_steps})", info=DEFAULT_INFO)
 
 
 def seed_input() -> gr.Number:
@@ -182,11 +183,22 @@ API_DESCRIPTIONS = {
                 "estimate it. " + API_RESULTS),
     "inpaint": ("Fill the painted pixels (or a preset mask) -> (the input with the pixels to fill in grey, the "
                 "inpainted image, a summary). " + API_RESULTS),
+    "deblur": ("Deblur a photo (photo models only) -> (the blurred input, the deblurred photo, a summary), PNG files at "
+               "the photo's size. kernel: 'gaussian' (kernel_size = its σ in px), 'box' (its side), 'motion' (its "
+               "length, at kernel_angle degrees) or 'image' (kernel_image: grey values normalised to sum 1). sigma: "
+               "the noise std in 0-255 levels (0 = estimate it). blur_first (default True): blur the photo and add "
+               "noise of sigma first, to try it; the summary then gives PSNR. " + API_RESULTS),
+    "upscale": ("Enlarge a photo ×2, ×3 or ×4 (photo models only) -> (the small input, the upscaled photo, a summary), "
+                "PNG files. sigma: the noise std in 0-255 levels (0 = the model's tuned value, else estimated). "
+                "shrink_first (default True): shrink the photo by the factor first (antialiased bicubic, as PIL does; "
+                "noise of sigma added if > 0), to try it; the summary then gives PSNR. The pixel limit counts the "
+                "result. " + API_RESULTS),
 }
+PHOTO_ONLY = "**Photo models only:** pick `photo-js` or `photo-cd` in the model menu."
 
 
 def wire(handler, api_name: str, inputs: list, outputs: list, run: gr.Button, stop: gr.Button, fit: gr.Button,
-         tab: RestoreTab, view: gr.State) -> None:
+         tab: RestoreTab | PhotoTab, view: gr.State) -> None:
     """Run (the public endpoint), Downscale to fit (the same with downscale=True), Stop (cancels either)."""
     shown = [tab.slider, tab.download, tab.fit]
     running = run.click(handler, inputs, outputs, api_name=api_name, api_description=API_DESCRIPTIONS[api_name])
@@ -225,6 +237,77 @@ def denoise_tab(handlers: Handlers, model: gr.Dropdown, first: ModelEntry | None
     wire(handlers.denoise, "denoise", [model, image, mode, sigma, steps, chains, seed, unit, downscale],
          [noisy, result, info, view], run, stop, fit, tab, view)
     return tab, sigma, unit, image
+
+
+@dataclass
+class PhotoTab:
+    """The parts of the Deblur or Upscale tab that change with the kind of model (photo models only)."""
+
+    note: gr.Markdown
+    slider: gr.ImageSlider
+    download: gr.DownloadButton
+    fit: gr.Button
+
+    def switch(self, photo: bool) -> dict:
+        return {self.note: gr.Markdown(visible=not photo), self.slider: None,
+                self.download: gr.DownloadButton(value=None, visible=False), self.fit: gr.Button(visible=False)}
+
+
+def photo_task_tab(handlers: Handlers, model: gr.Dropdown, first: ModelEntry | None, task: str, label: str,
+                   shown: tuple[str, str], options) -> PhotoTab:
+    """A photo models' tab, run by ``handlers.<task>`` as the endpoint /<task>: the photo and its examples, the task's
+    own inputs (``options()`` makes them and returns them in the endpoint's order), steps, seed, downscale and the
+    buttons; the slider, the download, the summary and (hidden: the API's return values) the ``shown`` before and
+    after files."""
+    photo = first is not None and first.fully_convolutional
+    with gr.Row():
+        with gr.Column(scale=1):
+            note = gr.Markdown(PHOTO_ONLY, visible=not photo, elem_id=f"{task}-photo-only")
+            image = ImageFile(label="Photo", type="filepath", image_mode=None, sources=["upload", "clipboard"],
+                              height=240, elem_id=f"{task}-input")
+            gr.Examples([[str(p)] for p in photo_example_paths()], inputs=[image],
+                        label="Photos (crops of CC0 / public-domain photos from scikit-image)",
+                        elem_id=f"{task}-examples")
+            inputs = options()
+            steps, seed = steps_input(handlers.limits, "Restoration"), seed_input()
+            downscale = downscale_input(handlers, True)
+            run, stop, fit = run_buttons(task, label)
+        with gr.Column(scale=2):
+            _, slider, download = photo_outputs(task, True)
+            files = [gr.Image(label=name, type="filepath", format="png", visible=False) for name in shown]
+            info = gr.Markdown(label="summary", elem_id=f"{task}-info")
+            view = gr.State()
+    tab = PhotoTab(note, slider, download, fit)
+    wire(getattr(handlers, task), task, [model, image, *inputs, steps, seed, downscale], [*files, info, view], run,
+         stop, fit, tab, view)
+    return tab
+
+
+def deblur_inputs() -> list:
+    """-> [kernel, kernel_size, kernel_angle, kernel_image, blur_first, sigma]."""
+    blur_first = gr.Checkbox(True, label="Blur the photo first (to try it: the summary then gives PSNR)")
+    kernel = gr.Dropdown([("Gaussian: size = its σ in px", "gaussian"), ("box: size = its side", "box"),
+                          ("motion: size = its length, at the angle", "motion"),
+                          ("a kernel image (upload below)", KERNEL_IMAGE)], value="gaussian", label="Blur kernel",
+                         elem_id="deblur-kernel")
+    with gr.Row():
+        size = gr.Number(1.6, label="Kernel size (px)", elem_id="deblur-kernel-size")
+        angle = gr.Number(0, label="Motion angle (degrees)", info="counter-clockwise from horizontal")
+    kernel_image = ImageFile(label="Kernel image (grey values, normalised to sum 1)", type="filepath",
+                             image_mode=None, sources=["upload", "clipboard"], height=120,
+                             elem_id="deblur-kernel-image")
+    sigma = gr.Number(2.0, label="σ (noise std) in 0–255 levels of an 8-bit image",
+                      info="blur first adds noise of this σ; for a blurred photo 0 = estimate it")
+    return [kernel, size, angle, kernel_image, blur_first, sigma]
+
+
+def upscale_inputs() -> list:
+    """-> [factor, shrink_first, sigma]."""
+    factor = gr.Radio([2, 3, 4], value=2, label="Factor", elem_id="upscale-factor")
+    shrink_first = gr.Checkbox(True, label="Shrink the photo first (to try it: the summary then gives PSNR)")
+    sigma = gr.Number(0, label="σ (noise std) in 0–255 levels of an 8-bit image",
+                      info="0 = the model's tuned value, else estimated; shrink first adds noise of σ > 0")
+    return [factor, shrink_first, sigma]
 
 
 def brush(photo: bool) -> gr.Brush:
@@ -281,7 +364,13 @@ def build_app(registry: ModelRegistry, limits: Limits = Limits()) -> gr.Blocks:
                 denoise, sigma, unit, image = denoise_tab(handlers, model, first)
             with gr.Tab("Inpaint", id="inpaint"):
                 inpaint, editor = inpaint_tab(handlers, model, first)
-        parts = ModelParts(card, rejection, denoise, inpaint, sigma, unit, image, editor)
+            with gr.Tab("Deblur", id="deblur"):
+                deblur = photo_task_tab(handlers, model, first, "deblur", "Deblur", ("Blurred input", "Deblurred"),
+                                        deblur_inputs)
+            with gr.Tab("Upscale", id="upscale"):
+                upscale = photo_task_tab(handlers, model, first, "upscale", "Upscale", ("Small input", "Upscaled"),
+                                         upscale_inputs)
+        parts = ModelParts(card, rejection, denoise, inpaint, sigma, unit, image, editor, deblur, upscale)
         model.change(lambda key, current: model_changed(registry, key, current, parts), [model, unit],
                      parts.outputs(), api_visibility="private")
         if first is not None and first.fully_convolutional:  # the page shows a photo model's units and layout
@@ -302,10 +391,13 @@ class ModelParts:
     unit: gr.Radio
     image: ImageFile
     editor: MaskEditor
+    deblur: PhotoTab
+    upscale: PhotoTab
 
     def outputs(self) -> list:
         return [self.card, self.rejection, self.sigma, self.unit, self.image, self.editor,
-                *self.denoise.switch(False), *self.inpaint.switch(False)]
+                *self.denoise.switch(False), *self.inpaint.switch(False), *self.deblur.switch(False),
+                *self.upscale.switch(False)]
 
 
 def model_changed(registry: ModelRegistry, key: str, current_unit: str | None, parts: ModelParts) -> dict:
@@ -323,6 +415,8 @@ def model_changed(registry: ModelRegistry, key: str, current_unit: str | None, p
         parts.editor: MaskEditor(brush=brush(photo), eraser=eraser(photo), elem_classes=classes),
         **parts.denoise.switch(photo),
         **parts.inpaint.switch(photo),
+        **parts.deblur.switch(photo),
+        **parts.upscale.switch(photo),
     }
     if unit != current_unit:  # keep a σ the user typed in the same unit
         updates[parts.sigma] = sigma_field(unit)

@@ -1,6 +1,7 @@
 """The Gradio app through its API, as a client sees it: a server on loopback with tiny models, gradio_client."""
 
 import json
+import re
 import os
 import shutil
 import threading
@@ -457,9 +458,10 @@ def test_a_fashion_mnist_model_says_when_the_upload_is_not_like_its_data(client,
     assert "Note" not in info
 
 
-def test_stop_ends_the_restoration(client, tmp_path, monkeypatch):
+def stopped(client, monkeypatch, module, name: str, *request, api_name: str) -> list[str]:
+    """Submit ``request``, cancel it once its progress bar moves: what ``module.name`` (the library call) raised."""
     outcome = []
-    real = restore.denoise
+    real = getattr(module, name)
 
     def recorded(*args, **kwargs):
         try:
@@ -468,15 +470,21 @@ def test_stop_ends_the_restoration(client, tmp_path, monkeypatch):
             outcome.append(type(e).__name__)
             raise
 
-    monkeypatch.setattr(restore, "denoise", recorded)
-    path = photo_file(tmp_path / "photo.png", size=(128, 128), mode="RGB")
-    job = client.submit("tiny-photo", handle_file(path), "add", 0.1, 1000, 1, 0, api_name="/denoise")
+    monkeypatch.setattr(module, name, recorded)
+    job = client.submit(*request, api_name=api_name)
     deadline = time.monotonic() + 60
     while not (job.status().progress_data or time.monotonic() > deadline):  # running: the progress bar moves
         time.sleep(0.2)
     job.cancel()
     while not outcome and time.monotonic() < deadline:
         time.sleep(0.2)
+    return outcome
+
+
+def test_stop_ends_the_restoration(client, tmp_path, monkeypatch):
+    path = photo_file(tmp_path / "photo.png", size=(128, 128), mode="RGB")
+    outcome = stopped(client, monkeypatch, restore, "denoise", "tiny-photo", handle_file(path), "add", 0.1, 1000, 1, 0,
+                      api_name="/denoise")
     assert outcome == ["Cancelled"]
     _, result, _ = denoise(client, path, model="tiny-photo", steps=1)  # the server carries on
     assert open_png(result).size == (128, 128)
@@ -584,3 +592,120 @@ def test_the_shipped_photo_models_cards_give_their_tuned_steps(monkeypatch):
         entry = registry.entry(key)
         steps = entry.config["restoration"]["denoise"]["steps"]
         assert f"denoising {steps} steps" in entry.card_summary()
+
+
+# --- issue 28: deblur and upscale (photo models) --------------------------------------------------------------------
+def deblur(client, image, kernel="gaussian", size=1.6, angle=0, kernel_image=None, blur_first=True, sigma=2,
+           model="tiny-photo", steps=1, seed=0, **extra):
+    kernel_file = None if kernel_image is None else handle_file(kernel_image)
+    return client.predict(model, handle_file(image), kernel, size, angle, kernel_file, blur_first, sigma, steps, seed,
+                          api_name="/deblur", **extra)
+
+
+def upscale(client, image, factor=2, shrink_first=False, sigma=0, model="tiny-photo", steps=1, seed=0, **extra):
+    return client.predict(model, handle_file(image), factor, shrink_first, sigma, steps, seed, api_name="/upscale",
+                          **extra)
+
+
+def test_deblur_blurs_first_then_restores_at_native_size_with_psnr(client, tmp_path):
+    path = photo_file(tmp_path / "photo.png")
+    blurred, result, info = deblur(client, path)
+    alpha = np.asarray(Image.open(path))[..., 3]
+    for output in (blurred, result):
+        image = open_png(output)
+        assert image.size == PHOTO and image.mode == "RGBA"
+        assert np.array_equal(np.asarray(image)[..., 3], alpha)
+    assert info.startswith("200×150 · kernel 15×15 · σ = 0.008 (added) = 2.0/255 · seed 0 · PSNR "), info
+    assert "(Wiener start: " in info and "blurred input: " in info
+    assert "photo-blurred.png" in blurred and "photo-deblurred.png" in result
+
+
+def test_deblur_a_blurred_photo_with_a_motion_kernel_or_a_kernel_image(client, tmp_path):
+    path = photo_file(tmp_path / "photo.png", mode="RGB")
+    before, result, info = deblur(client, path, kernel="motion", size=9, angle=30, blur_first=False, sigma=0)
+    assert np.array_equal(np.asarray(open_png(before)), np.asarray(Image.open(path)))  # the upload as it is
+    assert open_png(result).size == PHOTO and "kernel 9×7 · σ = " in info and "(estimated)" in info
+    assert "PSNR" not in info
+    box = np.zeros((9, 9), np.uint8)
+    box[2:7, 2:7] = 255
+    kernel_image = save(Image.fromarray(box), tmp_path / "box.png")
+    from_image = deblur(client, path, kernel="image", kernel_image=kernel_image, blur_first=False)
+    from_preset = deblur(client, path, kernel="box", size=5, blur_first=False)
+    assert np.array_equal(np.asarray(open_png(from_image[1])), np.asarray(open_png(from_preset[1])))
+    assert "kernel 5×5" in from_image[2]
+
+
+def test_upscale_enlarges_with_the_alpha_or_shrinks_first_and_gives_psnr(client, tmp_path):
+    path = photo_file(tmp_path / "photo.png")
+    small, big, info = upscale(client, path, factor=2)
+    alpha = np.asarray(Image.open(path))[..., 3]
+    assert open_png(small).size == PHOTO
+    with open_png(big) as image:
+        assert image.size == (400, 300) and image.mode == "RGBA"
+        assert np.array_equal(np.asarray(image)[..., 3], alpha.repeat(2, 0).repeat(2, 1))
+    assert info.startswith("200×150 → 400×300 (×2) · σ = ") and "PSNR" not in info and "photo-x2.png" in big
+    small, big, info = upscale(client, photo_file(tmp_path / "odd.png", size=(199, 151), mode="RGB"), factor=3,
+                               shrink_first=True, sigma=1)
+    assert open_png(small).size == (66, 50) and open_png(big).size == (198, 150)  # cut to a multiple of 3
+    assert info.startswith("66×50 → 198×150 (×3) · σ = 0.004 (given) = 1.0/255") and "(bicubic start: " in info
+
+
+BAD_INVERSE = {  # name: (request(client, path, tmp_path), a fragment of the expected message)
+    "fashion-mnist model": (lambda c, p, t: deblur(c, p, model="tiny-js"),
+                            "Deblurring needs a photo model (photo-js or photo-cd): this model restores only 28×28"),
+    "upscale fashion-mnist": (lambda c, p, t: upscale(c, p, model="tiny-js"), "Upscaling needs a photo model"),
+    "bad kernel size": (lambda c, p, t: deblur(c, p, kernel="box", size=2.5), "the box size must be a whole number"),
+    "bad kernel kind": (lambda c, p, t: deblur(c, p, kernel="disc"), "disc is not in the list of choices"),
+    "no kernel image": (lambda c, p, t: deblur(c, p, kernel="image"), "No kernel image: upload one"),
+    "kernel not an image": (lambda c, p, t: deblur(c, p, kernel="image", kernel_image=save_bytes(t / "k.png", b"no")),
+                            "the kernel image 'k.png' is not a readable image"),
+    "kernel larger than the photo": (lambda c, p, t: deblur(c, p, size=40),
+                                     "the blur kernel (321x321) is larger than the image (150x200)"),
+    "blur first without noise": (lambda c, p, t: deblur(c, p, sigma=0), "σ must be in (0, 255]"),
+    "factor 5": (lambda c, p, t: upscale(c, p, factor=5), "5 (type: <class 'int'>) is not in the list of choices"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_INVERSE)
+def test_deblur_and_upscale_bad_input_is_a_clear_error(client, tmp_path, case):
+    request, message = BAD_INVERSE[case]
+    with pytest.raises(AppError, match=re.escape(message)):
+        request(client, photo_file(tmp_path / "photo.png", mode="RGB"), tmp_path)
+
+
+def test_upscale_counts_the_pixel_limit_on_its_result(checkpoints, tmp_path, monkeypatch):
+    monkeypatch.setenv("FEBM_CHECKPOINTS", str(checkpoints))
+    handlers = Handlers(ModelRegistry.discover(), Limits(max_restore_pixels=50_000))
+    path = photo_file(tmp_path / "photo.png")  # 30,000 pixels: ×2 is 120,000
+    before, after, info, view = handlers.upscale("tiny-photo", path, 2, False, 0, 1, 0)
+    assert before is None and after is None and view["over_limit"]
+    assert info.startswith("**This photo is 200×150: upscaled ×2 it would be 400×300 = 120,000 pixels**, more than "
+                           "the 50,000 pixels"), info
+    assert "upscale it from 129×96 to 258×192" in info
+    _, after, info, view = handlers.upscale("tiny-photo", path, 2, False, 0, 1, 0, True)
+    assert Image.open(after).size == (258, 192) and view["after"] == after
+    _, after, _, _ = handlers.upscale("tiny-photo", path, 2, True, 0, 1, 0)  # shrink first: the upload counts
+    assert Image.open(after).size == PHOTO
+    assert handlers.deblur("tiny-photo", path, "box", 3, 0, None, True, 2, 1, 0)[3].get("over_limit") is None
+    with pytest.raises(gr.Error, match="factor must be a whole number from 2 to 4, got 5"):  # a direct call
+        handlers.upscale("tiny-photo", path, 5, False, 0, 1, 0)
+
+
+def test_the_deblur_and_upscale_endpoints_name_their_parameters(client):
+    endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    deblur_parameters = [p["parameter_name"] for p in endpoints["/deblur"]["parameters"]]
+    assert deblur_parameters == ["model", "image", "kernel", "kernel_size", "kernel_angle", "kernel_image",
+                                 "blur_first", "sigma", "steps", "seed", "downscale"]
+    upscale_parameters = [p["parameter_name"] for p in endpoints["/upscale"]["parameters"]]
+    assert upscale_parameters == ["model", "image", "factor", "shrink_first", "sigma", "steps", "seed", "downscale"]
+    assert "0-255 levels" in endpoints["/deblur"]["description"] and "result" in endpoints["/upscale"]["description"]
+
+
+def test_stop_ends_an_upscale(client, tmp_path, monkeypatch):
+    from febm import inverse
+
+    path = photo_file(tmp_path / "photo.png", size=(64, 64), mode="RGB")
+    outcome = stopped(client, monkeypatch, inverse, "restore", "tiny-photo", handle_file(path), 2, False, 0, 1000, 0,
+                      api_name="/upscale")
+    assert outcome == ["Cancelled"]
+    assert open_png(upscale(client, path)[1]).size == (128, 128)  # the server carries on

@@ -101,6 +101,15 @@ def photo_app_url(tmp_path_factory):
     demo.close()
 
 
+def pick_the_photo_model_and_tab(driver, wait, tab: str) -> None:
+    from selenium.webdriver.common.by import By
+
+    wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "input[role=combobox][aria-label=Model]")).click()
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "li[role=option][aria-label*='tiny-photo']"))[0].click()
+    wait.until(lambda d: [t for t in d.find_elements(By.CSS_SELECTOR, "button[role=tab]")
+                          if t.text.strip() == tab])[0].click()
+
+
 def test_a_photo_model_switches_to_native_resolution_in_chromium(photo_app_url, tmp_path):
     """Pick the photo model: σ in 0-255 levels; an example photo above the pixel limit is answered with the limit,
     "Downscale to fit" restores it; before/after in the slider and a download of the PNG."""
@@ -110,10 +119,7 @@ def test_a_photo_model_switches_to_native_resolution_in_chromium(photo_app_url, 
     with chromium() as driver:
         wait = WebDriverWait(driver, TIMEOUT)
         driver.get(photo_app_url)
-        wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "input[role=combobox][aria-label=Model]")).click()
-        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "li[role=option][aria-label*='tiny-photo']"))[0].click()
-        wait.until(lambda d: [t for t in d.find_elements(By.CSS_SELECTOR, "button[role=tab]")
-                              if t.text.strip() == "Denoise"])[0].click()
+        pick_the_photo_model_and_tab(driver, wait, "Denoise")
         assert wait.until(lambda d: d.find_elements(By.CSS_SELECTOR,
                                                     "#denoise-sigma-unit input[value='0-255']:checked"))
         wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#denoise-photo-examples button.gallery-item"))[0].click()
@@ -132,3 +138,37 @@ def test_a_photo_model_switches_to_native_resolution_in_chromium(photo_app_url, 
         errors = [e.text for e in driver.find_elements(By.CSS_SELECTOR, ".toast-body")]
     assert not errors
     assert summary.startswith("223×223 · σ = 0.098 (given) = 25.0/255") and "downscaled from 256×256" in summary
+
+
+@pytest.mark.parametrize("tab,expected", [
+    ("Deblur", "223×223 · kernel 15×15 · σ = 0.008 (added) = 2.0/255"),  # blur first, Gaussian 1.6: the defaults
+    ("Upscale", "111×111 → 222×222 (×2) · σ = "),  # shrink first (the defaults): 223 cut to 222, then halved
+])
+def test_deblur_and_upscale_tabs_in_chromium(photo_app_url, tmp_path, tab, expected):
+    """Pick the photo model and the tab, an example photo (above the pixel limit: "Downscale to fit"), run it with the
+    defaults: the summary gives PSNR, the slider shows before/after and the download is offered."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    prefix = tab.lower()
+    with chromium() as driver:
+        wait = WebDriverWait(driver, TIMEOUT)
+        driver.get(photo_app_url)
+        pick_the_photo_model_and_tab(driver, wait, tab)
+        wait.until(lambda d: not [e for e in d.find_elements(By.ID, f"{prefix}-photo-only") if e.is_displayed()])
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, f"#{prefix}-examples button.gallery-item"))[0].click()
+        wait.until(lambda d: _image_shown(d, f"#{prefix}-input img"))
+        driver.find_element(By.ID, f"{prefix}-run").click()
+        try:
+            fit = wait.until(lambda d: (b := d.find_element(By.ID, f"{prefix}-fit")).is_displayed() and b)
+            assert "This photo is 256×256" in driver.find_element(By.ID, f"{prefix}-info").text
+            fit.click()
+            wait.until(lambda d: "PSNR" in d.find_element(By.ID, f"{prefix}-info").text)
+            wait.until(lambda d: d.find_element(By.ID, f"{prefix}-download").is_displayed())
+            wait.until(lambda d: _image_shown(d, f"#{prefix}-slider img"))
+        finally:
+            driver.save_screenshot(str(tmp_path / f"{prefix}.png"))
+        summary = driver.find_element(By.ID, f"{prefix}-info").text
+        errors = [e.text for e in driver.find_elements(By.CSS_SELECTOR, ".toast-body")]
+    assert not errors
+    assert summary.startswith(expected) and "downscaled from 256×256" in summary, summary

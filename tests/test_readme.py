@@ -49,6 +49,7 @@ def test_the_python_example_runs(tmp_path):
     result = subprocess.run([sys.executable, "-c", example], cwd=tmp_path, env=env, capture_output=True, text=True,
                             timeout=300)
     assert result.returncode == 0, result.stderr
-    for name in ("clean.png", "filled.png"):
+    for name, size in (("clean.png", (48, 40)), ("filled.png", (48, 40)), ("sharp.png", (48, 40)),
+                       ("big.png", (96, 80))):
         with Image.open(tmp_path / name) as out:
-            assert out.size == (48, 40) and out.mode == "RGB"
+            assert out.size == size and out.mode == "RGB"
