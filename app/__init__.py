@@ -1,8 +1,10 @@
 """The Gradio app: ``python -m app`` (see ``python -m app --help``).
 
     models.py    the shipped checkpoints and --model additions, loaded once and cached
-    handlers.py  generate / denoise / inpaint: UI values -> febm's public API -> PNG images; bad input -> gr.Error
-    ui.py        the layout (model picker, three tabs) and the /generate, /denoise, /inpaint endpoints
+    handlers.py  generate / denoise / inpaint / deblur / upscale: UI values -> febm's public API -> PNG images; bad
+                 input -> gr.Error
+    ui.py        the layout (model picker, five tabs) and the /generate, /denoise, /inpaint, /deblur, /upscale
+                 endpoints
 """
 
 from pathlib import Path
