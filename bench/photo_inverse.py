@@ -55,7 +55,7 @@ from tqdm.auto import tqdm
 
 from bench.photos import GREY_ONLY, PHOTOS, load_models, load_test_photo, machine, photo_models, score, to_grey
 from febm.files import write_atomic
-from febm.inverse import NOISE_CONDITIONAL, energy_kind, restore, task_settings, write_task_settings
+from febm.inverse import DEFAULTS, NOISE_CONDITIONAL, energy_kind, restore, task_settings, write_task_settings
 from febm.operators import Blur, Downsample, crop_to_multiple, gaussian_kernel, motion_kernel, wiener_deconvolution
 from febm.restore import prior_curvature
 
@@ -394,6 +394,28 @@ def markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
+def merge_reports(reports: list[dict]) -> dict:
+    """One report from runs split by case or by method: their cases (and a case's methods) together; the first
+    run's header, its command replaced by all the commands, seconds summed, notes and settings joined."""
+    merged = json.loads(json.dumps(reports[0]))
+    for r in reports[1:]:
+        for name, case in r["cases"].items():
+            if name in merged["cases"]:
+                merged["cases"][name]["methods"].update(case["methods"])
+            else:
+                merged["cases"][name] = case
+        merged["photos"].update(r["photos"])
+        merged["notes"] += [n for n in r["notes"] if n not in merged["notes"]]
+        merged["seconds"] += r["seconds"]
+        merged.setdefault("params", {}).update(r.get("params") or {})
+        for name, tasks in (r.get("model_settings") or {}).items():
+            merged.setdefault("model_settings", {}).setdefault(name, {}).update(tasks)
+    if len(reports) > 1:
+        merged["command"] = "; ".join(r["command"] for r in reports)
+    merged["cases"] = {name: merged["cases"][name] for name in CASES if name in merged["cases"]}
+    return merged
+
+
 # --- tuning ---------------------------------------------------------------------------------------------------
 def _crop_observations(crops: np.ndarray, case: Case, seed: int) -> list[Observation]:
     """The case's degradation of each validation crop (uint8 (n, 3, h, w)); grey cases use the luma."""
@@ -435,7 +457,7 @@ def tune_classical(crops: np.ndarray, seed: int = 0, progress: bool = True) -> d
 
 
 MODEL_GRIDS = {
-    "plain": {"temperature_scale": [0.3, 1.0, 3.0, 10.0, 30.0], "steps": [5, 10, 20],
+    "plain": {"temperature_scale": [0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0], "steps": [2, 5, 10, 20],
               "step_fraction": [0.5, 1.0, 1.5]},
     NOISE_CONDITIONAL: {"sigma_start": [5 / 255, 10 / 255, 20 / 255, 40 / 255],
                         "sigma_floor": [1 / 255, 2 / 255, 4 / 255],
@@ -448,13 +470,16 @@ DATA_SIGMAS = [0.5 / 255, 1 / 255, 2 / 255, 4 / 255]  # upscaling: the data sigm
 def tune_model(model, task: str, crops: np.ndarray, *, seed: int = 0, rounds: int = 2, log=print) -> dict:
     """Coordinate search of a model's ``task`` settings on the crops: from the model's current settings, each
     parameter in turn takes the grid value with the best mean PSNR over the task's colour cases (both kernels, or
-    both factors), ``rounds`` times. Returns the settings with the record (val_psnr, start_psnr, grid)."""
+    both factors), ``rounds`` times; a model whose best steps score below its start alone is tuned to steps 0.
+    Returns the settings with the record (val_psnr, start_psnr, grid)."""
     cases = [c for c in CASES.values() if c.task == task and c.colour]
     observations = [o for c in cases for o in _crop_observations(crops, c, seed)]
     grids = dict(MODEL_GRIDS[energy_kind(model)])
     if task == "upscale":
         grids = {"data_sigma": DATA_SIGMAS, **grids}
     current = task_settings(model, task)
+    if current["steps"] == 0:  # tuned to the start alone before: search from the default steps again
+        current["steps"] = DEFAULTS[energy_kind(model)]["steps"]
     if task == "upscale":
         current.setdefault("data_sigma", DATA_SIGMAS[1])
     if energy_kind(model) != NOISE_CONDITIONAL and not current.get("prior_curvature"):
@@ -482,6 +507,8 @@ def tune_model(model, task: str, crops: np.ndarray, *, seed: int = 0, rounds: in
                 score_ = evaluate(trial)
                 if score_ > best + 1e-4:
                     best, current = score_, trial
+    if start_psnr > best:  # the steps only hurt: the start alone
+        current, best = {**current, "steps": 0}, start_psnr
     return {**current, "val_psnr": round(best, 3), "start_psnr": round(start_psnr, 3),
             "tuned_on": f"{len(crops)} fixed {crops.shape[-1]}-px validation crops, colour, "
                         + ", ".join(c.name for c in cases) + f", coordinate search ({rounds} rounds)",
@@ -508,7 +535,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--params", default=str(PARAMS_FILE), help="classical parameters file")
     p.add_argument("--out", help="JSON report")
     p.add_argument("--markdown", help="Markdown report")
-    p.add_argument("--from-json", help="re-render the Markdown of a JSON report")
+    p.add_argument("--from-json", nargs="+", metavar="JSON",
+                   help="re-render the Markdown of JSON reports (several: merged, e.g. runs split by case)")
     p.add_argument("--photos", nargs="+", choices=list(PHOTOS))
     p.add_argument("--cases", nargs="+", choices=list(CASES))
     p.add_argument("--methods", nargs="+", choices=list(METHODS))
@@ -516,6 +544,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-shipped-models", action="store_true")
     p.add_argument("--max-side", type=int)
     p.add_argument("--n-crops", type=int, default=TUNE_CROPS["n"], help="validation crops for tuning")
+    p.add_argument("--rounds", type=int, default=2, help="--tune-model: rounds of the coordinate search")
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true")
@@ -552,13 +581,15 @@ def main(argv: list[str] | None = None) -> dict:
         model = load_model(args.tune_model)
         log = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
         size = UPSCALE_CROP if args.task == "upscale" else TUNE_CROPS["size"]
-        result = tune_model(model, args.task, _crops(args.n_crops, size), seed=args.seed, log=log)
+        result = tune_model(model, args.task, _crops(args.n_crops, size), seed=args.seed, rounds=args.rounds, log=log)
         if args.write:
             write_task_settings(args.tune_model, args.task, result)
         print(json.dumps({k: v for k, v in result.items() if k != "grid"}, indent=1))
         return result
     if args.from_json:
-        report = json.loads(Path(args.from_json).read_text("utf-8"))
+        report = merge_reports([json.loads(Path(f).read_text("utf-8")) for f in args.from_json])
+        if args.out:
+            write_atomic(args.out, json.dumps(report, indent=1) + "\n")
         text = markdown(report)
         if args.markdown:
             write_atomic(args.markdown, text + "\n")
