@@ -1,6 +1,6 @@
 """Which estimator should photo denoising return? Measured on validation crops, per noise level.
 
-    python -m bench.photo_estimator photo-js --out /tmp/estimator-js.json    # about 8 minutes on one core
+    python -m bench.photo_estimator photo-js --out /tmp/estimator-js.json    # 37 minutes on the shared CPU
     python -m bench.photo_estimator photo-cd --out /tmp/estimator-cd.json
     python -m bench.photo_estimator --markdown /tmp/estimator-js.json /tmp/estimator-cd.json   # the docs table
 

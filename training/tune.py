@@ -11,9 +11,9 @@ start, its exact posterior mean), so the table shows what the energy's chains ad
 Photo (fully convolutional) models are tuned per noise level, on fixed 80-px crops of the validation photos
 (training.photos.validation_crops), over a ladder of sigma = 1, 2, 5, 10, 15, 25, 50 (/255): first the
 temperature scale s of the posterior exp(-E/(T s) - ||x - y||^2 / (2 sigma^2)) (half decades over five decades)
-with 0-5 noise-free descent steps from the Wiener start, then Langevin chains (steps, chains) before the descent
-at the best scale and its neighbours. Per sigma the best mean PSNR wins; within 0.02 dB of it, the cheapest
-setting (fewest gradient evaluations). The energy's stiffest curvature (``prior_curvature``, which sizes the
+with 0-10 noise-free descent steps from the Wiener start, then four Langevin chains at the best scale. Per sigma
+the best mean PSNR wins among the settings that lose to the start alone on at most a tenth of the crops; within
+0.02 dB of it, the cheapest setting (fewest gradient evaluations). The energy's stiffest curvature (``prior_curvature``, which sizes the
 chains' step) is measured on the same crops first. Inpainting: Langevin steps on scribble masks.
 
 Only validation images are used, never the test split; ``--write`` stores the winners in ``config["restoration"]``
@@ -53,15 +53,20 @@ MASKS = ("center", "random-50")
 PHOTO_SIGMAS = tuple(v / 255 for v in (1, 2, 5, 10, 15, 25, 50))  # the ladder of per-sigma settings
 PHOTO_DEFAULT_SIGMA = 25 / 255  # the top-level denoising entry of a photo model: its settings at this sigma
 # The energy's scale differs between models by decades (photo-js's curvature 0.25, photo-cd's ~50): half decades
-# over five decades of the temperature scale. Noise-free descent from the Wiener start won at every sigma in the
-# estimator bench (docs/photos.md, "The estimator"); chains (Langevin steps, then one descent step) are tried at
-# the best scale and its neighbours.
+# over five decades of the temperature scale. In the estimator bench (docs/photos.md, "The estimator") the start
+# alone won at sigma <= 2/255, one to three noise-free descent steps from it at 5-25, ten and more at 50, and
+# chains (posterior samples, or their means) nowhere: four of them, with and without a final descent step, are
+# tried at the best scale and its neighbours.
 PHOTO_GRID = {"temperature_scales": (0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1e3, 3e3, 1e4),
-              "descent": (0, 1, 2, 3, 5),
-              "chains": ((5, 1, 1), (10, 1, 1), (10, 1, 4)),  # (steps, descent, chains)
+              "descent": (0, 1, 2, 3, 5, 10),
+              "chains": ((10, 0, 4),),  # (steps, descent, chains), at the best scale
               "inpaint_steps": (0, 10, 30, 60)}
 PHOTO_CROP = 80  # validation crops of 80 px: busy enough to score, cheap enough for a grid on 2 cores
 PHOTO_TIE = 0.02  # dB: settings this close to the best count as a tie, and the cheapest wins
+# A setting replaces the start alone only if it loses to it on at most this fraction of the crops (rounded down):
+# photo-js's best at 5/255 on 8 crops, one descent step (+0.96 dB on 32 crops), lost to the start on 8 of those
+# 32, and on the test photos fell up to 2.4 dB below the noisy input (china)
+PHOTO_MAX_LOSSES = 0.1
 
 
 def noisy_versions(model, clean: torch.Tensor) -> list[tuple[float, torch.Tensor]]:
@@ -149,8 +154,9 @@ def _tune_inpaint(model, clean, steps_grid, chains, masks, protocol, log) -> dic
 
 def tune_photo_denoising(model, clean: torch.Tensor, grid: dict = PHOTO_GRID, *, log=print) -> dict:
     """Per noise level of PHOTO_SIGMAS: the temperature scale and descent steps from the Wiener start, then
-    chains at the best scale and its grid neighbours; the winner per sigma (ties within PHOTO_TIE dB: the
-    cheapest). Returns the ``denoise`` entry: the one at PHOTO_DEFAULT_SIGMA, ``per_sigma`` and the grid."""
+    chains at the best scale; the winner per sigma (:func:`_pick`: at most PHOTO_MAX_LOSSES of the crops lost to
+    the start, ties within PHOTO_TIE dB: the cheapest). Returns the ``denoise`` entry: the one at
+    PHOTO_DEFAULT_SIGMA, ``per_sigma`` and the grid."""
     curvature = measure_prior_curvature(model, clean)
     model.config.setdefault("restoration", {}).setdefault("denoise", {})["prior_curvature"] = curvature
     log(json.dumps({"prior_curvature": curvature}))
@@ -158,26 +164,29 @@ def tune_photo_denoising(model, clean: torch.Tensor, grid: dict = PHOTO_GRID, *,
     for i, (sigma, noisy) in enumerate(noisy_versions(model, clean)):
         here = []
 
+        start_psnr = None
+
         def score(steps, descent, chains, scale):
             out = denoise(model, noisy, sigma, steps=steps, descent=descent, chains=chains, temperature_scale=scale,
                           seed=i, progress=False)
+            per_crop = psnr(out, clean)
             row = {"sigma_255": round(sigma * 255, 3), "steps": steps, "descent": descent, "chains": chains,
-                   "temperature_scale": scale, "psnr": round(psnr(out, clean).mean().item(), 3)}
+                   "temperature_scale": scale, "psnr": round(per_crop.mean().item(), 3),
+                   "losses": 0 if start_psnr is None else int((per_crop < start_psnr).sum())}  # crops it lost
             here.append(row)
             log(json.dumps({"denoise": row}))
-            return row
+            return row, per_crop
 
-        start = score(0, 0, 1, 1.0)
+        start, start_psnr = score(0, 0, 1, 1.0)
+        allowed = int(PHOTO_MAX_LOSSES * len(clean))
         scales = list(grid["temperature_scales"])
         for scale in scales:
             for descent in (d for d in grid["descent"] if d > 0):
                 score(0, descent, 1, scale)
-        best_scale = _pick(here)["temperature_scale"]
-        k = scales.index(best_scale) if best_scale in scales else 0
-        for scale in scales[max(0, k - 1):k + 2]:
-            for steps, descent, chains in grid["chains"]:
-                score(steps, descent, chains, scale)
-        best = _pick(here)
+        best_scale = _pick(here, allowed)["temperature_scale"]
+        for steps, descent, chains in grid["chains"]:
+            score(steps, descent, chains, best_scale)
+        best = _pick(here, allowed)
         ladder.append({"sigma": round(sigma, 6), **{k: best[k] for k in ("steps", "descent", "chains",
                                                                           "temperature_scale")},
                        "val_psnr": best["psnr"], "start_psnr": start["psnr"],
@@ -185,7 +194,8 @@ def tune_photo_denoising(model, clean: torch.Tensor, grid: dict = PHOTO_GRID, *,
         rows += here
     default = min(ladder, key=lambda e: abs(e["sigma"] - PHOTO_DEFAULT_SIGMA))
     return {**{k: v for k, v in default.items() if k != "sigma"}, "prior_curvature": curvature,
-            "sigmas": [e["sigma"] for e in ladder], "per_sigma": ladder, "grid": rows}
+            "sigmas": [default["sigma"]],  # what the top-level val_psnr was measured at; per_sigma has the rest
+            "per_sigma": ladder, "grid": rows}
 
 
 def _cost(row: dict) -> int:
@@ -193,10 +203,12 @@ def _cost(row: dict) -> int:
     return (row["chains"] if row["steps"] else 1) * (row["steps"] + row["descent"])
 
 
-def _pick(rows: list[dict]) -> dict:
-    """The best PSNR; among settings within PHOTO_TIE dB of it, the cheapest."""
-    top = max(r["psnr"] for r in rows)
-    return min((r for r in rows if r["psnr"] >= top - PHOTO_TIE), key=lambda r: (_cost(r), -r["psnr"]))
+def _pick(rows: list[dict], allowed_losses: int = 0) -> dict:
+    """Among the settings that lose to the start on at most ``allowed_losses`` crops (the start is one), the best
+    mean PSNR; among those within PHOTO_TIE dB of it, the cheapest."""
+    safe = [r for r in rows if r.get("losses", 0) <= allowed_losses]
+    top = max(r["psnr"] for r in safe)
+    return min((r for r in safe if r["psnr"] >= top - PHOTO_TIE), key=lambda r: (_cost(r), -r["psnr"]))
 
 
 def measure_prior_curvature(model, clean: torch.Tensor, n: int = 8) -> float:
