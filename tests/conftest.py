@@ -1,7 +1,9 @@
 import os
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -12,3 +14,20 @@ torch.set_num_threads(1)
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def photo_folder(tmp_path_factory):
+    """A folder:PATH photo source for the training tests: eight smooth 'photos' of varied sizes, gradients plus a
+    few discs."""
+    folder = tmp_path_factory.mktemp("photos")
+    rng = np.random.default_rng(0)
+    for i in range(8):
+        h, w = 120 + 10 * i, 160 - 5 * i
+        yy, xx = np.mgrid[:h, :w]
+        img = np.stack([(xx / w * 200 + 30 * c) % 255 for c in range(3)], -1)
+        for _ in range(3):
+            cy, cx, r = rng.integers(0, h), rng.integers(0, w), rng.integers(5, 30)
+            img[(yy - cy) ** 2 + (xx - cx) ** 2 < r * r] = rng.integers(0, 255, 3)
+        Image.fromarray(img.astype(np.uint8), "RGB").save(folder / f"p{i}.jpg", quality=95)
+    return f"folder:{folder}"

@@ -5,7 +5,6 @@ import json
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from febm.model import EBM, load_model
 from febm.nets import FieldEnergy, build_net, is_field
@@ -116,22 +115,6 @@ def test_tiling_needs_a_fully_convolutional_energy():
 
 
 # --- photo crops ----------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def photo_folder(tmp_path_factory):
-    """Eight smooth 'photos' of varied sizes: gradients plus a few discs."""
-    folder = tmp_path_factory.mktemp("photos")
-    rng = np.random.default_rng(0)
-    for i in range(8):
-        h, w = 120 + 10 * i, 160 - 5 * i
-        yy, xx = np.mgrid[:h, :w]
-        img = np.stack([(xx / w * 200 + 30 * c) % 255 for c in range(3)], -1)
-        for _ in range(3):
-            cy, cx, r = rng.integers(0, h), rng.integers(0, w), rng.integers(5, 30)
-            img[(yy - cy) ** 2 + (xx - cx) ** 2 < r * r] = rng.integers(0, 255, 3)
-        Image.fromarray(img.astype(np.uint8), "RGB").save(folder / f"p{i}.jpg", quality=95)
-    return f"folder:{folder}"
-
-
 def test_folder_photos_split_into_disjoint_train_and_val(photo_folder):
     train, val = photos.load_photos(photo_folder, "train"), photos.load_photos(photo_folder, "val")
     assert len(val) == 1 and len(train) == 7

@@ -6,10 +6,8 @@ from __future__ import annotations
 import json
 import math
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 from torch import nn
 
 from febm.divergences import get_divergence
@@ -178,22 +176,6 @@ def test_conditional_surrogate_needs_two_chains_per_observation():
 
 
 # --- training runs -----------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def photo_folder(tmp_path_factory):
-    """Six smooth colour 'photos': gradients and discs."""
-    folder = tmp_path_factory.mktemp("photos")
-    rng = np.random.default_rng(0)
-    for i in range(6):
-        h, w = 100 + 10 * i, 120 - 5 * i
-        yy, xx = np.mgrid[:h, :w]
-        img = np.stack([(xx / w * 200 + 30 * c) % 255 for c in range(3)], -1)
-        for _ in range(3):
-            cy, cx, r = rng.integers(0, h), rng.integers(0, w), rng.integers(5, 30)
-            img[(yy - cy) ** 2 + (xx - cx) ** 2 < r * r] = rng.integers(0, 255, 3)
-        Image.fromarray(img.astype(np.uint8), "RGB").save(folder / f"p{i}.png")
-    return f"folder:{folder}"
-
-
 def run_args(source, run_dir, *extra):
     return ["--dataset", source, "--crop-size", "16", "--net", json.dumps(NC), "--batch-size", "4", "--l2", "0",
             "--max-steps", "4", "--log-every", "1", "--checkpoint-every", "100", "--sample-every", "100",
