@@ -19,7 +19,8 @@ and torchvision's ``resize(antialias=True)`` compute (they centre output pixel i
 renormalise the weights that fall outside the image), and the point of ``Downsample`` is to model photos made
 smaller by those tools; ``torch.nn.functional.interpolate(mode="bicubic", antialias=True)`` computes exactly that.
 Its ``Blur`` with reflect padding would fit, but deepinv pulls in torchmetrics, einops, h5py, natsort and requests
-for a 20-line operator; ``febm.inverse.DeepinvPrior`` (optional) plugs our energies into deepinv's solvers instead.
+for a 20-line operator; ``febm.inverse.deepinv_prior`` and ``deepinv_physics`` (optional) plug our energies and
+operators into deepinv's solvers instead.
 """
 
 from __future__ import annotations
