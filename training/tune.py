@@ -183,7 +183,7 @@ def tune_photo_denoising(model, clean: torch.Tensor, grid: dict = PHOTO_GRID, *,
         for scale in scales:
             for descent in (d for d in grid["descent"] if d > 0):
                 score(0, descent, 1, scale)
-        best_scale = _pick(here, allowed)["temperature_scale"]
+        best_scale = _pick(here[1:], len(clean))["temperature_scale"]  # the best descent's (the start has none)
         for steps, descent, chains in grid["chains"]:
             score(steps, descent, chains, best_scale)
         best = _pick(here, allowed)
