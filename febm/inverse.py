@@ -59,7 +59,7 @@ from .restore import check_images, estimate_sigma, prior_curvature, temperature
 from .sampling import energy_and_grad, random_like
 from .tiling import DEFAULT_TILE, TiledEnergy
 
-TASKS = ("deblur", "upscale")
+TASKS = ("deblur", "upscale", "inpaint")  # inpaint: noise-conditional energies, through febm.restore.inpaint
 PLAIN, NOISE_CONDITIONAL = "plain", "noise_conditional"
 # Fallbacks per energy kind where a model's config has no tuned entry (bench.photo_inverse --tune-model tunes them).
 DEFAULTS = {
@@ -88,7 +88,7 @@ class InverseRestoration:
 # --- settings --------------------------------------------------------------------------------------------------
 def energy_kind(model: EBM) -> str:
     """``"noise_conditional"`` for an energy E(x, sigma) (noise biases in its layers), else ``"plain"``."""
-    return NOISE_CONDITIONAL if getattr(model.energy, "noise_bias", None) is not None else PLAIN
+    return NOISE_CONDITIONAL if model.noise_conditional else PLAIN
 
 
 def task_settings(model: EBM, task: str, **overrides) -> dict:

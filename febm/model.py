@@ -175,6 +175,12 @@ class EBM(
         return is_field(self.energy)
 
     @property
+    def noise_conditional(self) -> bool:
+        """True for an energy E(x, sigma) of photos seen through Gaussian noise of std sigma (score matching or
+        the posterior f-EBM, febm.posterior): it restores through its gradient step, not from a classical start."""
+        return getattr(self.energy, "noise_bias", None) is not None
+
+    @property
     def channels(self) -> int:
         return self.config["image_channels"] if self.fully_convolutional else self.config["image_shape"][0]
 

@@ -6,6 +6,7 @@
     down = Downsample(2)                       # antialiased bicubic, as PIL's resize(..., BICUBIC) does
     small = down(x)                            # (B, C, H/2, W/2)
     x0 = down.start(small)                     # bicubic upsampling
+    holes = Mask(known)                        # inpainting: the observed pixels (known 1); start: a smooth fill
 
 Every operator maps images (B, C, H, W) to images, acts on each channel alike, and has the exact adjoint
 ``adjoint(y)`` (<A x, y> = <x, A^T y>), computed as the vector-Jacobian product of ``forward``: A is linear, so its
@@ -32,6 +33,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from .classical import smooth_fill
 
 KERNEL_SUM_TOLERANCE = 1e-3  # |sum - 1| allowed before a kernel is refused as not normalised
 SIGMA_QUANTISATION = 1 / (255 * math.sqrt(12))  # the rounding noise of an 8-bit image: the smallest sigma used
@@ -355,6 +358,31 @@ class Downsample(LinearOperator):
 
     def __repr__(self) -> str:
         return f"Downsample({self.factor})"
+
+
+class Mask(LinearOperator):
+    """Inpainting's degradation: y = x on the observed pixels (``known`` 1), 0 on the missing ones. Self-adjoint and
+    its own Gram; the start is the smooth fill of the holes (febm.classical.smooth_fill). ``known``: (1 or B, 1 or
+    C, H, W), broadcast over the images it is applied to."""
+
+    name = "mask"
+
+    def __init__(self, known: Tensor):
+        self.known = torch.as_tensor(known).to(torch.float32)
+        if self.known.dim() != 4 or not ((self.known == 0) | (self.known == 1)).all():
+            raise ValueError(f"known must be a (B, C, H, W) mask of 0 and 1, got shape {tuple(self.known.shape)}")
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * self.known.to(x.device, x.dtype)
+
+    def adjoint(self, y: Tensor) -> Tensor:
+        return self.forward(y)
+
+    def gram(self, x: Tensor) -> Tensor:
+        return self.forward(x)
+
+    def start(self, y: Tensor, sigma: float | Tensor = 0.0) -> Tensor:
+        return smooth_fill(y, self.known.to(y.device).bool()).clamp(0.0, 1.0)
 
 
 def crop_to_multiple(x: Tensor, factor: int) -> Tensor:

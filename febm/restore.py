@@ -29,6 +29,11 @@ the settings of the tuned noise level nearest its own. Several chains give their
 (one channel, or three equal channels) goes through a colour model as three equal channels whose likelihood
 counts once, not thrice, and comes back as their mean in the shape it came; a colour image for a grey model is
 restored channel by channel.
+
+Noise-conditional photo energies E(x, sigma) (score matching, ``--div dsm``; posterior f-EBMs, ``--posterior``) need
+no classical start: denoising starts at their gradient step y - sigma^2 grad E(y, sigma) (Tweedie) and continues
+with the chain posterior training runs (:mod:`febm.posterior`); inpainting is :func:`febm.inverse.restore` with
+the mask as the operator. They do not generate.
 """
 
 from __future__ import annotations
@@ -43,6 +48,8 @@ from torch import Tensor, nn
 
 from .classical import local_wiener, smooth_fill
 from .model import EBM
+from .nets import AtNoiseLevel
+from .posterior import PRIOR_FRACTION, STEP_FRACTION
 from .rejection import ratio_bound, rejection_sample
 from .sampling import METHODS, Generators, LangevinSampler, energy_and_grad
 from .tiling import DEFAULT_TILE, TiledEnergy
@@ -159,8 +166,13 @@ def task_settings(model: EBM, task: str, sigma: float | None = None) -> dict:
     """
     if task not in TASKS:
         raise ValueError(f"task must be denoise or inpaint, got {task!r}")
+    if task == "inpaint" and model.noise_conditional:  # it inpaints through febm.inverse
+        from .inverse import task_settings as linear_task_settings
+
+        return linear_task_settings(model, "inpaint")
     tuned = (model.config.get("restoration") or {}).get(task) or {}
-    settings = {"steps": model_sampler(model).steps, "chains": 1}
+    steps = 0 if model.noise_conditional else model_sampler(model).steps  # a noise-conditional model: its step
+    settings = {"steps": steps, "chains": 1}
     if task == "denoise":
         settings.update(temperature_scale=1.0, descent=DEFAULT_DESCENT if model.fully_convolutional else 0)
     settings.update({k: v for k, v in tuned.items() if k not in NOT_SETTINGS})
@@ -548,6 +560,9 @@ def generate(
     """
     _check_count("n", n)
     _check_count("batch_size", batch_size)
+    if model.noise_conditional:
+        raise ValueError("this model's energy E(x, sigma) is conditioned on the noise level (score matching or a "
+                         "posterior f-EBM): it restores (denoise, inpaint, deblur, upscale) but does not generate")
     model.eval()
     sampler = generation_sampler(model, steps=steps, method=method, noise=noise)
     gen = _generator(_seed_of(seed), _device(model))
@@ -722,6 +737,9 @@ def _runs(settings: dict) -> int:
 def _denoise_photo(model: EBM, x: Tensor, sigma: float, settings: dict, *, share: float, view, seed: int, mean: bool,
                    tile: int, return_chain: bool, tick) -> Restoration:
     """One photo (1, C, H, W) in the model's channels: Wiener start, posterior chains, noise-free descent."""
+    if model.noise_conditional:
+        return _denoise_at_noise_levels(model, x, sigma, settings, share=share, view=view, seed=seed, mean=mean,
+                                        tile=tile, return_chain=return_chain, tick=tick)
     start = local_wiener(x, sigma).clamp(*_range(model))
     steps, descent, scale = settings["steps"], settings["descent"], settings["temperature_scale"]
     curvature = prior_curvature(model, settings, start) if steps + descent > 0 else 1.0
@@ -731,6 +749,33 @@ def _denoise_photo(model: EBM, x: Tensor, sigma: float, settings: dict, *, share
     result = _run_chains(sampler, energy, lambda c: start, _runs(settings), generator=_generator(seed, x.device),
                          mean=mean, descent=descent, descent_step=1.0 / (t * _stiffest(curvature, t, sigma, share)),
                          return_chain=return_chain, progress=tick, view=view)
+    if settings["chains"] > 1 and result.std is None:  # identical chains: no spread
+        result.std = torch.zeros_like(result.images)
+    return result
+
+
+def _at_level(model: EBM, level: float, tile: int) -> TiledEnergy:
+    """A noise-conditional energy asked at one noise level, tiled: E(x) = E(x, level)."""
+    return TiledEnergy(AtNoiseLevel(model.energy, level), tile)
+
+
+def _denoise_at_noise_levels(model: EBM, x: Tensor, sigma: float, settings: dict, *, share: float, view, seed: int,
+                             mean: bool, tile: int, return_chain: bool, tick) -> Restoration:
+    """One photo through a noise-conditional energy E(x, s) (febm.posterior): start at its gradient step
+    y - sigma^2 grad E(y, sigma) (Tweedie's posterior mean when E was trained by score matching), then ``steps``
+    ULA steps of eps = STEP_FRACTION sigma^2 on U(x) = E(x, rho sigma) + share ||x - y||^2 / (2 sigma^2), the chain
+    posterior training runs, and ``descent`` noise-free steps of eps / 2."""
+    lo, hi = _range(model)
+    start = (x - sigma**2 * energy_and_grad(_at_level(model, sigma, tile), x)[1]).clamp(lo, hi)
+    eps = STEP_FRACTION * sigma**2
+    sampler = LangevinSampler("ula", steps=settings["steps"], step_size=eps, grad_clip=None, clamp=None,
+                              temperature=1.0)
+    energy = PosteriorEnergy(_at_level(model, PRIOR_FRACTION * sigma, tile), x,
+                             torch.tensor([share / sigma**2], device=x.device))
+    result = _run_chains(sampler, energy, lambda c: start, _runs(settings), generator=_generator(seed, x.device),
+                         mean=mean, descent=settings["descent"], descent_step=0.5 * eps, return_chain=return_chain,
+                         progress=tick, view=view)
+    result.images, result.sample = result.images.clamp(lo, hi), result.sample.clamp(lo, hi)
     if settings["chains"] > 1 and result.std is None:  # identical chains: no spread
         result.std = torch.zeros_like(result.images)
     return result
@@ -782,6 +827,10 @@ def inpaint(
     """
     x = check_images(model, image, "image")
     known = check_mask(known_mask, x)
+    if model.noise_conditional:
+        return _inpaint_at_noise_levels(model, x, known, seed=seed, steps=steps, method=method, chains=chains,
+                                        mean=mean, tile=tile, return_chain=return_chain, progress=progress,
+                                        details=details)
     settings = _run_settings(model, "inpaint", None, steps=steps, chains=chains)
     sampler = model_sampler(model, steps=settings["steps"], method=method)
     model.eval()
@@ -829,6 +878,26 @@ def _inpaint_photos(model: EBM, x: Tensor, known: Tensor, sampler: LangevinSampl
 
             parts.append(_through_channels(model, x[i:i + 1], known[i:i + 1], restore))
     return _stack(parts, [settings] * len(x))
+
+
+def _inpaint_at_noise_levels(model: EBM, x: Tensor, known: Tensor, *, seed, steps, method, chains, mean, tile,
+                             return_chain, progress, details) -> Tensor | Restoration:
+    """A noise-conditional energy fills holes as it deblurs: febm.inverse.restore with the mask as the operator
+    (from the smooth fill, annealed denoising steps whose data step holds the observed pixels), its settings
+    ``config["restoration"]["inpaint"]`` (febm.inverse.task_settings). One estimate per image: no chains."""
+    from .inverse import restore as restore_linear
+    from .operators import SIGMA_QUANTISATION, Mask
+
+    if method is not None or (chains or 1) > 1 or return_chain or not mean:
+        raise ValueError("a noise-conditional model inpaints by annealed denoising steps, one estimate per image: "
+                         "method, chains > 1, mean=False and return_chain do not apply")
+    seed = _seed_of(seed)
+    filled = torch.cat([restore_linear(model, x[i:i + 1], Mask(known[i:i + 1]), SIGMA_QUANTISATION, seed=seed,
+                                       steps=steps, task="inpaint", tile=tile, progress=progress)
+                        for i in range(len(x))])
+    images = torch.where(known.expand_as(x), x, filled)
+    settings = task_settings(model, "inpaint")
+    return Restoration(images, sample=images, settings=[settings] * len(x)) if details else images
 
 
 # --- photo models: channels and batches ---------------------------------------------------------------------

@@ -14,7 +14,9 @@ temperature scale s of the posterior exp(-E/(T s) - ||x - y||^2 / (2 sigma^2)) (
 with 0-10 noise-free descent steps from the Wiener start, then four Langevin chains at the best scale. Per sigma
 the best mean PSNR wins among the settings that lose to the start alone on at most a tenth of the crops; within
 0.02 dB of it, the cheapest setting (fewest gradient evaluations). The energy's stiffest curvature (``prior_curvature``, which sizes the
-chains' step) is measured on the same crops first. Inpainting: Langevin steps on scribble masks.
+chains' step) is measured on the same crops first. Noise-conditional energies start at their gradient step and
+try 1-3 noise-free posterior steps and four 5-step chains (NOISE_CONDITIONAL_GRID). Inpainting: Langevin steps
+(noise-conditional energies: annealed denoising steps) on scribble masks.
 
 Only validation images are used, never the test split; ``--write`` stores the winners in ``config["restoration"]``
 of the model folder, where denoise/inpaint read their defaults (febm.restore.task_settings), together with the full
@@ -61,6 +63,9 @@ PHOTO_GRID = {"temperature_scales": (0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 300.
               "descent": (0, 1, 2, 3, 5, 10),
               "chains": ((10, 0, 4),),  # (steps, descent, chains), at the best scale
               "inpaint_steps": (0, 10, 30, 60)}
+# Noise-conditional energies (score matching, posterior f-EBMs) start at their gradient step (Tweedie) and take
+# noise-free or Langevin steps on E(x, sigma / 2) + ||x - y||^2 / (2 sigma^2), sized by sigma: no scale to tune.
+NOISE_CONDITIONAL_GRID = {"temperature_scales": (1.0,), "descent": (1, 2, 3), "chains": ((5, 0, 4), (5, 1, 4))}
 PHOTO_CROP = 80  # validation crops of 80 px: busy enough to score, cheap enough for a grid on 2 cores
 PHOTO_TIE = 0.02  # dB: settings this close to the best count as a tie, and the cheapest wins
 # A setting replaces the start alone only if it loses to it on at most this fraction of the crops (rounded down):
@@ -157,9 +162,13 @@ def tune_photo_denoising(model, clean: torch.Tensor, grid: dict = PHOTO_GRID, *,
     chains at the best scale; the winner per sigma (:func:`_pick`: at most PHOTO_MAX_LOSSES of the crops lost to
     the start, ties within PHOTO_TIE dB: the cheapest). Returns the ``denoise`` entry: the one at
     PHOTO_DEFAULT_SIGMA, ``per_sigma`` and the grid."""
-    curvature = measure_prior_curvature(model, clean)
-    model.config.setdefault("restoration", {}).setdefault("denoise", {})["prior_curvature"] = curvature
-    log(json.dumps({"prior_curvature": curvature}))
+    if model.noise_conditional:  # no temperature: the chain of febm.posterior, which training ran, at scale 1
+        grid = {**grid, **NOISE_CONDITIONAL_GRID}
+        curvature = None
+    else:
+        curvature = measure_prior_curvature(model, clean)
+        model.config.setdefault("restoration", {}).setdefault("denoise", {})["prior_curvature"] = curvature
+        log(json.dumps({"prior_curvature": curvature}))
     ladder, rows = [], []
     for i, (sigma, noisy) in enumerate(noisy_versions(model, clean)):
         here = []
@@ -193,7 +202,8 @@ def tune_photo_denoising(model, clean: torch.Tensor, grid: dict = PHOTO_GRID, *,
                        "input_psnr": round(psnr(noisy, clean).mean().item(), 3)})
         rows += here
     default = min(ladder, key=lambda e: abs(e["sigma"] - PHOTO_DEFAULT_SIGMA))
-    return {**{k: v for k, v in default.items() if k != "sigma"}, "prior_curvature": curvature,
+    curvature = {"prior_curvature": curvature} if curvature is not None else {}
+    return {**{k: v for k, v in default.items() if k != "sigma"}, **curvature,
             "sigmas": [default["sigma"]],  # what the top-level val_psnr was measured at; per_sigma has the rest
             "per_sigma": ladder, "grid": rows}
 
