@@ -26,12 +26,13 @@ docs/photos.md ("The estimator").
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import sys
 import time
 
 import torch
+
+from bench.reports import save, stamped
 
 SIGMAS_255 = (2, 5, 10, 15, 25, 50)
 SCALES = (0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1e3, 3e3, 1e4)
@@ -141,14 +142,9 @@ def main(argv=None) -> int:
     started = time.perf_counter()
     log = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
     report = measure(args.model, n=args.n, steps=args.steps, sigmas_255=args.sigmas, log=log)
-    report.update(command=" ".join(["python -m bench.photo_estimator", *(argv if argv is not None else sys.argv[1:])]),
-                  date=datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-                  torch_threads=torch.get_num_threads(), seconds=round(time.perf_counter() - started, 1))
-    text = json.dumps(report, indent=1)
-    if args.out:
-        with open(args.out, "w", encoding="utf-8") as f:
-            f.write(text + "\n")
-    print(text)
+    report = stamped(report, "bench.photo_estimator", argv, started)
+    save(report, args.out)
+    print(json.dumps(report, indent=1))
     return 0
 
 

@@ -53,7 +53,8 @@ from skimage.restoration import denoise_tv_chambolle, richardson_lucy, wiener
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from bench.photos import GREY_ONLY, PHOTOS, load_models, load_test_photo, machine, photo_models, score, to_grey
+from bench.photos import GREY_ONLY, PHOTOS, as_array, as_tensor, load_models, load_test_photo, machine, photo_models, score, to_grey
+from bench.reports import save
 from febm.files import write_atomic
 from febm.inverse import DEFAULTS, NOISE_CONDITIONAL, energy_kind, restore, task_settings, write_task_settings
 from febm.operators import Blur, Downsample, crop_to_multiple, gaussian_kernel, motion_kernel, wiener_deconvolution
@@ -108,16 +109,6 @@ class Observation:
     @property
     def megapixels(self) -> float:
         return self.clean.shape[0] * self.clean.shape[1] / 1e6
-
-
-def as_tensor(image: np.ndarray) -> Tensor:
-    t = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))
-    return (t[None] if t.dim() == 2 else t.permute(2, 0, 1))[None].contiguous()
-
-
-def as_array(t: Tensor) -> np.ndarray:
-    a = t.detach().cpu().double()[0].numpy()
-    return a[0] if a.shape[0] == 1 else a.transpose(1, 2, 0)
 
 
 def degrade(case: Case, clean_uint8: np.ndarray, seed: int) -> Observation:
@@ -588,11 +579,8 @@ def main(argv: list[str] | None = None) -> dict:
         return result
     if args.from_json:
         report = merge_reports([json.loads(Path(f).read_text("utf-8")) for f in args.from_json])
-        if args.out:
-            write_atomic(args.out, json.dumps(report, indent=1) + "\n")
         text = markdown(report)
-        if args.markdown:
-            write_atomic(args.markdown, text + "\n")
+        save(report, args.out, args.markdown, text)
         print(text)
         return report
     started = time.perf_counter()
@@ -619,11 +607,8 @@ def main(argv: list[str] | None = None) -> dict:
                    for c in cases if c.task == "deblur"},
         "cases": results, "notes": notes, "seconds": round(time.perf_counter() - started, 1),
     }
-    if args.out:
-        write_atomic(args.out, json.dumps(report, indent=1) + "\n")
     text = markdown(report)
-    if args.markdown:
-        write_atomic(args.markdown, text + "\n")
+    save(report, args.out, args.markdown, text)
     print(text)
     return report
 

@@ -15,12 +15,13 @@ an image came back worse than it went in), and how many did; with the estimated 
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import sys
 import time
 
 import torch
+
+from bench.reports import save, stamped
 
 SIGMAS_255 = (1, 2, 5)
 
@@ -81,15 +82,9 @@ def main(argv=None) -> int:
                     key = f"{name} | {set_name} | sigma {s:g}/255 {'estimated' if estimated else 'given'}"
                     results[key] = check(model, images, s, estimated=estimated, seed=int(100 * s))
                     print(json.dumps({key: results[key]}), file=sys.stderr, flush=True)
-    report = {"command": " ".join(["python -m bench.small_sigma", *(argv if argv is not None else sys.argv[1:])]),
-              "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-              "torch_threads": torch.get_num_threads(), "results": results,
-              "seconds": round(time.perf_counter() - started, 1)}
-    text = json.dumps(report, indent=1)
-    if args.out:
-        with open(args.out, "w", encoding="utf-8") as f:
-            f.write(text + "\n")
-    print(text)
+    report = stamped({"results": results}, "bench.small_sigma", argv, started)
+    save(report, args.out)
+    print(json.dumps(report, indent=1))
     return 0
 
 
