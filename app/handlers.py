@@ -45,7 +45,7 @@ from febm.metrics import psnr
 from febm.model import ModelNotFoundError
 from febm.operators import FACTORS, Blur, Downsample, crop_to_multiple, kernel_from_image, parse_kernel
 
-from .models import ModelRegistry, tuned_settings
+from .models import ModelRegistry
 
 NOISE_MODES = ("add", "noisy")  # add synthetic noise of sigma | the image is already noisy
 PAINTED = "painted"  # the inpaint mask choice that reads the painted layer; the others are PRESET_MASKS
@@ -262,12 +262,11 @@ def step_seconds_per_pixel(model) -> float:
 def restore_settings(model, task: str, steps: int | None, chains: int | None) -> tuple[int, int]:
     """(steps, chains) a request runs: the ones asked for, else the model's tuned defaults, else its sampler's
     (deblur and upscale: febm.inverse's defaults; one chain, each step about a Langevin step's cost)."""
-    if task in inverse.TASKS:
+    if task not in restore.TASKS:  # deblur, upscale
         return int(inverse.task_settings(model, task, steps=steps)["steps"]), 1
-    tuned = tuned_settings(model.config, task)
-    steps = steps if steps is not None else tuned.get("steps")
-    sampler = restore.model_sampler(model, steps=steps)
-    return int(sampler.steps), int(chains if chains is not None else tuned.get("chains", 1))
+    tuned = restore.task_settings(model, task)  # a noise-conditional model's inpainting: febm.inverse's
+    return (int(steps if steps is not None else tuned["steps"]),
+            int(chains if chains is not None else tuned.get("chains", 1)))
 
 
 def pixel_limit(model, steps: int, chains: int, limits: Limits) -> int:

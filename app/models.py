@@ -31,8 +31,14 @@ class ModelEntry:
 
     @property
     def label(self) -> str:
-        """e.g. "JS · fashion-mnist (fmnist-js)"."""
-        return f"{self.divergence.upper()} · {self.config.get('dataset') or 'unknown data'} ({self.key})"
+        """e.g. "JS · fashion-mnist (fmnist-js)"; score matching says that it is not an f-divergence."""
+        name = "DSM (score matching, a Fisher divergence)" if self.divergence == "dsm" else self.divergence.upper()
+        return f"{name} · {self.config.get('dataset') or 'unknown data'} ({self.key})"
+
+    @property
+    def noise_conditional(self) -> bool:
+        """An energy E(x, sigma) conditioned on the noise level: it restores from its gradient step, never generates."""
+        return bool((self.config.get("energy") or {}).get("noise_conditional"))
 
     @property
     def fully_convolutional(self) -> bool:
@@ -61,6 +67,13 @@ class ModelEntry:
             steps, chains = tuned.get("steps", self.default_steps), int(tuned.get("chains", 1))
             return f"{'?' if steps is None else steps} steps" + (f" × {chains} chains" if chains > 1 else "")
 
+        if self.noise_conditional:
+            tuned = tuned_settings(self.config, "denoise")
+            steps, descent = tuned.get("steps", 0), tuned.get("descent", 1)
+            return (f"no generation (an energy conditioned on the noise level): denoising = its gradient step + "
+                    f"{steps} Langevin and {descent} noise-free posterior step{'s' * (descent != 1)} at σ = 25, tuned "
+                    f"per noise level; inpainting {tuned_settings(self.config, 'inpaint').get('steps', '?')} "
+                    "annealed steps")
         method = (self.config.get("sampler") or {}).get("method", "?")
         return (f"sampler {method}: generation {self.default_steps or '?'} steps, denoising {task('denoise')}, "
                 f"inpainting {task('inpaint')}")

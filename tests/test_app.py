@@ -709,3 +709,20 @@ def test_stop_ends_an_upscale(client, tmp_path, monkeypatch):
                       api_name="/upscale")
     assert outcome == ["Cancelled"]
     assert open_png(upscale(client, path)[1]).size == (128, 128)  # the server carries on
+
+
+def test_a_score_matching_model_is_labelled_so_and_restores_from_its_gradient_step(tmp_path):
+    """A noise-conditional energy (--div dsm): labelled as score matching (not an f-divergence), its denoising
+    runs its tuned steps (0 Langevin steps by default, not a sampler's), generation is refused with the reason."""
+    nc = {**FIELD, "activation": "silu", "spectral_norm": False, "noise_conditional": True}
+    EBM("dsm", nc, None, dataset="photos", image_channels=3, crop_size=16).save_pretrained(tmp_path / "dsm")
+    registry = ModelRegistry.discover([str(tmp_path / "dsm")])
+    entry = registry.entry(str(tmp_path / "dsm"))
+    assert "score matching" in entry.label and entry.noise_conditional
+    assert "no generation" in entry.steps_summary()
+    handlers = Handlers(registry)
+    from app.handlers import restore_settings
+
+    assert restore_settings(registry.get(entry.key), "denoise", None, None) == (0, 1)
+    with pytest.raises(gr.Error, match="does not generate"):
+        handlers.generate(entry.key, 2, 0, 0, False)
