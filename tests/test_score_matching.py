@@ -277,3 +277,20 @@ def test_the_posterior_asks_the_energy_at_a_fraction_of_the_observations_noise()
                      start=noisy, generator=torch.Generator().manual_seed(0))
     assert len(seen) == 2 and all(torch.allclose(s.double(), torch.tensor([0.05, 0.15], dtype=torch.float64))
                                   for s in seen)
+
+
+def test_tune_picks_a_noise_conditional_models_steps_from_its_gradient_step(dsm_model):
+    """Per sigma the start is the energy's own gradient step (no curvature, no temperature); inpainting tunes the
+    annealed steps and their top level, and the smooth fill alone (steps 0) is in its grid."""
+    from training import tune
+
+    result = tune.tune(str(dsm_model / "model"), n=2, inpaint_steps=(0, 2),
+                       photo_grid={"descent": (1,), "chains": ((1, 0, 2),), "inpaint_levels": (20 / 255, 40 / 255)},
+                       log=lambda line: None)
+    denoising, inpainting = result["denoise"], result["inpaint"]
+    assert "prior_curvature" not in denoising and {r["temperature_scale"] for r in denoising["grid"]} == {1.0}
+    assert {(r["steps"], r["descent"], r["chains"]) for r in denoising["grid"]} == {(0, 0, 1), (0, 1, 1), (1, 0, 2)}
+    assert all(e["val_psnr"] >= e["start_psnr"] for e in denoising["per_sigma"])
+    assert [(r["steps"], r["sigma_start"]) for r in inpainting["grid"]] == [(0, 20 / 255), (2, 20 / 255),
+                                                                            (2, 40 / 255)]
+    assert inpainting["val_psnr"] == max(r["psnr"] for r in inpainting["grid"])

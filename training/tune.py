@@ -65,7 +65,8 @@ PHOTO_GRID = {"temperature_scales": (0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 300.
               "inpaint_steps": (0, 10, 30, 60)}
 # Noise-conditional energies (score matching, posterior f-EBMs) start at their gradient step (Tweedie) and take
 # noise-free or Langevin steps on E(x, sigma / 2) + ||x - y||^2 / (2 sigma^2), sized by sigma: no scale to tune.
-NOISE_CONDITIONAL_GRID = {"temperature_scales": (1.0,), "descent": (1, 2, 3), "chains": ((5, 0, 4), (5, 1, 4))}
+NOISE_CONDITIONAL_GRID = {"temperature_scales": (1.0,), "descent": (1, 2, 3), "chains": ((5, 0, 4), (5, 1, 4)),
+                          "inpaint_steps": (0, 10, 20, 40), "inpaint_levels": (20 / 255, 40 / 255, 80 / 255)}
 PHOTO_CROP = 80  # validation crops of 80 px: busy enough to score, cheap enough for a grid on 2 cores
 PHOTO_TIE = 0.02  # dB: settings this close to the best count as a tie, and the cheapest wins
 # A setting replaces the start alone only if it loses to it on at most this fraction of the crops (rounded down):
@@ -120,13 +121,15 @@ def tune(model_name: str, *, n: int = 128, chains: int = 1, denoise_steps=None, 
         from training.photos import validation_crops
 
         clean = datasets.to_float(validation_crops(model.config["dataset"], PHOTO_CROP, n))
-        grid = {**PHOTO_GRID, **(photo_grid or {})}
+        grid = {**PHOTO_GRID, **(NOISE_CONDITIONAL_GRID if model.noise_conditional else {}), **(photo_grid or {})}
         if temperature_scales:
             grid["temperature_scales"] = tuple(temperature_scales)
         protocol = f"{len(clean)} fixed {PHOTO_CROP}-px crops of the validation photos"
         denoising = {**tune_photo_denoising(model, clean, grid, log=log), "tuned_on": protocol}
-        return {"denoise": denoising, "inpaint": _tune_inpaint(model, clean, inpaint_steps or grid["inpaint_steps"], 1,
-                                                                ["scribbles"], protocol, log)}
+        steps = inpaint_steps or grid["inpaint_steps"]
+        inpainting = (_tune_annealed_inpaint(model, clean, steps, grid["inpaint_levels"], protocol, log)
+                      if model.noise_conditional else _tune_inpaint(model, clean, steps, 1, ["scribbles"], protocol, log))
+        return {"denoise": denoising, "inpaint": inpainting}
     clean = datasets.to_float(datasets.load_dataset(model.config["dataset"], "val", data_root).images[:n])
     denoise_steps = denoise_steps or IMAGE_GRID["denoise_steps"]
     temperature_scales = temperature_scales or IMAGE_GRID["temperature_scales"]
@@ -157,13 +160,33 @@ def _tune_inpaint(model, clean, steps_grid, chains, masks, protocol, log) -> dic
             "tuned_on": protocol, "grid": grid}
 
 
+def _tune_annealed_inpaint(model, clean, steps_grid, levels, protocol, log) -> dict:
+    """A noise-conditional model's inpainting (febm.inverse with a Mask: annealed denoising steps from the smooth
+    fill): its steps x the top noise level ``sigma_start``, on the protocol's scribbles."""
+    from febm.inverse import restore as restore_linear
+    from febm.operators import SIGMA_QUANTISATION, Mask
+
+    (known,) = known_masks(model, clean)
+    grid = []
+    for steps, top in itertools.product(steps_grid, levels):
+        if steps == 0 and top != levels[0]:
+            continue  # the smooth fill alone: no level plays a part
+        out = restore_linear(model, clean, Mask(known), SIGMA_QUANTISATION, steps=steps, sigma_start=top,
+                             task="inpaint", seed=0, progress=False)
+        score = psnr(torch.where(known, clean, out), clean).mean().item()
+        grid.append({"steps": steps, "sigma_start": top, "psnr": round(score, 3)})
+        log(json.dumps({"inpaint": grid[-1]}))
+    best = max(grid, key=lambda r: r["psnr"])
+    return {"steps": best["steps"], "sigma_start": best["sigma_start"], "val_psnr": best["psnr"],
+            "masks": ["scribbles"], "tuned_on": protocol, "grid": grid}
+
+
 def tune_photo_denoising(model, clean: torch.Tensor, grid: dict = PHOTO_GRID, *, log=print) -> dict:
     """Per noise level of PHOTO_SIGMAS: the temperature scale and descent steps from the Wiener start, then
     chains at the best scale; the winner per sigma (:func:`_pick`: at most PHOTO_MAX_LOSSES of the crops lost to
     the start, ties within PHOTO_TIE dB: the cheapest). Returns the ``denoise`` entry: the one at
     PHOTO_DEFAULT_SIGMA, ``per_sigma`` and the grid."""
     if model.noise_conditional:  # no temperature: the chain of febm.posterior, which training ran, at scale 1
-        grid = {**grid, **NOISE_CONDITIONAL_GRID}
         curvature = None
     else:
         curvature = measure_prior_curvature(model, clean)
