@@ -42,7 +42,7 @@ import sys
 import torch
 
 from febm.degradations import add_gaussian_noise, scribble_mask
-from febm.imageio import add_noise, preset_mask
+from febm.imageio import preset_mask
 from febm.metrics import psnr
 from febm.model import load_model, resolve_model
 from febm.restore import denoise, inpaint
@@ -78,7 +78,7 @@ PHOTO_MAX_LOSSES = 0.1
 def noisy_versions(model, clean: torch.Tensor) -> list[tuple[float, torch.Tensor]]:
     """(sigma, noisy copy of ``clean``) for each noise level of the protocol, with its fixed noise seed."""
     photo = model.fully_convolutional
-    return [(sigma, add_gaussian_noise(clean, sigma, 100 + i) if photo else add_noise(clean, sigma, seed=100 + i))
+    return [(sigma, add_gaussian_noise(clean, sigma, 100 + i))
             for i, sigma in enumerate(PHOTO_SIGMAS if photo else SIGMAS)]
 
 
