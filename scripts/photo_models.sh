@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Train, tune and ship the photo models (issue 15): the photo-cpu preset, one thread each, resumable.
+# Train, tune and ship the photo models: the photo-cpu preset (dsm: photo-dsm), one thread each, resumable.
 #
 #   scripts/photo_models.sh train js cd        # train (or resume) runs/ckpt/photo-<div>, two at a time
-#   scripts/photo_models.sh ship js cd         # tune on the validation crops, copy into checkpoints/
+#   scripts/photo_models.sh ship js cd dsm     # tune on the validation crops, copy into checkpoints/
 #
 # Needs Debian's photographs: apt-get install mate-backgrounds plasma-workspace-wallpapers (training only).
 # A killed run resumes from its last checkpoint (every 100 steps) when trained again; a finished one is skipped.
@@ -14,7 +14,9 @@ export OMP_NUM_THREADS=1
 source scripts/train_or_resume.sh
 
 train_one() {
-    train_or_resume "runs/ckpt/photo-$1" --preset photo-cpu --div "$1" --seed 0
+    local preset=photo-cpu
+    [ "$1" = dsm ] && preset=photo-dsm  # score matching: a noise-conditional energy (docs/photo_training.md)
+    train_or_resume "runs/ckpt/photo-$1" --preset "$preset" --div "$1" --seed 0
 }
 
 case "${1:-}" in
