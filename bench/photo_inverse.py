@@ -53,7 +53,8 @@ from skimage.restoration import denoise_tv_chambolle, richardson_lucy, wiener
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from bench.photos import GREY_ONLY, PHOTOS, as_array, as_tensor, load_models, load_test_photo, machine, photo_models, score, to_grey
+from bench.photos import (GREY_ONLY, PHOTOS, as_array, as_tensor, load_models, load_test_photo, machine, photo_models,
+                          score, to_grey)
 from bench.reports import save
 from febm.files import write_atomic
 from febm.inverse import DEFAULTS, NOISE_CONDITIONAL, energy_kind, restore, task_settings, write_task_settings

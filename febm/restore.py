@@ -717,13 +717,17 @@ def _denoise_photos(model: EBM, y: Tensor, sigma: Tensor, overrides: dict, *, me
                          + (": MALA accepts or rejects whole images, and on a photo its acceptance collapses"
                             if method == "mala" else ""))
     settings = [_run_settings(model, "denoise", float(s), **overrides) for s in sigma]
+    run = _denoise_at_noise_levels if model.noise_conditional else _denoise_photo
     total = sum(_runs(s) * (s["steps"] + s["descent"]) for s in settings)
     parts = []
     with _bar(total, max(s["chains"] for s in settings), progress) as tick:
         for i, s in enumerate(settings):
             def restore(x, known, share, view, i=i, s=s):
-                return _denoise_photo(model, x, float(sigma[i]), s, share=share, view=view, seed=seed, mean=mean,
-                                      tile=tile, return_chain=return_chain, tick=tick)
+                result = run(model, x, float(sigma[i]), s, share=share, view=view, seed=seed, mean=mean, tile=tile,
+                             return_chain=return_chain, tick=tick)
+                if s["chains"] > 1 and result.std is None:  # identical chains: no spread
+                    result.std = torch.zeros_like(result.images)
+                return result
 
             parts.append(_through_channels(model, y[i:i + 1], None, restore))
     return _stack(parts, settings)
@@ -737,21 +741,15 @@ def _runs(settings: dict) -> int:
 def _denoise_photo(model: EBM, x: Tensor, sigma: float, settings: dict, *, share: float, view, seed: int, mean: bool,
                    tile: int, return_chain: bool, tick) -> Restoration:
     """One photo (1, C, H, W) in the model's channels: Wiener start, posterior chains, noise-free descent."""
-    if model.noise_conditional:
-        return _denoise_at_noise_levels(model, x, sigma, settings, share=share, view=view, seed=seed, mean=mean,
-                                        tile=tile, return_chain=return_chain, tick=tick)
     start = local_wiener(x, sigma).clamp(*_range(model))
     steps, descent, scale = settings["steps"], settings["descent"], settings["temperature_scale"]
     curvature = prior_curvature(model, settings, start) if steps + descent > 0 else 1.0
     sampler = posterior_sampler(model, sigma, temperature_scale=scale, steps=steps, curvature=curvature, share=share)
     t = sampler.target_temperature
     energy = _posterior_energy(model, x, torch.tensor([sigma]), prior_temperature=t, tile=tile, share=share)
-    result = _run_chains(sampler, energy, lambda c: start, _runs(settings), generator=_generator(seed, x.device),
-                         mean=mean, descent=descent, descent_step=1.0 / (t * _stiffest(curvature, t, sigma, share)),
-                         return_chain=return_chain, progress=tick, view=view)
-    if settings["chains"] > 1 and result.std is None:  # identical chains: no spread
-        result.std = torch.zeros_like(result.images)
-    return result
+    return _run_chains(sampler, energy, lambda c: start, _runs(settings), generator=_generator(seed, x.device),
+                       mean=mean, descent=descent, descent_step=1.0 / (t * _stiffest(curvature, t, sigma, share)),
+                       return_chain=return_chain, progress=tick, view=view)
 
 
 def _at_level(model: EBM, level: float, tile: int) -> TiledEnergy:
@@ -776,8 +774,6 @@ def _denoise_at_noise_levels(model: EBM, x: Tensor, sigma: float, settings: dict
                          mean=mean, descent=settings["descent"], descent_step=0.5 * eps, return_chain=return_chain,
                          progress=tick, view=view)
     result.images, result.sample = result.images.clamp(lo, hi), result.sample.clamp(lo, hi)
-    if settings["chains"] > 1 and result.std is None:  # identical chains: no spread
-        result.std = torch.zeros_like(result.images)
     return result
 
 

@@ -10,7 +10,6 @@ import torch
 from febm.classical import smooth_fill
 from febm.degradations import add_gaussian_noise, scribble_mask
 from febm.model import EBM
-from febm.nets import build_net
 from febm.operators import Mask
 from febm.posterior import PRIOR_FRACTION, gradient_step, posterior_chains
 from febm.restore import denoise, generate, inpaint, task_settings

@@ -127,8 +127,10 @@ def tune(model_name: str, *, n: int = 128, chains: int = 1, denoise_steps=None, 
         protocol = f"{len(clean)} fixed {PHOTO_CROP}-px crops of the validation photos"
         denoising = {**tune_photo_denoising(model, clean, grid, log=log), "tuned_on": protocol}
         steps = inpaint_steps or grid["inpaint_steps"]
-        inpainting = (_tune_annealed_inpaint(model, clean, steps, grid["inpaint_levels"], protocol, log)
-                      if model.noise_conditional else _tune_inpaint(model, clean, steps, 1, ["scribbles"], protocol, log))
+        if model.noise_conditional:
+            inpainting = _tune_annealed_inpaint(model, clean, steps, grid["inpaint_levels"], protocol, log)
+        else:
+            inpainting = _tune_inpaint(model, clean, steps, 1, ["scribbles"], protocol, log)
         return {"denoise": denoising, "inpaint": inpainting}
     clean = datasets.to_float(datasets.load_dataset(model.config["dataset"], "val", data_root).images[:n])
     denoise_steps = denoise_steps or IMAGE_GRID["denoise_steps"]
@@ -225,8 +227,8 @@ def tune_photo_denoising(model, clean: torch.Tensor, grid: dict = PHOTO_GRID, *,
                        "input_psnr": round(psnr(noisy, clean).mean().item(), 3)})
         rows += here
     default = min(ladder, key=lambda e: abs(e["sigma"] - PHOTO_DEFAULT_SIGMA))
-    curvature = {"prior_curvature": curvature} if curvature is not None else {}
-    return {**{k: v for k, v in default.items() if k != "sigma"}, **curvature,
+    measured = {} if curvature is None else {"prior_curvature": curvature}
+    return {**{k: v for k, v in default.items() if k != "sigma"}, **measured,
             "sigmas": [default["sigma"]],  # what the top-level val_psnr was measured at; per_sigma has the rest
             "per_sigma": ladder, "grid": rows}
 
