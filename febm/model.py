@@ -262,7 +262,12 @@ class EBM(
         ``text`` replaces the generated body; ``notes`` (markdown) is added as a section; ``name`` is the
         checkpoint name or repo id used in the loading snippet.
         """
-        meta = self._hub_mixin_info.model_card_data.to_yaml()
+        meta = copy.deepcopy(self._hub_mixin_info.model_card_data)
+        if self.noise_conditional:  # restores, does not generate
+            meta.pipeline_tag = "image-to-image"
+        if self.config.get("divergence") == "dsm":  # a Fisher divergence, not an f-divergence
+            meta.tags = [t if t != "f-divergence" else "score-matching" for t in meta.tags]
+        meta = meta.to_yaml()
         if text is None:
             n_critic = count_parameters(self.critic) if self.critic is not None else None
             text = model_card_body(self.config, name=name, notes=notes, n_energy=count_parameters(self.energy),

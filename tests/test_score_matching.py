@@ -194,7 +194,10 @@ def test_score_matching_run_exports_a_noise_conditional_energy_without_critic(ds
     assert model.divergence == "dsm" and model.critic is None and model.energy.noise_bias is not None
     lines = [json.loads(ln) for ln in (dsm_model / "stats.jsonl").read_text().splitlines()]
     assert [ln["step"] for ln in lines] == [1, 2, 3, 4] and all(math.isfinite(ln["loss_dsm"]) for ln in lines)
-    assert "score matching" in (dsm_model / "model" / "README.md").read_text()
+    card = (dsm_model / "model" / "README.md").read_text()
+    assert "score matching" in card
+    meta = card.split("---")[1]  # the Hub's metadata: it restores (image to image), by score matching
+    assert "pipeline_tag: image-to-image" in meta and "- score-matching" in meta and "f-divergence" not in meta
 
 
 @pytest.mark.parametrize("div", ["js", "cd"])

@@ -217,6 +217,10 @@ def test_sigkill_then_resume_is_bit_identical(standin, tmp_path):
             assert torch.equal(v, b[part][k]), f"{part}.{k} differs after resume"
     steps = [json.loads(ln).get("step") for ln in (tmp_path / "killed" / "stats.jsonl").read_text().splitlines()]
     assert steps == list(range(1, 10)), "stats.jsonl must have each step once after resume"
+    command = json.loads((tmp_path / "killed" / "model" / "config.json").read_text())["training"]["command"]
+    first, then = command.splitlines()  # the model card lists the first command, then the resume
+    assert first.startswith("python -m training.run --preset") and then.endswith("--resume " + str(tmp_path / "killed")
+                                                                                  + " --no-progress")
 
 
 def test_stability_guard_rolls_back_with_lower_lr(standin, tmp_path):

@@ -179,7 +179,9 @@ def config_from_args(args: argparse.Namespace, argv: list[str]) -> tuple[TrainCo
         if not options.exists():
             raise SystemExit(f"error: {options} not found: --resume needs a run folder written by training.run")
         base = json.loads(options.read_text())
-        base.update(explicit, run_dir=str(Path(args.resume)))
+        # the model card lists every invocation: the first command, then each resume
+        history = [base["command"]] if base.get("command") else []
+        base.update(explicit, run_dir=str(Path(args.resume)), command="\n".join(history + [command]))
         return TrainConfig.from_dict(base), True
     base = dict(PRESETS.get(args.preset, {}))
     base.update(explicit, command=command, preset=args.preset)
