@@ -539,7 +539,8 @@ class Handlers:
     def photo_model(self, key, task: str):
         ebm = self.registry.get(key)
         if not ebm.fully_convolutional:
-            raise UserError(f"{task} needs a photo model (photo-js or photo-cd): this model restores only "
+            raise UserError(f"{task} needs a photo model ({' or '.join(self.registry.photo_keys()) or 'none here'}): "
+                            f"this model restores only "
                             f"{'×'.join(map(str, ebm.config['image_shape'][1:]))} images.")
         return ebm
 

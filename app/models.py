@@ -140,6 +140,10 @@ class ModelRegistry:
     def __len__(self) -> int:
         return len(self.entries)
 
+    def photo_keys(self) -> list[str]:
+        """The photo models' keys (fully convolutional energies: the models that deblur and upscale)."""
+        return [e.key for e in self.entries.values() if e.fully_convolutional]
+
     def choices(self) -> list[tuple[str, str]]:
         return [(e.label, e.key) for e in self.entries.values()]
 

@@ -194,7 +194,9 @@ API_DESCRIPTIONS = {
                 "noise of sigma added if > 0), to try it; the summary then gives PSNR. The pixel limit counts the "
                 "result. " + API_RESULTS),
 }
-PHOTO_ONLY = "**Photo models only:** pick `photo-js` or `photo-cd` in the model menu."
+def photo_only_note(registry: ModelRegistry) -> str:
+    names = " or ".join(f"`{k}`" for k in registry.photo_keys())
+    return f"**Photo models only:** pick {names} in the model menu." if names else "**Photo models only** (none here)."
 
 
 def wire(handler, api_name: str, inputs: list, outputs: list, run: gr.Button, stop: gr.Button, fit: gr.Button,
@@ -262,7 +264,7 @@ def photo_task_tab(handlers: Handlers, model: gr.Dropdown, first: ModelEntry | N
     photo = first is not None and first.fully_convolutional
     with gr.Row():
         with gr.Column(scale=1):
-            note = gr.Markdown(PHOTO_ONLY, visible=not photo, elem_id=f"{task}-photo-only")
+            note = gr.Markdown(photo_only_note(handlers.registry), visible=not photo, elem_id=f"{task}-photo-only")
             image = ImageFile(label="Photo", type="filepath", image_mode=None, sources=["upload", "clipboard"],
                               height=240, elem_id=f"{task}-input")
             gr.Examples([[str(p)] for p in photo_example_paths()], inputs=[image],

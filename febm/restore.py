@@ -175,6 +175,8 @@ def task_settings(model: EBM, task: str, sigma: float | None = None) -> dict:
     settings = {"steps": steps, "chains": 1}
     if task == "denoise":
         settings.update(temperature_scale=1.0, descent=DEFAULT_DESCENT if model.fully_convolutional else 0)
+        if model.noise_conditional:
+            settings["wiener_weight"] = 0.0
     settings.update({k: v for k, v in tuned.items() if k not in NOT_SETTINGS})
     ladder = tuned.get("per_sigma") or []
     if sigma is not None and ladder:
@@ -191,6 +193,11 @@ def _run_settings(model: EBM, task: str, sigma: float | None, **overrides) -> di
         _check_count("descent", settings["descent"], 0)
         if not settings["temperature_scale"] > 0:
             raise ValueError(f"temperature_scale must be > 0, got {settings['temperature_scale']}")
+        if "wiener_weight" in settings and not model.noise_conditional:
+            raise ValueError("wiener_weight is for noise-conditional models (their start blends their gradient step "
+                             "with the local Wiener filter); this model's photo chains start at the Wiener filter")
+        if not 0 <= settings.get("wiener_weight", 0) <= 1:
+            raise ValueError(f"wiener_weight must be in [0, 1], got {settings['wiener_weight']}")
         if settings["descent"] and not model.fully_convolutional:
             raise ValueError("descent (noise-free steps after the chains) is for photo models, whose chains sample "
                              "the posterior with a step fitted to its curvature")
@@ -656,6 +663,7 @@ def denoise(
     descent: int | None = None,
     mean: bool = True,
     temperature_scale: float | None = None,
+    wiener_weight: float | None = None,
     tile: int = DEFAULT_TILE,
     return_chain: bool = False,
     progress: bool = True,
@@ -673,6 +681,8 @@ def denoise(
     Photo (fully convolutional) models, any size, one image at a time: chains from the local Wiener filter of y
     sample exp(-E/(T s) - ||x - y||^2 / (2 sigma^2)) with ULA (:func:`posterior_sampler`; ``method`` may only be
     None or "ula"), then take ``descent`` noise-free steps; each image runs the tuned settings of its own sigma.
+    Noise-conditional photo models start at their gradient step instead, blended with the local Wiener filter by
+    ``wiener_weight`` (tuned per sigma: at the smallest noise the two estimators' errors partly cancel).
     Whole-image (Fashion-MNIST) models, the batch at once: their own sampler (``method``: another one) at its
     temperature T from the model's start distribution conditioned on y (its posterior mean when ``mean=True``, a
     sample otherwise); with the authors' sampler the likelihood weight s then sharpens the likelihood, sampling
@@ -681,7 +691,8 @@ def denoise(
     y = check_images(model, noisy, "noisy image")
     levels = _noise_levels(y, sigma)
     model.eval()  # spectral norm: no power iterations (they would change the weights from tile to tile)
-    overrides = {"steps": steps, "chains": chains, "descent": descent, "temperature_scale": temperature_scale}
+    overrides = {"steps": steps, "chains": chains, "descent": descent, "temperature_scale": temperature_scale,
+                 "wiener_weight": wiener_weight}
     run = _denoise_photos if model.fully_convolutional else _denoise_images
     result = run(model, y, levels, overrides, method=method, seed=_seed_of(seed), mean=mean, tile=tile,
                  return_chain=return_chain, progress=progress)
@@ -762,9 +773,13 @@ def _denoise_at_noise_levels(model: EBM, x: Tensor, sigma: float, settings: dict
     """One photo through a noise-conditional energy E(x, s) (febm.posterior): start at its gradient step
     y - sigma^2 grad E(y, sigma) (Tweedie's posterior mean when E was trained by score matching), then ``steps``
     ULA steps of eps = STEP_FRACTION sigma^2 on U(x) = E(x, rho sigma) + share ||x - y||^2 / (2 sigma^2), the chain
-    posterior training runs, and ``descent`` noise-free steps of eps / 2."""
+    posterior training runs, and ``descent`` noise-free steps of eps / 2. The start is blended with the local Wiener
+    filter by ``wiener_weight``."""
     lo, hi = _range(model)
-    start = (x - sigma**2 * energy_and_grad(_at_level(model, sigma, tile), x)[1]).clamp(lo, hi)
+    start = x - sigma**2 * energy_and_grad(_at_level(model, sigma, tile), x)[1]
+    if settings["wiener_weight"]:
+        start = torch.lerp(start, local_wiener(x, sigma), settings["wiener_weight"])
+    start = start.clamp(lo, hi)
     eps = STEP_FRACTION * sigma**2
     sampler = LangevinSampler("ula", steps=settings["steps"], step_size=eps, grad_clip=None, clamp=None,
                               temperature=1.0)

@@ -2,7 +2,7 @@
 # Train, tune and ship the photo models: the photo-cpu preset (dsm: photo-dsm), one thread each, resumable.
 #
 #   scripts/photo_models.sh train js cd        # train (or resume) runs/ckpt/photo-<div>, two at a time
-#   scripts/photo_models.sh ship js cd dsm     # tune on the validation crops, copy into checkpoints/
+#   scripts/photo_models.sh ship js cd dsm     # tune every task on the validation crops, copy into checkpoints/
 #
 # Needs Debian's photographs: apt-get install mate-backgrounds plasma-workspace-wallpapers (training only).
 # A killed run resumes from its last checkpoint (every 100 steps) when trained again; a finished one is skipped.
@@ -32,6 +32,9 @@ case "${1:-}" in
             run=runs/ckpt/photo-$div/model
             [ -f "$run/model.safetensors" ] || { echo "error: $run is not a finished run" >&2; exit 1; }
             "$PY" -m training.tune "$run" --n 8 --write
+            for task in deblur upscale; do
+                "$PY" -m bench.photo_inverse --tune-model "$run" --task "$task" --n-crops 8 --rounds 1 --write --no-progress
+            done
             rm -rf "checkpoints/photo-$div"
             cp -r "$run" "checkpoints/photo-$div"
         done

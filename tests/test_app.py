@@ -652,7 +652,7 @@ def test_upscale_enlarges_with_the_alpha_or_shrinks_first_and_gives_psnr(client,
 
 BAD_INVERSE = {  # name: (request(client, path, tmp_path), a fragment of the expected message)
     "fashion-mnist model": (lambda c, p, t: deblur(c, p, model="tiny-js"),
-                            "Deblurring needs a photo model (photo-js or photo-cd): this model restores only 28×28"),
+                            "Deblurring needs a photo model (tiny-photo): this model restores only 28×28"),
     "upscale fashion-mnist": (lambda c, p, t: upscale(c, p, model="tiny-js"), "Upscaling needs a photo model"),
     "bad kernel size": (lambda c, p, t: deblur(c, p, kernel="box", size=2.5), "the box size must be a whole number"),
     "bad kernel kind": (lambda c, p, t: deblur(c, p, kernel="disc"), "disc is not in the list of choices"),

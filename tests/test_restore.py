@@ -206,6 +206,11 @@ def test_denoise_rejects_bad_sigma(model, images, sigma, match):
         denoise(model, images, sigma=sigma, progress=False)
 
 
+def test_denoise_refuses_a_wiener_blend_for_models_without_a_gradient_step_start(model, images):
+    with pytest.raises(ValueError, match="wiener_weight is for noise-conditional models"):
+        denoise(model, images, 0.1, wiener_weight=0.5, progress=False)
+
+
 @pytest.mark.parametrize("sigma", [25, 1.5, [0.1, 25 / 255 * 255]])
 def test_denoise_refuses_a_sigma_in_0_255_levels(model, images, sigma):
     with pytest.raises(ValueError, match=r"\[0, 1\] units.*/255"):

@@ -11,7 +11,7 @@ from febm.classical import smooth_fill
 from febm.degradations import add_gaussian_noise, scribble_mask
 from febm.model import EBM
 from febm.operators import Mask
-from febm.posterior import PRIOR_FRACTION, gradient_step, posterior_chains
+from febm.posterior import PRIOR_FRACTION, energy_grad, gradient_step, posterior_chains
 from febm.restore import denoise, generate, inpaint, task_settings
 
 NC = {"kind": "field", "width": 6, "kernel_size": 3, "dilations": [1, 2], "activation": "silu",
@@ -40,6 +40,20 @@ def test_noise_conditional_models_denoise_from_their_gradient_step_by_default(mo
     start = denoise(model, noisy, 0.1, steps=0, descent=0, progress=False)
     torch.testing.assert_close(start, gradient_step(model.energy, noisy, torch.tensor([0.1])))
     assert not torch.equal(denoise(model, noisy, 0.1, progress=False), start)
+
+
+def test_the_start_blends_the_gradient_step_with_the_local_wiener_filter(model, noisy):
+    from febm.classical import local_wiener
+
+    step = noisy - 0.1**2 * energy_grad(model.energy, noisy, torch.tensor([0.1]))  # before its clamp
+    wiener = local_wiener(noisy, 0.1)
+    assert task_settings(model, "denoise")["wiener_weight"] == 0.0
+    for w in (0.5, 1.0):
+        blended = denoise(model, noisy, 0.1, steps=0, descent=0, wiener_weight=w, progress=False)
+        torch.testing.assert_close(blended, ((1 - w) * step + w * wiener).clamp(0, 1))
+    for bad in (-0.1, 1.5):
+        with pytest.raises(ValueError, match=r"wiener_weight must be in \[0, 1\]"):
+            denoise(model, noisy, 0.1, wiener_weight=bad, progress=False)
 
 
 def test_denoising_chains_are_the_chains_posterior_training_runs(model, noisy):

@@ -293,6 +293,13 @@ def test_tune_picks_a_noise_conditional_models_steps_from_its_gradient_step(dsm_
     denoising, inpainting = result["denoise"], result["inpaint"]
     assert "prior_curvature" not in denoising and {r["temperature_scale"] for r in denoising["grid"]} == {1.0}
     assert {(r["steps"], r["descent"], r["chains"]) for r in denoising["grid"]} == {(0, 0, 1), (0, 1, 1), (1, 0, 2)}
+    blends = {r["wiener_weight"] for r in denoising["grid"] if r["steps"] == r["descent"] == 0}
+    assert blends == {0.0, *tune.NOISE_CONDITIONAL_GRID["wiener_weights"]}
+    assert all(e["wiener_weight"] in blends for e in denoising["per_sigma"])
+    for entry in denoising["per_sigma"]:  # the start: the best blend by mean PSNR, whatever it lost to the step
+        starts = [r["psnr"] for r in denoising["grid"]
+                  if r["steps"] == r["descent"] == 0 and round(r["sigma_255"] / 255, 6) == entry["sigma"]]
+        assert len(starts) == len(blends) and entry["start_psnr"] == max(starts)
     assert all(e["val_psnr"] >= e["start_psnr"] for e in denoising["per_sigma"])
     assert [(r["steps"], r["sigma_start"]) for r in inpainting["grid"]] == [(0, 20 / 255), (2, 20 / 255),
                                                                             (2, 40 / 255)]
