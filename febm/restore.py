@@ -162,7 +162,7 @@ def task_settings(model: EBM, task: str, sigma: float | None = None) -> dict:
 
     Denoising settings may depend on the noise level: ``per_sigma`` holds one entry per tuned sigma, and with
     ``sigma`` ([0, 1] units) the entry nearest in log sigma overrides the rest (the result then says which, as
-    ``sigma``). Without ``sigma`` the top-level entry answers (photo models: the settings at 25/255).
+    ``sigma``); ``wiener_weight``, continuous, is interpolated in log sigma between the entries around ``sigma``. Without ``sigma`` the top-level entry answers (photo models: the settings at 25/255).
     """
     if task not in TASKS:
         raise ValueError(f"task must be denoise or inpaint, got {task!r}")
@@ -181,7 +181,20 @@ def task_settings(model: EBM, task: str, sigma: float | None = None) -> dict:
     ladder = tuned.get("per_sigma") or []
     if sigma is not None and ladder:
         settings.update(min(ladder, key=lambda entry: abs(math.log(entry["sigma"] / float(sigma)))))
+        if "wiener_weight" in settings:  # a continuous setting: interpolated in log sigma between its neighbours
+            settings["wiener_weight"] = _interpolate(ladder, "wiener_weight", float(sigma), settings["wiener_weight"])
     return settings
+
+
+def _interpolate(ladder: list[dict], key: str, sigma: float, default: float) -> float:
+    """``key`` at ``sigma``, linear in log sigma between the two ladder entries around it (the end entry's value
+    outside the ladder; ``default`` for entries that lack it)."""
+    points = sorted((math.log(e["sigma"]), e.get(key, default)) for e in ladder)
+    t = math.log(sigma)
+    if t <= points[0][0] or t >= points[-1][0]:
+        return points[0][1] if t <= points[0][0] else points[-1][1]
+    (t0, v0), (t1, v1) = next((a, b) for a, b in zip(points, points[1:]) if a[0] <= t <= b[0])
+    return v0 + (v1 - v0) * (t - t0) / (t1 - t0)
 
 
 def _run_settings(model: EBM, task: str, sigma: float | None, **overrides) -> dict:

@@ -56,6 +56,18 @@ def test_the_start_blends_the_gradient_step_with_the_local_wiener_filter(model, 
             denoise(model, noisy, 0.1, wiener_weight=bad, progress=False)
 
 
+def test_the_wiener_weight_is_interpolated_in_log_sigma_between_tuned_levels(model):
+    ladder = [{"sigma": 1 / 255, "steps": 0, "wiener_weight": 0.5}, {"sigma": 4 / 255, "steps": 1, "wiener_weight": 0.0},
+              {"sigma": 16 / 255, "steps": 0}]  # an entry without a weight: the default, none
+    model.config["restoration"] = {"denoise": {"per_sigma": ladder}}
+    try:
+        weight = {s: task_settings(model, "denoise", s / 255)["wiener_weight"] for s in (0.5, 1, 2, 4, 8, 32)}
+        assert task_settings(model, "denoise", 3 / 255)["steps"] == 1  # discrete settings: the nearest level's
+    finally:
+        del model.config["restoration"]
+    assert weight == {0.5: 0.5, 1: 0.5, 2: pytest.approx(0.25), 4: 0.0, 8: 0.0, 32: 0.0}
+
+
 def test_denoising_chains_are_the_chains_posterior_training_runs(model, noisy):
     sigma = torch.tensor([0.1])
     ours = denoise(model, noisy, 0.1, steps=3, descent=1, seed=5, mean=False, progress=False)
