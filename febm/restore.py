@@ -31,7 +31,8 @@ counts once, not thrice, and comes back as their mean in the shape it came; a co
 restored channel by channel.
 
 Noise-conditional photo energies E(x, sigma) (score matching, ``--div dsm``; posterior f-EBMs, ``--posterior``) need
-no classical start: denoising starts at their gradient step y - sigma^2 grad E(y, sigma) (Tweedie) and continues
+no classical start: denoising starts at their gradient step y - sigma^2 grad E(y, sigma) (Tweedie; blended with the
+local Wiener filter by the tuned ``wiener_weight`` where that won on validation) and continues
 with the chain posterior training runs (:mod:`febm.posterior`); inpainting is :func:`febm.inverse.restore` with
 the mask as the operator. They do not generate.
 """
