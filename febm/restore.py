@@ -35,6 +35,10 @@ no classical start: denoising starts at their gradient step y - sigma^2 grad E(y
 local Wiener filter by the tuned ``wiener_weight`` where that won on validation) and continues
 with the chain posterior training runs (:mod:`febm.posterior`); inpainting is :func:`febm.inverse.restore` with
 the mask as the operator. They do not generate.
+
+At small noise (up to ``SURE_MAX_SIGMA``) every photo model's denoised result is weighed against its input by
+Stein's unbiased risk estimate (:mod:`febm.sure`): the result keeps the share of its change that is estimated to
+lower the error, so that a learned step that would cost more than it gains is held back.
 """
 
 from __future__ import annotations
@@ -53,6 +57,7 @@ from .nets import AtNoiseLevel
 from .posterior import PRIOR_FRACTION, STEP_FRACTION
 from .rejection import ratio_bound, rejection_sample
 from .sampling import METHODS, Generators, LangevinSampler, energy_and_grad
+from .sure import step_weight
 from .tiling import DEFAULT_TILE, TiledEnergy
 
 MIN_SIDE = 32  # fully convolutional models: smallest image side they restore
@@ -68,6 +73,7 @@ class Restoration:
     std: Tensor | None = None  # fully convolutional models, chains > 1: per-pixel std over the chains
     mala_acceptance: float | None = None  # method="mala": the mean Metropolis-Hastings acceptance of its steps
     settings: list[dict] | None = None  # denoise/inpaint: the settings each image ran with (see task_settings)
+    step_weight: Tensor | None = None  # photo denoise, (B,): the weight of the restoration against its input (febm.sure)
 
 
 # --- settings ------------------------------------------------------------------------------------------------
@@ -408,6 +414,8 @@ def _block_reading(x: Tensor, response: Tensor, use: Tensor, first: Tensor) -> T
 
 
 SIGMA_FLOOR = 1e-3  # an estimated sigma of 0 (a flat or clean image) is read as this
+SURE_MAX_SIGMA = 10 / 255  # photo denoising weighs its result against the input (febm.sure) up to this noise
+PROBE_SEED = 0x5_0BE5_EED  # the SURE probe's stream: the seed xor this, apart from the chains' own
 
 
 def _noise_levels(images: Tensor, sigma: float | Tensor | None) -> Tensor:
@@ -678,6 +686,7 @@ def denoise(
     mean: bool = True,
     temperature_scale: float | None = None,
     wiener_weight: float | None = None,
+    sure: bool | None = None,
     tile: int = DEFAULT_TILE,
     return_chain: bool = False,
     progress: bool = True,
@@ -697,6 +706,9 @@ def denoise(
     None or "ula"), then take ``descent`` noise-free steps; each image runs the tuned settings of its own sigma.
     Noise-conditional photo models start at their gradient step instead, blended with the local Wiener filter by
     ``wiener_weight`` (tuned per sigma: at the smallest noise the two estimators' errors partly cancel).
+    At small noise (sigma <= ``SURE_MAX_SIGMA``; ``sure=True``: always, ``False``: never) a photo's result is
+    moved toward its input by the weight that minimises Stein's unbiased risk estimate (:mod:`febm.sure`; it
+    costs a second restoration), so that it is not worse than the input; ``details=True`` reports the weight.
     Whole-image (Fashion-MNIST) models, the batch at once: their own sampler (``method``: another one) at its
     temperature T from the model's start distribution conditioned on y (its posterior mean when ``mean=True``, a
     sample otherwise); with the authors' sampler the likelihood weight s then sharpens the likelihood, sampling
@@ -709,14 +721,17 @@ def denoise(
                  "wiener_weight": wiener_weight}
     run = _denoise_photos if model.fully_convolutional else _denoise_images
     result = run(model, y, levels, overrides, method=method, seed=_seed_of(seed), mean=mean, tile=tile,
-                 return_chain=return_chain, progress=progress)
+                 return_chain=return_chain, progress=progress, sure=sure)
     result.sigma = levels
     return result if details else result.images
 
 
 def _denoise_images(model: EBM, y: Tensor, sigma: Tensor, overrides: dict, *, method, seed, mean, tile, return_chain,
-                    progress) -> Restoration:
+                    progress, sure) -> Restoration:
     """Whole-image models: the batch at once, one noise stream per image."""
+    if sure:
+        raise ValueError("sure (weighing the result against its input) is for photo models; whole-image models "
+                         "restore from their start distribution, not from the input")
     settings = _run_settings(model, "denoise", None, **overrides)
     sampler = model_sampler(model, steps=settings["steps"], method=method)
     gens = _per_image_generators(seed, len(y), y.device)
@@ -734,7 +749,7 @@ def _denoise_images(model: EBM, y: Tensor, sigma: Tensor, overrides: dict, *, me
 
 
 def _denoise_photos(model: EBM, y: Tensor, sigma: Tensor, overrides: dict, *, method, seed, mean, tile, return_chain,
-                    progress) -> Restoration:
+                    progress, sure) -> Restoration:
     """Photo models: each image alone, with the settings of its own noise level."""
     if method not in (None, "ula"):
         raise ValueError(f"photo denoising samples the posterior with ULA, its step fitted to the posterior's "
@@ -743,7 +758,8 @@ def _denoise_photos(model: EBM, y: Tensor, sigma: Tensor, overrides: dict, *, me
                             if method == "mala" else ""))
     settings = [_run_settings(model, "denoise", float(s), **overrides) for s in sigma]
     run = _denoise_at_noise_levels if model.noise_conditional else _denoise_photo
-    total = sum(_runs(s) * (s["steps"] + s["descent"]) for s in settings)
+    weigh = [bool(sure) if sure is not None else float(s) <= SURE_MAX_SIGMA for s in sigma]
+    total = sum((1 + w) * _runs(s) * (s["steps"] + s["descent"]) for s, w in zip(settings, weigh))
     parts = []
     with _bar(total, max(s["chains"] for s in settings), progress) as tick:
         for i, s in enumerate(settings):
@@ -754,8 +770,28 @@ def _denoise_photos(model: EBM, y: Tensor, sigma: Tensor, overrides: dict, *, me
                     result.std = torch.zeros_like(result.images)
                 return result
 
-            parts.append(_through_channels(model, y[i:i + 1], None, restore))
+            def restored(noisy: Tensor, restore=restore) -> Restoration:
+                return _through_channels(model, noisy, None, restore)
+
+            part = restored(y[i:i + 1])
+            part.step_weight = 1.0
+            if weigh[i]:
+                part = _weigh_against_input(part, y[i:i + 1], float(sigma[i]), restored, seed)
+            parts.append(part)
     return _stack(parts, settings)
+
+
+def _weigh_against_input(result: Restoration, noisy: Tensor, sigma: float, restored, seed: int) -> Restoration:
+    """The restoration moved toward its input by the weight that minimises Stein's unbiased risk estimate
+    (febm.sure): at small noise it is then not worse than the input, whatever the model."""
+    probe = torch.Generator(noisy.device).manual_seed(seed ^ PROBE_SEED)  # not the chains' stream
+    grey = noisy.shape[1] == 3 and _equal_channels(noisy, None)
+    w = step_weight(lambda z: restored(z).images, noisy, sigma, result.images, generator=probe, grey=grey)
+    result.images = torch.lerp(noisy, result.images, w)
+    result.sample = torch.lerp(noisy, result.sample, w)
+    result.std = None if result.std is None else w * result.std
+    result.step_weight = w
+    return result
 
 
 def _runs(settings: dict) -> int:
@@ -977,10 +1013,11 @@ def _stack(parts: list[Restoration], settings: list[dict]) -> Restoration:
         length = max(len(p.chain) for p in parts)
         chain = torch.cat([torch.cat([p.chain, p.chain[-1:].expand(length - len(p.chain), *p.chain.shape[1:])])
                            for p in parts], dim=1)
-    stds = [p.std for p in parts]
+    stds, weights = [p.std for p in parts], [p.step_weight for p in parts]
     return Restoration(torch.cat([p.images for p in parts]).contiguous(), chain,
                        sample=torch.cat([p.sample for p in parts]).contiguous(),
-                       std=None if any(s is None for s in stds) else torch.cat(stds).contiguous(), settings=settings)
+                       std=None if any(s is None for s in stds) else torch.cat(stds).contiguous(), settings=settings,
+                       step_weight=None if None in weights else torch.tensor(weights))
 
 
 @contextlib.contextmanager
