@@ -4,6 +4,8 @@ Thresholds are well below what the models measure (docs/restoration.md), so that
 loader or restoration default, not a small change in quality.
 """
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -76,7 +78,9 @@ PHOTO_SHIPPED = [m["name"] for m in list_models() if m["dataset"] == "photos"]
 
 
 def test_checkpoints_ship_photo_models():
-    assert {"photo-js", "photo-cd"} <= set(PHOTO_SHIPPED)
+    assert {"photo-js", "photo-cd", "photo-dsm"} <= set(PHOTO_SHIPPED)
+    card = (Path(__file__).resolve().parent.parent / "checkpoints" / "photo-dsm" / "README.md").read_text()
+    assert "denoising score matching" in card and "not an f-divergence" in card  # labelled for what it is
 
 
 @pytest.fixture(scope="module")
