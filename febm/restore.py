@@ -44,6 +44,7 @@ lower the error, so that a learned step that would cost more than it gains is he
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -200,7 +201,7 @@ def _interpolate(ladder: list[dict], key: str, sigma: float, default: float) -> 
     t = math.log(sigma)
     if t <= points[0][0] or t >= points[-1][0]:
         return points[0][1] if t <= points[0][0] else points[-1][1]
-    (t0, v0), (t1, v1) = next((a, b) for a, b in zip(points, points[1:]) if a[0] <= t <= b[0])
+    (t0, v0), (t1, v1) = next((a, b) for a, b in itertools.pairwise(points) if a[0] <= t <= b[0])
     return v0 + (v1 - v0) * (t - t0) / (t1 - t0)
 
 

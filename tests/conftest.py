@@ -31,3 +31,18 @@ def photo_folder(tmp_path_factory):
             img[(yy - cy) ** 2 + (xx - cx) ** 2 < r * r] = rng.integers(0, 255, 3)
         Image.fromarray(img.astype(np.uint8), "RGB").save(folder / f"p{i}.jpg", quality=95)
     return f"folder:{folder}"
+
+
+@pytest.fixture(scope="session")
+def tiny_noise_conditional():
+    """A builder of a tiny noise-conditional photo energy E(x, sigma) at its (seeded) initialisation."""
+    from febm.model import EBM
+
+    net = {"kind": "field", "width": 6, "kernel_size": 3, "dilations": [1, 2], "activation": "silu",
+           "spectral_norm": False, "zero_mean_stem": True, "noise_conditional": True}
+
+    def make() -> EBM:
+        torch.manual_seed(0)
+        return EBM("dsm", net, None, dataset="photos", image_channels=3, crop_size=16)
+
+    return make

@@ -9,19 +9,13 @@ import torch
 
 from febm.classical import smooth_fill
 from febm.degradations import add_gaussian_noise, scribble_mask
-from febm.model import EBM
 from febm.operators import Mask
 from febm.posterior import PRIOR_FRACTION, energy_grad, gradient_step, posterior_chains
 from febm.restore import denoise, generate, inpaint, task_settings
 
-NC = {"kind": "field", "width": 6, "kernel_size": 3, "dilations": [1, 2], "activation": "silu",
-      "spectral_norm": False, "zero_mean_stem": True, "noise_conditional": True}
-
-
 @pytest.fixture(scope="module")
-def model():
-    torch.manual_seed(0)
-    m = EBM("dsm", NC, None, dataset="photos", image_channels=3, crop_size=16)
+def model(tiny_noise_conditional):
+    m = tiny_noise_conditional()
     with torch.no_grad():
         for p in m.energy.noise_bias.parameters():
             p.normal_(0, 0.5)  # zero at initialisation: give sigma an effect

@@ -60,15 +60,10 @@ def test_a_grey_image_stored_as_equal_channels_is_one_noise_draw_per_pixel(gauss
 
 
 # --- in photo denoising --------------------------------------------------------------------------------------------
-FIELD = {"kind": "field", "width": 6, "kernel_size": 3, "dilations": [1, 2], "activation": "silu",
-         "spectral_norm": False, "zero_mean_stem": True, "noise_conditional": True}
-
-
 @pytest.fixture(scope="module")
-def untrained():
-    """A noise-conditional photo energy at initialisation, its output gain raised: its gradient step is noise."""
-    torch.manual_seed(0)
-    m = EBM("dsm", FIELD, None, dataset="photos", image_channels=3, crop_size=16)
+def untrained(tiny_noise_conditional):
+    """A noise-conditional photo energy at initialisation, its weights scaled up: its gradient step is noise."""
+    m = tiny_noise_conditional()
     with torch.no_grad():
         for p in m.energy.parameters():
             p.mul_(3)
