@@ -74,7 +74,7 @@ class Restoration:
     std: Tensor | None = None  # fully convolutional models, chains > 1: per-pixel std over the chains
     mala_acceptance: float | None = None  # method="mala": the mean Metropolis-Hastings acceptance of its steps
     settings: list[dict] | None = None  # denoise/inpaint: the settings each image ran with (see task_settings)
-    step_weight: Tensor | None = None  # photo denoise, (B,): the weight of the restoration against its input (febm.sure)
+    step_weight: Tensor | None = None  # photo denoise, (B,): the result's weight against its input (febm.sure)
 
 
 # --- settings ------------------------------------------------------------------------------------------------
@@ -170,7 +170,8 @@ def task_settings(model: EBM, task: str, sigma: float | None = None) -> dict:
 
     Denoising settings may depend on the noise level: ``per_sigma`` holds one entry per tuned sigma, and with
     ``sigma`` ([0, 1] units) the entry nearest in log sigma overrides the rest (the result then says which, as
-    ``sigma``); ``wiener_weight``, continuous, is interpolated in log sigma between the entries around ``sigma``. Without ``sigma`` the top-level entry answers (photo models: the settings at 25/255).
+    ``sigma``); ``wiener_weight``, continuous, is interpolated in log sigma between the entries around ``sigma``.
+    Without ``sigma`` the top-level entry answers (photo models: the settings at 25/255).
     """
     if task not in TASKS:
         raise ValueError(f"task must be denoise or inpaint, got {task!r}")
@@ -199,8 +200,10 @@ def _interpolate(ladder: list[dict], key: str, sigma: float, default: float) -> 
     outside the ladder; ``default`` for entries that lack it)."""
     points = sorted((math.log(e["sigma"]), e.get(key, default)) for e in ladder)
     t = math.log(sigma)
-    if t <= points[0][0] or t >= points[-1][0]:
-        return points[0][1] if t <= points[0][0] else points[-1][1]
+    if t <= points[0][0]:
+        return points[0][1]
+    if t >= points[-1][0]:
+        return points[-1][1]
     (t0, v0), (t1, v1) = next((a, b) for a, b in itertools.pairwise(points) if a[0] <= t <= b[0])
     return v0 + (v1 - v0) * (t - t0) / (t1 - t0)
 

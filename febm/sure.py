@@ -2,8 +2,8 @@
 
 For y = x + N(0, sigma^2 I) with N independent entries and a denoiser f, SURE = ||f(y) - y||^2 / N - sigma^2
 + 2 sigma^2 div f(y) / N estimates ||f(y) - x||^2 / N without bias (Stein 1981); the divergence is estimated with
-one random probe b of +-1 entries, div f(y) ~ b . (f(y + eps b) - f(y)) / eps (Monte-Carlo SURE, Ramani, Blu & Unser 2008), whose
-error falls as 1/sqrt(N): on a photo of 10^5 pixels it is a fraction of a percent.
+one random probe b of +-1 entries, div f(y) ~ b . (f(y + eps b) - f(y)) / eps (Monte-Carlo SURE, Ramani, Blu &
+Unser 2008), whose error falls as 1/sqrt(N): on a photo of 10^5 pixels it is a fraction of a percent.
 
 Along the segment y + w (f(y) - y) the estimate is a parabola in w,
     SURE(w) = w^2 a + sigma^2 + 2 sigma^2 w (d - 1),  a = ||f(y) - y||^2 / N,  d = div f(y) / N,
@@ -42,4 +42,3 @@ def step_weight(denoiser: Callable[[Tensor], Tensor], noisy: Tensor, sigma: floa
     if a == 0:  # the denoiser returned its input: nothing to weigh
         return 1.0
     return min(max(sigma**2 * (1 - d) / a, 0.0), 1.0)
-
