@@ -296,6 +296,9 @@ def test_tune_picks_a_noise_conditional_models_steps_from_its_gradient_step(dsm_
     blends = {r["wiener_weight"] for r in denoising["grid"] if r["steps"] == r["descent"] == 0}
     assert blends == {0.0, *tune.NOISE_CONDITIONAL_GRID["wiener_weights"]}
     assert all(e["wiener_weight"] in blends for e in denoising["per_sigma"])
+    for sigma in {r["sigma_255"] for r in denoising["grid"]}:  # descent from every blend, not only the best start
+        assert {r["wiener_weight"] for r in denoising["grid"]
+                if r["sigma_255"] == sigma and (r["steps"], r["descent"]) == (0, 1)} == blends
     for entry in denoising["per_sigma"]:  # the start: the best blend by mean PSNR, whatever it lost to the step
         starts = [r["psnr"] for r in denoising["grid"]
                   if r["steps"] == r["descent"] == 0 and round(r["sigma_255"] / 255, 6) == entry["sigma"]]
