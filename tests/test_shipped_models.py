@@ -124,7 +124,10 @@ def test_photo_denoising_never_returns_worse_than_its_input_at_small_noise(photo
 
     noisy = add_gaussian_noise(photo[None], sigma255 / 255, 0)
     before = psnr(noisy, photo[None]).item()
-    for sigma in (sigma255 / 255, None):  # given, and estimated from the image
+    # given, and estimated from the image: not at 1/255, where the crop's own grain (the clean crop reads 1.0/255)
+    # is as strong as the added noise, the estimate reads 1.44 and removing that grain counts as an error (no blind
+    # method can tell the two apart: docs/photos.md, "Small noise"; photo-dsm at step 9000 loses 0.16 dB there)
+    for sigma in (sigma255 / 255, None) if sigma255 > 1 else (sigma255 / 255,):
         after = psnr(denoise(photo_model, noisy, sigma, seed=0, progress=False), photo[None]).item()
         assert after >= before, (sigma, before, after)
 
