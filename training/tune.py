@@ -13,11 +13,11 @@ Photo (fully convolutional) models are tuned per noise level, on fixed 80-px cro
 temperature scale s of the posterior exp(-E/(T s) - ||x - y||^2 / (2 sigma^2)) (half decades over five decades)
 with 0-10 noise-free descent steps from the Wiener start, then four Langevin chains at the best scale. Per sigma
 the best mean PSNR wins among the settings that lose to the start alone on at most a tenth of the crops; within
-0.02 dB of it, the cheapest setting (fewest gradient evaluations). The energy's stiffest curvature (``prior_curvature``, which sizes the
-chains' step) is measured on the same crops first. Noise-conditional energies start at their gradient step and
-try 1-3 noise-free posterior steps from each blend of it with the Wiener filter, and four 5-step chains
-(NOISE_CONDITIONAL_GRID). Inpainting: Langevin steps
-(noise-conditional energies: annealed denoising steps) on scribble masks.
+0.02 dB of it, the cheapest setting (fewest gradient evaluations). The energy's stiffest curvature
+(``prior_curvature``, which sizes the chains' step) is measured on the same crops first. Noise-conditional
+energies start at their gradient step and try 1-3 noise-free posterior steps from each blend of it with the Wiener
+filter, and four 5-step chains (NOISE_CONDITIONAL_GRID). Inpainting: Langevin steps (noise-conditional energies:
+annealed denoising steps) on scribble masks.
 
 Only validation images are used, never the test split; ``--write`` stores the winners in ``config["restoration"]``
 of the model folder, where denoise/inpaint read their defaults (febm.restore.task_settings), together with the full
