@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 
-from febm.model import EBM, checkpoints_dir, list_models, load_model, read_config
+from febm.model import EBM, checkpoints_dir, list_models, load_model, objective_label, read_config
 
 
 def tuned_settings(config: dict, task: str) -> dict:
@@ -99,8 +99,9 @@ class ModelEntry:
         origin = training.get("warm_started_from")
         if origin:  # a later stage: the card lists every earlier command
             steps = origin.get("steps")
-            trained = f"trained {steps:,} steps with" if isinstance(steps, int) else "trained with"
-            lines.append(f"It continued a model {trained} `{origin.get('command', 'not recorded')}` "
+            trained = f"trained {steps:,} steps" if isinstance(steps, int) else "trained"
+            by = f" by {objective_label(origin['divergence'])}" if origin.get("divergence") else ""
+            lines.append(f"It continued a model {trained}{by} with `{origin.get('command', 'not recorded')}` "
                          "(the model card has the whole lineage)")
         return "\n\n".join(lines)
 

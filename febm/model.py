@@ -326,6 +326,11 @@ def _shape_rows(config: dict) -> list[str]:
     return rows
 
 
+def objective_label(div: str) -> str:
+    """A training objective in prose: 'score matching (dsm)', 'contrastive divergence (cd)', 'f-EBM (js)'."""
+    return {"dsm": "score matching (dsm)", "cd": "contrastive divergence (cd)"}.get(div, f"f-EBM ({div})")
+
+
 def model_card_body(config: dict, *, name: str | None = None, notes: str | None = None,
                     n_energy: int | None = None, n_critic: int | None = None) -> str:
     """Markdown body of the model card, from config.json alone."""
@@ -365,7 +370,8 @@ def model_card_body(config: dict, *, name: str | None = None, notes: str | None 
         lines += [f"This model is that run at step {training['steps']} of its {planned}.", ""]
     origin = training.get("warm_started_from")
     while origin:  # a run that continued another model: how that one was trained, back to the first
-        lines += [f"It continued `{origin['model']}` ({origin.get('steps', '?')} steps), trained with:", "",
+        by = f", {objective_label(origin['divergence'])}" if origin.get("divergence") else ""
+        lines += [f"It continued `{origin['model']}` ({origin.get('steps', '?')} steps{by}), trained with:", "",
                   "```", str(origin.get("command", "not recorded")), "```", ""]
         origin = origin.get("warm_started_from")
     rest = {k: v for k, v in training.items() if k not in ("command", "warm_started_from")}

@@ -330,11 +330,12 @@ def test_a_later_stage_model_says_what_it_continued(checkpoints, tmp_path, monke
     folder = tmp_path / "stage-2"
     shutil.copytree(checkpoints / "tiny-cd", folder)
     config = json.loads((folder / "config.json").read_text())
-    config["training"]["warm_started_from"] = {"model": "runs/a/model", "steps": 3000,
+    config["training"]["warm_started_from"] = {"model": "runs/a/model", "steps": 3000, "divergence": "cd",
                                                "command": "python -m training.run --preset fmnist-cpu --div cd"}
     (folder / "config.json").write_text(json.dumps(config))
     card = ModelRegistry.discover([str(folder)]).entry(str(folder)).card_summary()
-    assert "It continued a model trained 3,000 steps with `python -m training.run --preset fmnist-cpu --div cd`" in card
+    assert ("It continued a model trained 3,000 steps by contrastive divergence (cd) with "
+            "`python -m training.run --preset fmnist-cpu --div cd`") in card
 
 
 def test_shipped_models_are_labelled_by_divergence_and_data(checkpoints, monkeypatch):

@@ -107,7 +107,7 @@ def test_warm_started_models_record_every_command_back_to_the_first(standin, tmp
     assert "warm_started_from" not in first
     card = model_card_body(load_model(run / "model").config)
     assert card.index(training["command"]) < card.index(origin["command"]) < card.index(first["command"])
-    assert f"It continued `{tmp_path / 'b' / 'model'}` (3 steps)" in card
+    assert f"It continued `{tmp_path / 'b' / 'model'}` (3 steps, f-EBM (js))" in card
 
 def test_fid_curve_takes_a_runs_snapshots_and_records_steps_and_hours(standin, tmp_path):
     sys.path.insert(0, str(REPO))  # bench/ is not installed
@@ -438,9 +438,14 @@ def test_tune_picks_the_best_validation_setting_and_writes_it(standin, tmp_path)
     grid = result["denoise"]["grid"]
     assert len(grid) == 2 and result["denoise"]["val_psnr"] == max(r["psnr"] for r in grid)
     assert result["inpaint"]["steps"] in (1, 2) and "val split" in result["inpaint"]["tuned_on"]
+    config_file = run / "model" / "config.json"  # settings of another task, tuned elsewhere, must survive
+    config = json.loads(config_file.read_text())
+    config["restoration"] = {"deblur": {"steps": 3}}
+    config_file.write_text(json.dumps(config))
     assert tune.main([str(run / "model"), "--n", "2", "--chains", "1", "--write"]) == 0
     tuned = load_model(run / "model").config["restoration"]
     assert tuned["denoise"]["chains"] == 1 and tuned["denoise"]["steps"] in (0, 10, 30, 60, 100)
+    assert tuned["deblur"] == {"steps": 3}
 
 
 

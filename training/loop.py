@@ -322,8 +322,8 @@ class Trainer:
         record = source.config.get("training", {})
         self.step = int(record.get("steps", 0))
         self.elapsed = 60.0 * float(record.get("wall_time_minutes", 0.0))
-        return {"model": str(folder), **{k: record[k] for k in ("command", "steps", "wall_time_minutes",
-                                                                 "warm_started_from") if k in record}}
+        return {"model": str(folder), "divergence": source.config.get("divergence"),
+                **{k: record[k] for k in ("command", "steps", "wall_time_minutes", "warm_started_from") if k in record}}
 
     def _apply_lr(self) -> None:
         for opt, base in ((self.opt_energy, self.cfg.lr), (self.opt_critic, self.cfg.critic_lr or self.cfg.lr)):

@@ -338,6 +338,8 @@ def main(argv=None) -> int:
     if args.write:
         model = load_model(location)
         update = dict(result)
+        if "restoration" in result:  # keep the settings of tasks tuned elsewhere (deblur, upscale)
+            update["restoration"] = {**(model.config.get("restoration") or {}), **result["restoration"]}
         if "generation" in result:
             update["sampler"] = {**model.config["sampler"], "steps": result["generation"]["steps"]}
             if args.generation_noise:  # restoration keeps the sampler's own noise (its temperature)
