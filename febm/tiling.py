@@ -18,7 +18,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-DEFAULT_TILE = 256  # core side: with photo-cpu's halo of 2 x 10 px a side, a tile reads ~1.35x its pixels
+# core side: with photo-dsm's halo of 2 x 23 px a side, 512 px tiles take 0.76x the time of 256 px ones for a
+# 400 x 600 photo (less halo re-read) at 1.5x the peak memory (python -m bench.tiles, docs/performance.md)
+DEFAULT_TILE = 512
 
 
 @dataclass(frozen=True)
