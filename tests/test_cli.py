@@ -528,7 +528,7 @@ def test_deblur_and_upscale_need_a_photo_model(folder, checkpoints, capsys, comm
     assert main([command[0], str(folder / "in.png"), *command[1:], "--out", str(folder / "x.png")]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: {command[0]} needs a photo model (a fully convolutional one, e.g. --model "
-                          "photo-js); this model restores only 1x28x28 images"), err
+                          "photo-dsm); this model restores only 1x28x28 images"), err
 
 
 def test_a_kernel_is_required_and_one_only(capsys):
