@@ -4,6 +4,7 @@
     python -m bench.photo_inverse --out docs/photo_inverse.json --markdown docs/photo_inverse.md
     python -m bench.photo_inverse --photos camera chelsea --max-side 192 --out /tmp/pi.json   # a quick check
     python -m bench.photo_inverse --tune-model runs/photo-dsm/model --task deblur --write       # a model's settings
+    python -m bench.photo_inverse --figure docs/inverse.png --cases colour-gaussian colour-x4   # zoomed crops
 
 Test photos: those of ``bench.photos`` (never used for tuning); grey cases use all ten (luma), colour cases the
 eight colour photos; ``--max-side N`` downscales them first (Lanczos, uint8), for quick runs.
@@ -289,7 +290,7 @@ def run_benchmark(photos: dict[str, np.ndarray], cases: list[Case], methods: lis
                         raise
                     notes.append(f"{m} failed on {case.name}/{photo}: {type(e).__name__}: {e}")
                     continue
-                estimate = as_array(out) if isinstance(out, Tensor) else np.asarray(out, dtype=np.float64)
+                estimate = _image(out)
                 per_photo[m][photo] = {**score(estimate, obs.clean), "seconds": seconds, "cpu_seconds": cpu,
                                        "megapixels": obs.megapixels}
             bar.update(1)
@@ -406,6 +407,64 @@ def merge_reports(reports: list[dict]) -> dict:
         merged["command"] = "; ".join(r["command"] for r in reports)
     merged["cases"] = {name: merged["cases"][name] for name in CASES if name in merged["cases"]}
     return merged
+
+
+# --- figure ---------------------------------------------------------------------------------------------------
+FIGURE_CROP = 96  # px of the photo, shown enlarged (nearest neighbour)
+
+
+def _image(out: np.ndarray | Tensor) -> np.ndarray:
+    return as_array(out) if isinstance(out, Tensor) else np.asarray(out, dtype=np.float64)
+
+
+def figure_panels(photo: str, cases: list[Case], params: dict, models: list[tuple[str, object]], *, seed: int = 0,
+                  max_side: int | None = None, device: str = "cpu") -> list[tuple[str, np.ndarray, list]]:
+    """Per case, one test photo degraded as the benchmark does (same seed): (title, clean, [(label, image, PSNR over
+    the whole photo)]) for the input, the classical method that does best on this photo, and each model."""
+    rows = []
+    for case in cases:
+        clean_uint8 = case_photos(case, {photo: load_test_photo(photo, max_side)}).get(photo)
+        if clean_uint8 is None:  # a grey-only photo in a colour case
+            continue
+        obs = degrade(case, clean_uint8, case_seed(seed, case.name, photo))
+        classical = {m: np.clip(_image(METHODS[m].fn(obs, params_for(params, case, m))), 0, 1)
+                     for m in CLASSICAL if METHODS[m].task == case.task}
+        best = max(classical, key=lambda m: score(classical[m], obs.clean)["psnr"])
+        panels = [("input", np.clip(run_input(obs, {}), 0, 1)), (f"best classical: {best}", classical[best])]
+        panels += [(name.removeprefix("model:") + " (ours)", np.clip(as_array(model_restore(m, obs, device)), 0, 1))
+                   for name, m in models]
+        rows.append((case.title, obs.clean, [(label, im, score(im, obs.clean)["psnr"]) for label, im in panels]))
+    return rows
+
+
+def figure(rows: list[tuple[str, np.ndarray, list]], photo: str) -> bytes:
+    """PNG: a row of zoomed crops per case (the window with the most detail): clean, then each panel."""
+    import io
+    import textwrap
+
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from bench.photos import _crop_box
+
+    ncols = 1 + max(len(panels) for _, _, panels in rows)
+    fig, axes = plt.subplots(len(rows), ncols, figsize=(2.6 * ncols, 2.95 * len(rows)), squeeze=False)
+    for r, (title, clean, panels) in enumerate(rows):
+        top, left, side = _crop_box(clean, FIGURE_CROP)
+        cells = [(f"{textwrap.fill(title, 34)}\n{photo}: clean", clean)] + [(f"{label}\n{p:.2f} dB (whole photo)", im)
+                                                         for label, im, p in panels]
+        for c, ax in enumerate(axes[r]):
+            ax.axis("off")
+            if c < len(cells):
+                crop = cells[c][1][top:top + side, left:left + side]
+                ax.imshow(crop, cmap="gray" if crop.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
+                ax.set_title(cells[c][0], fontsize=7)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    return buf.getvalue()
 
 
 # --- tuning ---------------------------------------------------------------------------------------------------
@@ -529,6 +588,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--markdown", help="Markdown report")
     p.add_argument("--from-json", nargs="+", metavar="JSON",
                    help="re-render the Markdown of JSON reports (several: merged, e.g. runs split by case)")
+    p.add_argument("--figure", metavar="PNG", help="only a figure of zoomed crops of --figure-photo in each case: "
+                   "clean, input, the best classical method on it, each model")
+    p.add_argument("--figure-photo", default="chelsea", choices=list(PHOTOS), help="(default chelsea)")
     p.add_argument("--photos", nargs="+", choices=list(PHOTOS))
     p.add_argument("--cases", nargs="+", choices=list(CASES))
     p.add_argument("--methods", nargs="+", choices=list(METHODS))
@@ -584,6 +646,15 @@ def main(argv: list[str] | None = None) -> dict:
         save(report, args.out, args.markdown, text)
         print(text)
         return report
+    if args.figure:
+        params = json.loads(Path(args.params).read_text("utf-8"))["params"]
+        loaded = load_models(photo_models(args.model, shipped=not args.no_shipped_models), args.device, [])
+        rows = figure_panels(args.figure_photo, [CASES[c] for c in (args.cases or CASES)], params, loaded,
+                             seed=args.seed, max_side=args.max_side, device=args.device)
+        Path(args.figure).write_bytes(figure(rows, args.figure_photo))
+        for title, _, panels in rows:
+            print(title, "|", ", ".join(f"{label} {p:.2f} dB" for label, _, p in panels))
+        return {"figure": args.figure}
     started = time.perf_counter()
     notes: list[str] = []
     params = {}
