@@ -238,6 +238,8 @@ METHODS: dict[str, Method] = {
     "lanczos": Method(run_lanczos, "upscale", "Lanczos (PIL)"),
 }
 CLASSICAL = ("wiener", "rl", "tv", "start", "bicubic", "lanczos")
+SHORT = {"wiener": "Wiener", "rl": "Richardson-Lucy", "tv": "TV", "start": "Fourier Wiener", "bicubic": "bicubic",
+         "lanczos": "Lanczos"}
 TUNE_GRIDS = {
     "wiener": {"balance": [0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0]},
     "rl": {"iterations": [3, 5, 8, 12, 20, 30, 50]},
@@ -430,7 +432,7 @@ def figure_panels(photo: str, cases: list[Case], params: dict, models: list[tupl
         classical = {m: np.clip(_image(METHODS[m].fn(obs, params_for(params, case, m))), 0, 1)
                      for m in CLASSICAL if METHODS[m].task == case.task}
         best = max(classical, key=lambda m: score(classical[m], obs.clean)["psnr"])
-        panels = [("input", np.clip(run_input(obs, {}), 0, 1)), (f"best classical: {best}", classical[best])]
+        panels = [("input", np.clip(run_input(obs, {}), 0, 1)), (f"best classical: {SHORT[best]}", classical[best])]
         panels += [(name.removeprefix("model:") + " (ours)", np.clip(as_array(model_restore(m, obs, device)), 0, 1))
                    for name, m in models]
         rows.append((case.title, obs.clean, [(label, im, score(im, obs.clean)["psnr"]) for label, im in panels]))
