@@ -4,7 +4,7 @@
     python -m bench.photo_inverse --out docs/photo_inverse.json --markdown docs/photo_inverse.md
     python -m bench.photo_inverse --photos camera chelsea --max-side 192 --out /tmp/pi.json   # a quick check
     python -m bench.photo_inverse --tune-model runs/photo-dsm/model --task deblur --write       # a model's settings
-    python -m bench.photo_inverse --figure docs/inverse.png --cases colour-gaussian colour-x4   # zoomed crops
+    python -m bench.photo_inverse --figure docs/inverse_full.png --cases colour-gaussian colour-x4  # crops
 
 Test photos: those of ``bench.photos`` (never used for tuning); grey cases use all ten (luma), colour cases the
 eight colour photos; ``--max-side N`` downscales them first (Lanczos, uint8), for quick runs.
@@ -423,9 +423,9 @@ def figure_panels(photo: str, cases: list[Case], params: dict, models: list[tupl
                   max_side: int | None = None, device: str = "cpu") -> list[tuple[str, np.ndarray, list]]:
     """Per case, one test photo degraded as the benchmark does (same seed): (title, clean, [(label, image, PSNR over
     the whole photo)]) for the input, the classical method that does best on this photo, and each model."""
-    rows = []
+    rows, clean = [], {photo: load_test_photo(photo, max_side)}
     for case in cases:
-        clean_uint8 = case_photos(case, {photo: load_test_photo(photo, max_side)}).get(photo)
+        clean_uint8 = case_photos(case, clean).get(photo)
         if clean_uint8 is None:  # a grey-only photo in a colour case
             continue
         obs = degrade(case, clean_uint8, case_seed(seed, case.name, photo))
