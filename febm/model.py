@@ -341,10 +341,13 @@ def model_card_body(config: dict, *, name: str | None = None, notes: str | None 
                         "An energy-based model trained by **denoising score matching** (a Fisher divergence, not an "
                         "f-divergence; no critic): its gradient step x - sigma^2 grad E is regressed on clean images. "
                         "Low energy means likely.")
+    elif div == "cd":  # the paper's baseline, which is not an f-divergence
+        title, intro = (f"# Contrastive-divergence energy (cd) on {dataset}",
+                        "An energy-based model trained by **contrastive divergence** (no critic), the baseline of "
+                        f"f-EBM (Yu, Song, Song & Ermon, ICML 2020, [paper]({PAPER_URL})). Low energy means likely.")
     else:
         title, intro = (f"# f-EBM ({div}) on {dataset}",
-                        f"An energy-based model trained by minimising the **{div}** f-divergence"
-                        f"{' (contrastive-divergence baseline, no critic)' if div == 'cd' else ''} with f-EBM "
+                        f"An energy-based model trained by minimising the **{div}** f-divergence with f-EBM "
                         f"(Yu, Song, Song & Ermon, ICML 2020, [paper]({PAPER_URL})). Low energy means likely.")
     lines = [
         title,

@@ -78,12 +78,16 @@ PHOTO_SHIPPED = [m["name"] for m in list_models() if m["dataset"] == "photos"]
 
 
 def test_checkpoints_ship_photo_models():
-    assert {"photo-js", "photo-cd", "photo-dsm", "photo-js-posterior"} <= set(PHOTO_SHIPPED)
+    posterior = {f"photo-{div}-posterior" for div in ("cd", "js", "kl", "rkl", "sh")}  # one recipe, five objectives
+    assert {"photo-js", "photo-cd", "photo-dsm", *posterior} <= set(PHOTO_SHIPPED)
     checkpoints = Path(__file__).resolve().parent.parent / "checkpoints"
     card = (checkpoints / "photo-dsm" / "README.md").read_text()
     assert "denoising score matching" in card and "not an f-divergence" in card  # labelled for what it is
-    card = (checkpoints / "photo-js-posterior" / "README.md").read_text()  # an f-EBM, warm-started from the above
-    assert "**js** f-divergence" in card and "9000 steps, score matching (dsm)" in card
+    for div in ("js", "kl", "rkl", "sh"):  # f-EBMs, warm-started from the above, and saying so
+        card = (checkpoints / f"photo-{div}-posterior" / "README.md").read_text()
+        assert f"**{div}** f-divergence" in card and "9000 steps, score matching (dsm)" in card
+    card = (checkpoints / "photo-cd-posterior" / "README.md").read_text()
+    assert "contrastive divergence" in card and "9000 steps, score matching (dsm)" in card
 
 
 @pytest.fixture(scope="module")
