@@ -38,6 +38,7 @@ PICKLE_NAMES = ("pytorch_model.bin", "model.pt", "model.pth", "checkpoint.pt")
 ARCHITECTURE_KEYS = ("energy", "critic", "image_shape", "image_channels", "start")
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 PAPER_URL = "https://arxiv.org/abs/2003.03463"
+F_EBM_CITATION = f"f-EBM (Yu, Song, Song & Ermon, ICML 2020, [paper]({PAPER_URL}))"  # model cards
 
 
 class ModelNotFoundError(FileNotFoundError):
@@ -344,11 +345,11 @@ def model_card_body(config: dict, *, name: str | None = None, notes: str | None 
     elif div == "cd":  # the paper's baseline, which is not an f-divergence
         title, intro = (f"# Contrastive-divergence energy (cd) on {dataset}",
                         "An energy-based model trained by **contrastive divergence** (no critic), the baseline of "
-                        f"f-EBM (Yu, Song, Song & Ermon, ICML 2020, [paper]({PAPER_URL})). Low energy means likely.")
+                        f"{F_EBM_CITATION}. Low energy means likely.")
     else:
         title, intro = (f"# f-EBM ({div}) on {dataset}",
-                        f"An energy-based model trained by minimising the **{div}** f-divergence with f-EBM "
-                        f"(Yu, Song, Song & Ermon, ICML 2020, [paper]({PAPER_URL})). Low energy means likely.")
+                        f"An energy-based model trained by minimising the **{div}** f-divergence with "
+                        f"{F_EBM_CITATION}. Low energy means likely.")
     lines = [
         title,
         "",
