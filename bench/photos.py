@@ -26,6 +26,9 @@ chains alone (``febm.classical.local_wiener`` with the window the chains use, ``
 (``febm.list_models()`` entries whose config has ``image_channels``) and every ``--model PATH``, restored by
 ``febm.denoise`` / ``febm.inpaint`` (seed 0, the model's own defaults) on the whole photo as one (1, C, H, W)
 tensor in the photo's own channels: a grey photo goes through the library's grey path (febm.restore).
+``reference:NAME`` for every ``--reference RUN_DIR``: the supervised reference of ``bench.photo_supervised`` (a
+direct residual denoiser with the photo energies' body, not an EBM; denoising only), D(y, sigma) on the whole photo,
+a grey photo as three equal channels as it met grey crops in training.
 
 Tuning (``--tune``): per case (grey/colour x sigma), the parameters with the best mean PSNR on the 16 fixed 96-px
 validation crops of ``training.photos.validation_crops("photos")`` (Debian's photographs; apt-get install
@@ -323,6 +326,8 @@ TUNED = ("wavelet", "tv", "nlm")  # the methods with tuned parameters (the start
 def method_label(name: str, case: Case | None = None) -> str:
     if name.startswith("model:"):
         return f"**{name[6:]}** (photo model)"
+    if name.startswith("reference:"):
+        return f"{name[10:]} (supervised reference: a direct residual denoiser, not an EBM)"
     if name == "start" and case is not None:
         return "Gaussian start alone: " + ("local Wiener" if case.task == "denoise" else "smooth fill")
     if name == "input" and case is not None:
@@ -350,6 +355,33 @@ def photo_models(extra: list[str] = (), shipped: bool = True) -> list[tuple[str,
             name += "'"
         found.append((name, str(path)))
     return found
+
+
+def load_references(runs: list[str]) -> list[tuple[str, object]]:
+    """[("reference:NAME", net)] for each run folder of ``bench.photo_supervised`` (NAME: the folder's name)."""
+    from bench.photo_supervised import load
+
+    return [(f"reference:{Path(run).name}", load(run)) for run in runs]
+
+
+def reference_restore(net, obs: Observation, device: str | torch.device = "cpu") -> Tensor:
+    """The supervised reference D(y, sigma) on the whole photo; a grey photo as three equal channels (its training
+    met grey crops so), the output's mean channel returned."""
+    y = obs.tensor.to(device)
+    grey = y.shape[1] == 1
+    with torch.no_grad():
+        out = net.to(device)(y.expand(-1, 3, -1, -1) if grey else y, torch.full((1,), obs.sigma, device=device))
+    return (out.mean(1, keepdim=True) if grey else out).clamp(0.0, 1.0).cpu()
+
+
+def restore_with(name: str, restorer, obs: Observation, device: str | torch.device = "cpu") -> Tensor:
+    """A loaded photo model (``model:NAME``) or supervised reference (``reference:NAME``) on one observation."""
+    return (reference_restore if name.startswith("reference:") else model_restore)(restorer, obs, device)
+
+
+def runs_case(name: str, case: Case) -> bool:
+    """Whether a loaded method takes part in a case: the references only denoise."""
+    return case.task == "denoise" or not name.startswith("reference:")
 
 
 def model_restore(model, obs: Observation, device: str | torch.device = "cpu") -> Tensor:
@@ -490,8 +522,8 @@ def run_benchmark(photos: dict[str, np.ndarray], cases: list[Case], methods: lis
                   notes: list[str] | None = None) -> tuple[dict, dict]:
     """Every method on every (case, photo); returns (results per case, figure data per figure case).
 
-    ``models``: loaded photo models as (method name, model) from :func:`load_models`; ``bm3d_cases``: the cases
-    BM3D runs in (default: all).
+    ``models``: loaded photo models as (method name, model) from :func:`load_models`, and supervised references
+    from :func:`load_references`; ``bm3d_cases``: the cases BM3D runs in (default: all).
     """
     notes = [] if notes is None else notes
     loaded = dict(models)
@@ -504,7 +536,8 @@ def run_benchmark(photos: dict[str, np.ndarray], cases: list[Case], methods: lis
     for case in cases:
         clean_photos = case_photos(case, photos)
         names = [m for m in methods if case.task in METHODS[m].tasks
-                 and (m != "bm3d" or bm3d_cases is None or case.name in bm3d_cases)] + list(loaded)
+                 and (m != "bm3d" or bm3d_cases is None or case.name in bm3d_cases)]
+        names += [m for m in loaded if runs_case(m, case)]
         per_photo: dict[str, dict[str, dict]] = {m: {} for m in names}
         figure_photo = FIGURE_ROWS.get(case.name, next(iter(clean_photos), None))
         if figure_photo not in clean_photos:
@@ -523,7 +556,7 @@ def run_benchmark(photos: dict[str, np.ndarray], cases: list[Case], methods: lis
                     if model is None:
                         out = METHODS[m].fn(obs, params_for(params, case, m))
                     else:
-                        out = model_restore(model, obs, device)
+                        out = restore_with(m, model, obs, device)
                     seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
                 except Exception as e:  # noqa: BLE001 - a model that fails is reported in the notes
                     if model is None:
@@ -558,7 +591,7 @@ def warm_up(case: Case, clean_photos: dict[str, np.ndarray], names: list[str], p
     for m in names:
         try:
             if m in models:
-                model_restore(models[m], obs, device)
+                restore_with(m, models[m], obs, device)
             else:
                 METHODS[m].fn(obs, params_for(params, case, m))
         except Exception:  # noqa: BLE001 - the timed call reports any real failure
@@ -638,7 +671,7 @@ def markdown(report: dict) -> str:
             return f"{rows[m]['psnr']:.2f}" if m in rows else "—"
 
         best, classical = top([m for m in rows if m != "input"]), top(CLASSICAL)
-        name = (lambda m: SHORT.get(m, m.removeprefix("model:")) if m else "—")
+        name = (lambda m: SHORT.get(m, m.removeprefix("model:").removeprefix("reference:")) if m else "—")
         lines.append(f"| {c['title']} | {name(best)} | {db(best)} | {db('bm3d')} | {name(classical)} | "
                      f"{db(classical)} | {db('start')} |")
     lines.append("")
@@ -767,6 +800,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--model", action="append", default=[], metavar="PATH",
                    help="a photo model folder that does not ship (repeatable)")
     p.add_argument("--no-shipped-models", action="store_true", help="only the --model folders")
+    p.add_argument("--reference", action="append", default=[], metavar="RUN_DIR",
+                   help="a supervised reference run folder of bench.photo_supervised (denoising; repeatable)")
     p.add_argument("--max-side", type=int, help="downscale each photo to this long side (quick runs)")
     p.add_argument("--device", default="cpu", help="device of the photo models (default: cpu)")
     p.add_argument("--seed", type=int, default=0)
@@ -774,6 +809,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.max_side is not None and args.max_side < 16:
         p.error("--max-side must be at least 16")
+    for run in args.reference:
+        if not (Path(run) / "denoiser.json").is_file():
+            p.error(f"--reference {run}: no exported reference there (denoiser.json); train one with "
+                    f"python -m bench.photo_supervised --run-dir {run}")
     return args
 
 
@@ -830,7 +869,7 @@ def main(argv: list[str] | None = None) -> dict:
     if not models:
         notes.append("no photo model ships yet (febm.list_models() has none with image_channels) and no --model "
                      "was given: the table has no model rows")
-    loaded = load_models(models, args.device, notes)
+    loaded = load_models(models, args.device, notes) + load_references(args.reference)
     results, figures = run_benchmark(photos, cases, methods, params, models=loaded, device=args.device,
                                      seed=args.seed, bm3d_cases=set(args.bm3d_cases) if args.bm3d_cases else None,
                                      figure_cases=FIGURE_ROWS if args.figure else (), progress=not args.no_progress,
@@ -846,6 +885,7 @@ def main(argv: list[str] | None = None) -> dict:
         "seed": args.seed,
         "photos": {n: {"package": PHOTOS[n][0], "shape": list(p.shape)} for n, p in photos.items()},
         "models": [{"name": n, "location": loc} for n, loc in models],
+        "references": args.reference,
         "params": {c.name: {m: params_for(params, c, m) for m in TUNED}
                    for c in cases if c.task == "denoise"},
         "degradations": {"noise": "febm.degradations.add_gaussian_noise: clip(x + sigma z, 0, 1)",

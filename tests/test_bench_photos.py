@@ -236,3 +236,42 @@ def test_febm_never_imports_bm3d():
     for path in root.rglob("*.py"):
         text = path.read_text(encoding="utf-8")
         assert "import bm3d" not in text and "from bm3d" not in text, path
+
+
+def _identity_reference(run: Path) -> Path:
+    """A bench.photo_supervised run folder whose denoiser returns its input (a zero head): D(y) = y."""
+    import safetensors.torch
+
+    from bench.photo_supervised import SIDECAR, WEIGHTS, ResidualDenoiser
+
+    spec = {"width": 4, "kernel_size": 3, "dilations": [1], "activation": "silu", "noise_conditional": True,
+            "in_channels": 3}
+    net = ResidualDenoiser(spec)
+    torch.nn.init.zeros_(net.out.weight)
+    torch.nn.init.zeros_(net.out.bias)
+    run.mkdir()
+    safetensors.torch.save_file(net.state_dict(), run / WEIGHTS)
+    (run / SIDECAR).write_text(json.dumps({"net": spec, "steps": 0}))
+    return run
+
+
+def test_supervised_reference_denoises_every_photo_in_its_channels_and_skips_inpainting(tmp_path, small_photos):
+    run = _identity_reference(tmp_path / "ref")
+    md = tmp_path / "p.md"
+    report = photos_bench.main(["--photos", "camera", "chelsea", "--max-side", "48", "--cases", "grey-25",
+                                "colour-25", "text", "--methods", "input", "--reference", str(run),
+                                "--markdown", str(md), "--no-progress", "--no-shipped-models"])
+    for name in ("grey-25", "colour-25"):
+        rows = report["cases"][name]["methods"]
+        # the identity reference returns the noisy photo (to float32 rounding): grey went in as three equal channels
+        assert rows["reference:ref"]["psnr"] == pytest.approx(rows["input"]["psnr"], abs=1e-6), name
+        assert rows["reference:ref"]["n"] == len(report["cases"][name]["photos"])
+    assert "reference:ref" not in report["cases"]["text"]["methods"]
+    assert report["references"] == [str(run)]
+    assert "ref (supervised reference: a direct residual denoiser, not an EBM)" in md.read_text()
+
+
+def test_a_missing_reference_is_a_clear_error(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        photos_bench.main(["--reference", str(tmp_path / "none"), "--no-shipped-models"])
+    assert "no exported reference there" in capsys.readouterr().err
