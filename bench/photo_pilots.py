@@ -37,23 +37,27 @@ from training import photos
 SIGMAS = (2, 5, 15, 25, 50)
 
 
-def estimator(energy, spec: str, seed: int, prior_fraction: float = PRIOR_FRACTION):
-    """A denoiser (noisy, sigma) -> estimate from a spec: step | chains:KxS[+F]."""
+def estimator(energy, spec: str, seed: int, prior_fraction: float = PRIOR_FRACTION, start_energy=None):
+    """A denoiser (noisy, sigma) -> estimate from a spec: step | chains:KxS[+F]. ``start_energy``: the chains
+    start from its gradient step instead (a ``--frozen-start`` run's warm start)."""
     if spec == "step":
         return lambda y, s: gradient_step(energy, y, s)
     match = re.fullmatch(r"chains:(\d+)x(\d+)(?:\+(\d+))?", spec)
     if not match:
         raise ValueError(f"unknown estimator {spec!r}: use step or chains:KxS[+F]")
     k, steps, final = int(match[1]), int(match[2]), int(match[3] or 0)
+    start = (lambda y, s: None) if start_energy is None else (lambda y, s: gradient_step(start_energy, y, s))
     return lambda y, s: posterior_mean(energy, y, s, prior_fraction=prior_fraction, chains=k, steps=steps,
-                                       final_steps=final,
-                                       generator=torch.Generator().manual_seed(seed))
+                                       final_steps=final, generator=torch.Generator().manual_seed(seed),
+                                       start=start(y, s))
 
 
-def run(models: list[str], estimators: list[str], sigmas=SIGMAS, seed: int = 0) -> dict:
+def run(models: list[str], estimators: list[str], sigmas=SIGMAS, seed: int = 0, start_model: str | None = None
+        ) -> dict:
     crops = datasets.to_float(photos.validation_crops("photos", 96, 16))
     megapixels = crops.shape[0] * crops.shape[-1] * crops.shape[-2] / 1e6
     rows = []
+    start_energy = load_model(start_model).eval().energy if start_model else None
     for folder in models:
         model = load_model(folder).eval()
         if getattr(model.energy, "noise_bias", None) is None:
@@ -62,7 +66,7 @@ def run(models: list[str], estimators: list[str], sigmas=SIGMAS, seed: int = 0) 
         for spec in estimators:
             t0 = time.perf_counter()
             fraction = (model.config.get("posterior") or {}).get("prior_fraction", PRIOR_FRACTION)
-            denoiser = estimator(model.energy, spec, seed, fraction)
+            denoiser = estimator(model.energy, spec, seed, fraction, start_energy)
             psnr = photos.validation_psnr(model.energy, crops, sigmas, seed, denoiser=denoiser)
             seconds = time.perf_counter() - t0
             rows.append({"model": str(folder), "divergence": model.divergence, "estimator": spec,
@@ -70,7 +74,7 @@ def run(models: list[str], estimators: list[str], sigmas=SIGMAS, seed: int = 0) 
                          "psnr": psnr, "s_per_mpx": round(seconds / (len(sigmas) * megapixels), 2)})
             print(json.dumps(rows[-1]), flush=True)
     return {"protocol": "training.photos.validation_crops('photos', 96, 16), colour, noise clipped, seeds per sigma",
-            "threads": torch.get_num_threads(), "rows": rows}
+            "threads": torch.get_num_threads(), "start_model": start_model, "rows": rows}
 
 
 def markdown(result: dict) -> str:
@@ -91,10 +95,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--sigmas", nargs="+", type=int, default=list(SIGMAS), help="noise levels in 0-255 levels")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="JSON file (a Markdown table goes beside it, .md)")
+    p.add_argument("--start-model", help="chains start from this model's gradient step (a --frozen-start run's warm "
+                   "start); the step estimator is unchanged")
     args = p.parse_args(argv)
     for spec in args.estimators:
         estimator(None, spec, 0)  # fail on a bad spec before any model runs
-    result = run(args.models, args.estimators, tuple(args.sigmas), args.seed)
+    result = run(args.models, args.estimators, tuple(args.sigmas), args.seed, args.start_model)
     print(markdown(result))
     if args.out:
         write_atomic(args.out, json.dumps(result, indent=2) + "\n")

@@ -84,11 +84,11 @@ def posterior_chains(energy, noisy: Tensor, sigma: Tensor, *, prior_fraction: fl
 
 def posterior_mean(energy, noisy: Tensor, sigma: Tensor, *, prior_fraction: float = PRIOR_FRACTION, chains: int = 4,
                    steps: int = 5, final_steps: int = 0, step_fraction: float = STEP_FRACTION,
-                   generator: Generators = None) -> Tensor:
+                   generator: Generators = None, start: Tensor | None = None) -> Tensor:
     """The average of ``chains`` posterior chains (each ending with ``final_steps`` noise-free steps), in [0, 1]:
-    the posterior-mean estimate, which one sample misses by its own spread (twice the mean's squared error)."""
+    the posterior-mean estimate, which one sample misses by its own spread (twice the mean's squared error).
+    ``start`` as in :func:`posterior_chains`."""
     x = posterior_chains(energy, noisy, sigma, prior_fraction=prior_fraction, chains=chains, steps=steps,
-                         final_steps=final_steps,
-                         step_fraction=step_fraction, generator=generator)
+                         final_steps=final_steps, step_fraction=step_fraction, generator=generator, start=start)
     return x.mean(dim=1).clamp(0.0, 1.0)
 

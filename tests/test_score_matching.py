@@ -216,10 +216,36 @@ def test_posterior_run_warm_starts_from_the_score_matching_energy(dsm_model, pho
     assert set(lines[-1]) == {"step", "val_psnr_5", "val_psnr_15", "val_psnr_25", "val_psnr_50"}
 
 
+def test_a_frozen_start_starts_the_chains_and_survives_a_resume(dsm_model, photo_folder, tmp_path, monkeypatch):
+    """--frozen-start: the chains start from the warm start's gradient step, never trained, also after a resume."""
+    from training import posterior as training_posterior
+
+    warm = load_model(dsm_model / "model").energy
+    seen = []
+    real = training_posterior.posterior_chains
+
+    def spy(energy, noisy, sigma, **kw):
+        seen.append(kw["start"])
+        torch.testing.assert_close(kw["start"], gradient_step(warm, noisy, sigma))  # the warm start's, unchanged
+        return real(energy, noisy, sigma, **kw)
+
+    monkeypatch.setattr(training_posterior, "posterior_chains", spy)
+    run = tmp_path / "post"
+    args = run_args(photo_folder, run, "--div", "js", "--posterior", "--posterior-chains", "2", "--posterior-steps",
+                    "1", "--lr", "1e-2", "--warm-start", str(dsm_model / "model"), "--frozen-start",
+                    "--checkpoint-every", "1")
+    assert main(args + ["--max-steps", "6"]) == 0
+    assert main(["--resume", str(run), "--max-steps", "8"]) == 0
+    assert len(seen) == 4 and all(s is not None for s in seen)
+    trained = load_model(run / "model").energy
+    assert any(not torch.equal(a, b) for a, b in zip(trained.state_dict().values(), warm.state_dict().values()))
+
+
 @pytest.mark.parametrize("extra, message", [
     (["--div", "js", "--posterior", "--posterior-chains", "1"], "posterior-chains >= 2"),
     (["--div", "js", "--posterior", "--net", json.dumps({**NC, "noise_conditional": False})], "noise-conditional"),
     (["--div", "dsm", "--sigma-min-255", "0"], "sigma-min-255"),
+    (["--div", "js", "--posterior", "--frozen-start"], "--frozen-start needs --posterior and --warm-start"),
 ])
 def test_bad_photo_training_arguments_fail_clearly(photo_folder, tmp_path, capsys, extra, message):
     with pytest.raises(SystemExit):

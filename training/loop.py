@@ -33,7 +33,7 @@ from torch import nn
 
 from febm.model import EBM
 from febm.objectives import NO_CRITIC, Objective, score_matching_loss
-from febm.posterior import posterior_mean
+from febm.posterior import gradient_step, posterior_mean
 from febm.sampling import LangevinSampler, ReplayBuffer, corrupted_data_start, mixed_start, uniform_start
 from training import data as datasets
 from training import photos, posterior
@@ -103,6 +103,7 @@ class TrainConfig:
     posterior_steps: int = 5
     step_fraction: float = 0.2
     prior_fraction: float = 0.5  # the prior's noise level in q(x | y), a fraction of the observation's
+    frozen_start: bool = False  # posterior chains start from the warm start's gradient step, never trained
     # sampler defaults stored in the model for generation (chains from noise need more steps)
     sample_steps: int = 200
     # length and bookkeeping
@@ -248,6 +249,7 @@ class Trainer:
         self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
         self.model.to(memory_format=self.memory_format)
         self.ema = copy.deepcopy(self.model.energy).requires_grad_(False)
+        self.start_energy = None  # --frozen-start: set by freeze_start
         self.objective = Objective(cfg.div, l2=cfg.l2)
         self.sampler = cfg.sampler_settings()
         betas = (cfg.beta1, cfg.beta2)
@@ -325,6 +327,14 @@ class Trainer:
         return {"model": str(folder), "divergence": source.config.get("divergence"),
                 **{k: record[k] for k in ("command", "steps", "wall_time_minutes", "warm_started_from") if k in record}}
 
+    def freeze_start(self, folder: str) -> None:
+        """``--frozen-start``: a copy of the warm start's energy, never trained, takes the gradient step that
+        starts the posterior chains (one network is then no longer both the start at level s and the prior at
+        level s / rho; issue 29's collapse test). A resumed run reloads it from the same folder."""
+        from febm.model import load_model
+
+        self.start_energy = load_model(folder, device=self.device).energy.eval().requires_grad_(False)
+
     def _apply_lr(self) -> None:
         for opt, base in ((self.opt_energy, self.cfg.lr), (self.opt_critic, self.cfg.critic_lr or self.cfg.lr)):
             if opt is not None:
@@ -388,7 +398,8 @@ class Trainer:
                 self.train_energy, self.train_critic, self.model.energy, self.objective, clean, noisy, sigma,
                 self.opt_energy, self.opt_critic, chains=cfg.posterior_chains, steps=cfg.posterior_steps,
                 step_fraction=cfg.step_fraction, prior_fraction=cfg.prior_fraction, generator=self.noise_gen,
-                max_grad_norm=cfg.max_grad_norm, free_offset=cfg.free_offset, map_l2=cfg.map_l2)
+                max_grad_norm=cfg.max_grad_norm, free_offset=cfg.free_offset, map_l2=cfg.map_l2,
+                start_energy=self.start_energy)
         self._update_ema()
         return stats
 
@@ -408,7 +419,7 @@ class Trainer:
 
     def validation(self) -> dict:
         """Photo runs: the EMA energy's denoising PSNR on fixed validation crops: its gradient step, and for
-        posterior runs that step followed by one noise-free step on the posterior (what their game shapes)."""
+        posterior runs that step (the frozen start's with --frozen-start) and one noise-free posterior step."""
         if not self.cfg.crop_size or self.rank != 0:
             return {}
         if self._val_crops is None:
@@ -416,8 +427,9 @@ class Trainer:
         denoiser = None
         if self.cfg.posterior:
             def denoiser(y, s):
+                start = None if self.start_energy is None else gradient_step(self.start_energy, y, s)
                 return posterior_mean(self.ema, y, s, prior_fraction=self.cfg.prior_fraction, chains=1, steps=0,
-                                      final_steps=1, step_fraction=self.cfg.step_fraction)
+                                      final_steps=1, step_fraction=self.cfg.step_fraction, start=start)
         return photos.validation_psnr(self.ema, self._val_crops.to(self.device), denoiser=denoiser)
 
     def _update_ema(self) -> None:
@@ -513,6 +525,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> P
     cfg.run_dir = str(run_dir)
     rank0 = int(os.environ.get("RANK", "0")) == 0
     trainer = Trainer(cfg, run_dir, progress=progress)  # loads data first: a bad start writes nothing
+    if cfg.frozen_start:
+        trainer.freeze_start(cfg.warm_start)
     resuming = resume and (run_dir / STATE_FILE).exists()
     origin = trainer.warm_start(cfg.warm_start) if cfg.warm_start and not resuming else None
     if rank0:

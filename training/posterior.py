@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from febm.objectives import Objective, conditional_energy_surrogate, contrastive_divergence
-from febm.posterior import posterior_chains
+from febm.posterior import gradient_step, posterior_chains
 from training.step import _clip
 
 
@@ -57,16 +57,19 @@ def observation_baseline(energy, noisy: Tensor, sigma: Tensor, chains: int) -> T
 def posterior_step(energy, critic, sampling_energy, objective: Objective, clean: Tensor, noisy: Tensor,
                    sigma: Tensor, opt_energy, opt_critic, *, chains: int, steps: int, step_fraction: float,
                    prior_fraction: float, generator, max_grad_norm: float | None = None,
-                   free_offset: bool = True, map_l2: float = 0.0) -> dict:
+                   free_offset: bool = True, map_l2: float = 0.0, start_energy=None) -> dict:
     """One iteration of Algorithm 1 on conditionals: chains from q(. | y), a critic ascent step, an energy step.
 
     The f-divergence game runs per pixel (febm.objectives.conditional_energy_surrogate): r_i = h_i + u_i with
     the critic's and U's local terms. ``cd`` is global maximum likelihood, E_p[U] - E_q[U].
     ``sampling_energy`` is the unwrapped energy the chains differentiate (DDP would sync its input gradients).
+    ``start_energy``: a frozen energy whose gradient step starts the chains in place of the trained one's
+    (``--frozen-start``).
     """
     b = clean.shape[0]
+    start = None if start_energy is None else gradient_step(start_energy, noisy, sigma)
     negatives = posterior_chains(sampling_energy, noisy, sigma, prior_fraction=prior_fraction, chains=chains,
-                                 steps=steps, step_fraction=step_fraction, generator=generator)
+                                 steps=steps, step_fraction=step_fraction, generator=generator, start=start)
     x, y, s = pairs(clean, negatives, noisy, sigma)
     baseline = observation_baseline(energy, noisy, prior_fraction * sigma, chains)
     contrast, likelihood = local_conditional_energies(energy, x, y, s, prior_fraction * s, baseline)
