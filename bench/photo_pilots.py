@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import sys
 import time
 from pathlib import Path
 
@@ -77,13 +78,24 @@ def run(models: list[str], estimators: list[str], sigmas=SIGMAS, seed: int = 0, 
             "threads": torch.get_num_threads(), "start_model": start_model, "rows": rows}
 
 
+def _short(model: str) -> str:
+    """A model folder's name; a run's by the run (RUN/model -> RUN, RUN/snapshots/step_N -> RUN/step_N)."""
+    path = Path(model)
+    if path.parent.name == "snapshots":
+        return f"{path.parent.parent.name}/{path.name}"
+    return path.parent.name if path.name == "model" else path.name
+
+
 def markdown(result: dict) -> str:
     sigmas = list(result["rows"][0]["psnr"]) if result["rows"] else []
     head = "| model | objective | steps | estimator | " + " | ".join(s.replace("val_psnr_", "σ=") for s in sigmas)
-    lines = [head + " | s/Mpx |", "|" + " --- |" * (len(sigmas) + 5)]
+    lines = [f"Validation PSNR (dB) from `{result['command']}`" if result.get("command") else "Validation PSNR (dB)",
+             "", f"Protocol: {result['protocol']}; {result['threads']} torch thread(s)"
+             + (f"; chains start from the gradient step of {result['start_model']}" if result.get("start_model") else "")
+             + ".", "", head + " | s/Mpx |", "|" + " --- |" * (len(sigmas) + 5)]
     for r in result["rows"]:
         cells = " | ".join(f"{r['psnr'][s]:.2f}" for s in sigmas)
-        lines.append(f"| {Path(r['model']).name} | {r['divergence']} | {r['steps']} | {r['estimator']} | {cells} | "
+        lines.append(f"| {_short(r['model'])} | {r['divergence']} | {r['steps']} | {r['estimator']} | {cells} | "
                      f"{r['s_per_mpx']} |")
     return "\n".join(lines) + "\n"
 
@@ -101,6 +113,7 @@ def main(argv: list[str] | None = None) -> None:
     for spec in args.estimators:
         estimator(None, spec, 0)  # fail on a bad spec before any model runs
     result = run(args.models, args.estimators, tuple(args.sigmas), args.seed, args.start_model)
+    result["command"] = "python -m bench.photo_pilots " + " ".join(sys.argv[1:] if argv is None else argv)
     print(markdown(result))
     if args.out:
         write_atomic(args.out, json.dumps(result, indent=2) + "\n")

@@ -274,6 +274,22 @@ def test_residual_reference_trains_resumes_and_denoises_better_than_its_input(ph
     assert second["validation"]["val_psnr_25"] > noisy_psnr + 1
 
 
+def test_pilot_table_states_its_command_protocol_start_and_runs():
+    from bench.photo_pilots import markdown
+
+    row = {"divergence": "js", "steps": 9200, "estimator": "step", "psnr": {"val_psnr_5": 41.0, "val_psnr_25": 31.5},
+           "s_per_mpx": 8.0}
+    result = {"command": "python -m bench.photo_pilots runs/a/model", "protocol": "16 crops", "threads": 1,
+              "start_model": "checkpoints/photo-dsm",
+              "rows": [{**row, "model": m} for m in ("runs/a/model", "runs/b/snapshots/step_009100", "checkpoints/x")]}
+    text = markdown(result)
+    assert text.startswith("Validation PSNR (dB) from `python -m bench.photo_pilots runs/a/model`")
+    assert "16 crops; 1 torch thread(s); chains start from the gradient step of checkpoints/photo-dsm." in text
+    assert "| model | objective | steps | estimator | σ=5 | σ=25 | s/Mpx |" in text
+    assert "| a | js | 9200 | step | 41.00 | 31.50 | 8.0 |" in text  # a run's model folder by its run
+    assert "| b/step_009100 |" in text and "| x |" in text
+
+
 def test_a_runs_checkpoint_exports_the_model_the_run_exports(dsm_model, tmp_path):
     from training.export import main as export_main
 
