@@ -241,11 +241,37 @@ def test_a_frozen_start_starts_the_chains_and_survives_a_resume(dsm_model, photo
     assert any(not torch.equal(a, b) for a, b in zip(trained.state_dict().values(), warm.state_dict().values()))
 
 
+def test_dsm_weight_adds_score_matching_to_the_posterior_energys_loss(dsm_model, photo_folder, tmp_path, monkeypatch):
+    """--dsm-weight w: the energy's loss is the game's plus w times score matching on the same batch."""
+    from training import posterior as training_posterior
+
+    seen = []
+    real = training_posterior.score_matching_loss
+
+    def spy(energy, clean, noisy, sigma):
+        loss = real(energy, clean, noisy, sigma)
+        seen.append((clean.shape, loss.item()))
+        return loss
+
+    monkeypatch.setattr(training_posterior, "score_matching_loss", spy)
+    base = run_args(photo_folder, tmp_path / "a", "--div", "js", "--posterior", "--posterior-chains", "2",
+                    "--posterior-steps", "1", "--warm-start", str(dsm_model / "model"), "--max-steps", "6")
+    assert main(base) == 0 and seen == []  # off by default
+    weighted = [a if a != str(tmp_path / "a") else str(tmp_path / "b") for a in base] + ["--dsm-weight", "1000"]
+    assert main(weighted) == 0
+    assert len(seen) == 2 and all(shape[0] == 4 and loss > 0 for shape, loss in seen)  # once per step, the batch
+    plain = json.loads((tmp_path / "a" / "stats.jsonl").read_text().splitlines()[0])
+    added = json.loads((tmp_path / "b" / "stats.jsonl").read_text().splitlines()[0])
+    # same batch and chains (same seed): the first step's energy loss differs by exactly w times the DSM loss
+    assert added["loss_energy"] - plain["loss_energy"] == pytest.approx(1000 * seen[0][1], rel=1e-3)
+
+
 @pytest.mark.parametrize("extra, message", [
     (["--div", "js", "--posterior", "--posterior-chains", "1"], "posterior-chains >= 2"),
     (["--div", "js", "--posterior", "--net", json.dumps({**NC, "noise_conditional": False})], "noise-conditional"),
     (["--div", "dsm", "--sigma-min-255", "0"], "sigma-min-255"),
     (["--div", "js", "--posterior", "--frozen-start"], "--frozen-start needs --posterior and --warm-start"),
+    (["--div", "dsm", "--dsm-weight", "1"], "--dsm-weight must be >= 0 and needs --posterior"),
 ])
 def test_bad_photo_training_arguments_fail_clearly(photo_folder, tmp_path, capsys, extra, message):
     with pytest.raises(SystemExit):

@@ -104,6 +104,7 @@ class TrainConfig:
     step_fraction: float = 0.2
     prior_fraction: float = 0.5  # the prior's noise level in q(x | y), a fraction of the observation's
     frozen_start: bool = False  # posterior chains start from the warm start's gradient step, never trained
+    dsm_weight: float = 0.0  # posterior training: weight of score matching added to the energy's loss
     # sampler defaults stored in the model for generation (chains from noise need more steps)
     sample_steps: int = 200
     # length and bookkeeping
@@ -399,7 +400,7 @@ class Trainer:
                 self.opt_energy, self.opt_critic, chains=cfg.posterior_chains, steps=cfg.posterior_steps,
                 step_fraction=cfg.step_fraction, prior_fraction=cfg.prior_fraction, generator=self.noise_gen,
                 max_grad_norm=cfg.max_grad_norm, free_offset=cfg.free_offset, map_l2=cfg.map_l2,
-                start_energy=self.start_energy)
+                start_energy=self.start_energy, dsm_weight=cfg.dsm_weight)
         self._update_ema()
         return stats
 

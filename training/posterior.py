@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from febm.objectives import Objective, conditional_energy_surrogate, contrastive_divergence
+from febm.objectives import Objective, conditional_energy_surrogate, contrastive_divergence, score_matching_loss
 from febm.posterior import gradient_step, posterior_chains
 from training.step import _clip
 
@@ -57,14 +57,15 @@ def observation_baseline(energy, noisy: Tensor, sigma: Tensor, chains: int) -> T
 def posterior_step(energy, critic, sampling_energy, objective: Objective, clean: Tensor, noisy: Tensor,
                    sigma: Tensor, opt_energy, opt_critic, *, chains: int, steps: int, step_fraction: float,
                    prior_fraction: float, generator, max_grad_norm: float | None = None,
-                   free_offset: bool = True, map_l2: float = 0.0, start_energy=None) -> dict:
+                   free_offset: bool = True, map_l2: float = 0.0, start_energy=None, dsm_weight: float = 0.0) -> dict:
     """One iteration of Algorithm 1 on conditionals: chains from q(. | y), a critic ascent step, an energy step.
 
     The f-divergence game runs per pixel (febm.objectives.conditional_energy_surrogate): r_i = h_i + u_i with
     the critic's and U's local terms. ``cd`` is global maximum likelihood, E_p[U] - E_q[U].
     ``sampling_energy`` is the unwrapped energy the chains differentiate (DDP would sync its input gradients).
     ``start_energy``: a frozen energy whose gradient step starts the chains in place of the trained one's
-    (``--frozen-start``).
+    (``--frozen-start``). ``dsm_weight``: score matching on the observation's level added to the energy's loss, so
+    that the gradient step restoration starts from stays trained (``--dsm-weight``).
     """
     b = clean.shape[0]
     start = None if start_energy is None else gradient_step(start_energy, noisy, sigma)
@@ -77,6 +78,8 @@ def posterior_step(energy, critic, sampling_energy, objective: Objective, clean:
     # bounds each local energy's contrast to the observation's, as map_l2 does for the unconditional photo f-EBMs:
     # without it CD's energies ran off (beyond 1e4 per pixel in 70 steps)
     penalty = map_l2 * contrast.pow(2).sum(1).mean()
+    if dsm_weight:
+        penalty = penalty + dsm_weight * score_matching_loss(energy, clean, noisy, sigma)
     if free_offset:  # a constant in the local energies cancels in q(x | y): leave it to the critic (febm_step)
         m = u.mean()
         u = u - (m - m.detach())

@@ -128,6 +128,8 @@ HELP = {
     "instance_noise": "std of Gaussian noise added to the data and the chains' samples where the energy and "
                       "critic see them (instance noise; the chains themselves stay clean)",
     "free_offset": "f-EBM: leave the energy's additive constant to the critic (else E and H can drift apart)",
+    "dsm_weight": "posterior training: weight of denoising score matching added to the energy's loss (keeps the "
+                  "gradient step restoration starts from trained)",
     "frozen_start": "posterior training: start the chains from the warm start's gradient step, held fixed (a test "
                     "of why the posterior game collapses; restoring the result needs that start too)",
 }
@@ -229,6 +231,8 @@ def validate(cfg: TrainConfig) -> None:
                              "--step-fraction in (0, 4) and --prior-fraction in (0, 1]")
         if not json.loads(cfg.net).get("noise_conditional"):
             raise ValueError("--posterior needs a noise-conditional energy (--net with \"noise_conditional\": true)")
+    if cfg.dsm_weight < 0 or (cfg.dsm_weight and not cfg.posterior):
+        raise ValueError("--dsm-weight must be >= 0 and needs --posterior")
     if cfg.frozen_start and not (cfg.posterior and cfg.warm_start):
         raise ValueError("--frozen-start needs --posterior and --warm-start (the start is the warm start's energy)")
     if not 0 < cfg.sigma_min_255 <= cfg.sigma_max_255 or not 0 <= cfg.grey_fraction <= 1:
