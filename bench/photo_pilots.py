@@ -47,10 +47,9 @@ def estimator(energy, spec: str, seed: int, prior_fraction: float = PRIOR_FRACTI
     if not match:
         raise ValueError(f"unknown estimator {spec!r}: use step or chains:KxS[+F]")
     k, steps, final = int(match[1]), int(match[2]), int(match[3] or 0)
-    start = (lambda y, s: None) if start_energy is None else (lambda y, s: gradient_step(start_energy, y, s))
     return lambda y, s: posterior_mean(energy, y, s, prior_fraction=prior_fraction, chains=k, steps=steps,
                                        final_steps=final, generator=torch.Generator().manual_seed(seed),
-                                       start=start(y, s))
+                                       start=None if start_energy is None else gradient_step(start_energy, y, s))
 
 
 def run(models: list[str], estimators: list[str], sigmas=SIGMAS, seed: int = 0, start_model: str | None = None

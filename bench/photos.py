@@ -357,11 +357,11 @@ def photo_models(extra: list[str] = (), shipped: bool = True) -> list[tuple[str,
     return found
 
 
-def load_references(runs: list[str]) -> list[tuple[str, object]]:
+def load_references(runs: list[str], device: str = "cpu") -> list[tuple[str, object]]:
     """[("reference:NAME", net)] for each run folder of ``bench.photo_supervised`` (NAME: the folder's name)."""
     from bench.photo_supervised import load
 
-    return [(f"reference:{Path(run).name}", load(run)) for run in runs]
+    return [(f"reference:{Path(run).name}", load(run).to(device)) for run in runs]
 
 
 def reference_restore(net, obs: Observation, device: str | torch.device = "cpu") -> Tensor:
@@ -370,7 +370,7 @@ def reference_restore(net, obs: Observation, device: str | torch.device = "cpu")
     y = obs.tensor.to(device)
     grey = y.shape[1] == 1
     with torch.no_grad():
-        out = net.to(device)(y.expand(-1, 3, -1, -1) if grey else y, torch.full((1,), obs.sigma, device=device))
+        out = net(y.expand(-1, 3, -1, -1) if grey else y, torch.full((1,), obs.sigma, device=device))
     return (out.mean(1, keepdim=True) if grey else out).clamp(0.0, 1.0).cpu()
 
 
@@ -809,9 +809,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.max_side is not None and args.max_side < 16:
         p.error("--max-side must be at least 16")
+    from bench.photo_supervised import SIDECAR
+
     for run in args.reference:
-        if not (Path(run) / "denoiser.json").is_file():
-            p.error(f"--reference {run}: no exported reference there (denoiser.json); train one with "
+        if not (Path(run) / SIDECAR).is_file():
+            p.error(f"--reference {run}: no exported reference there ({SIDECAR}); train one with "
                     f"python -m bench.photo_supervised --run-dir {run}")
     return args
 
@@ -869,7 +871,7 @@ def main(argv: list[str] | None = None) -> dict:
     if not models:
         notes.append("no photo model ships yet (febm.list_models() has none with image_channels) and no --model "
                      "was given: the table has no model rows")
-    loaded = load_models(models, args.device, notes) + load_references(args.reference)
+    loaded = load_models(models, args.device, notes) + load_references(args.reference, args.device)
     results, figures = run_benchmark(photos, cases, methods, params, models=loaded, device=args.device,
                                      seed=args.seed, bm3d_cases=set(args.bm3d_cases) if args.bm3d_cases else None,
                                      figure_cases=FIGURE_ROWS if args.figure else (), progress=not args.no_progress,
