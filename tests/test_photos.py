@@ -439,6 +439,16 @@ def test_tuning_takes_the_cheapest_of_nearly_equal_settings_that_rarely_lose_to_
     assert _pick(rows, allowed_losses=3) is rows[0] and _pick(rows, allowed_losses=8) is rows[1]
 
 
+def test_tuning_counts_losses_to_the_start_only_at_small_noise():
+    """Where a result can fall below its input (up to SURE_MAX_SIGMA) a tenth of the crops may lose to the start;
+    above it the best mean wins whatever it loses."""
+    from febm.restore import SURE_MAX_SIGMA
+    from training.tune import max_losses
+
+    assert max_losses(5 / 255, 8) == 0 and max_losses(SURE_MAX_SIGMA, 32) == 3
+    assert max_losses(50 / 255, 8) == 8 and max_losses(1.01 * SURE_MAX_SIGMA, 32) == 32
+
+
 def test_photo_restoration_puts_a_directly_built_model_in_eval_mode(field_model):
     """Spectral norm in train mode runs a power iteration per forward: tiles would see other weights."""
     from febm import denoise
