@@ -32,7 +32,9 @@ class ModelEntry:
     @property
     def label(self) -> str:
         """e.g. "JS · fashion-mnist (fmnist-js)"; score matching says that it is not an f-divergence."""
-        name = "DSM (score matching, a Fisher divergence)" if self.divergence == "dsm" else self.divergence.upper()
+        name = {"dsm": "DSM (score matching, a Fisher divergence)",
+                "unrolled": "Unrolled (trained through its restoration, not a divergence)"}.get(
+                    self.divergence, self.divergence.upper())
         return f"{name} · {self.config.get('dataset') or 'unknown data'} ({self.key})"
 
     @property

@@ -266,8 +266,9 @@ class EBM(
         meta = copy.deepcopy(self._hub_mixin_info.model_card_data)
         if self.noise_conditional:  # restores, does not generate
             meta.pipeline_tag = "image-to-image"
-        if self.config.get("divergence") == "dsm":  # a Fisher divergence, not an f-divergence
-            meta.tags = [t if t != "f-divergence" else "score-matching" for t in meta.tags]
+        if self.config.get("divergence") in ("dsm", "unrolled"):  # not an f-divergence
+            tag = "score-matching" if self.config["divergence"] == "dsm" else "unrolled-restoration"
+            meta.tags = [t if t != "f-divergence" else tag for t in meta.tags]
         meta = meta.to_yaml()
         if text is None:
             n_critic = count_parameters(self.critic) if self.critic is not None else None
@@ -329,7 +330,8 @@ def _shape_rows(config: dict) -> list[str]:
 
 def objective_label(div: str) -> str:
     """A training objective in prose: 'score matching (dsm)', 'contrastive divergence (cd)', 'f-EBM (js)'."""
-    return {"dsm": "score matching (dsm)", "cd": "contrastive divergence (cd)"}.get(div, f"f-EBM ({div})")
+    return {"dsm": "score matching (dsm)", "cd": "contrastive divergence (cd)",
+            "unrolled": "unrolled restoration (unrolled)"}.get(div, f"f-EBM ({div})")
 
 
 def model_card_body(config: dict, *, name: str | None = None, notes: str | None = None,
@@ -342,6 +344,13 @@ def model_card_body(config: dict, *, name: str | None = None, notes: str | None 
                         "An energy-based model trained by **denoising score matching** (a Fisher divergence, not an "
                         "f-divergence; no critic): its gradient step x - sigma^2 grad E is regressed on clean images. "
                         "Low energy means likely.")
+    elif div == "unrolled":
+        k = (training.get("options") or {}).get("unroll_steps", "?")
+        title, intro = (f"# Unrolled restoration energy on {dataset}",
+                        "An energy trained **through its own restoration** (the TNRD / TDV route; no critic): the "
+                        f"gradient step x - sigma^2 grad E and {k} noise-free posterior step(s) after it are regressed "
+                        "on clean images. A regression on the restorer's output, not a divergence: its energy is "
+                        "tuned to restore, not to be a density. Low energy means likely.")
     elif div == "cd":  # the paper's baseline, which is not an f-divergence
         title, intro = (f"# Contrastive-divergence energy (cd) on {dataset}",
                         "An energy-based model trained by **contrastive divergence** (no critic), the baseline of "

@@ -20,9 +20,13 @@ import torch
 from torch import Tensor
 
 from .divergences import Divergence, get_divergence
+from .posterior import PRIOR_FRACTION, STEP_FRACTION
 
-OBJECTIVE_NAMES = ("cd", "kl", "rkl", "js", "sh", "chi2", "neyman", "alpha:<a>", "dsm")
-NO_CRITIC = ("cd", "dsm")  # objectives without a critic: contrastive divergence, denoising score matching
+OBJECTIVE_NAMES = ("cd", "kl", "rkl", "js", "sh", "chi2", "neyman", "alpha:<a>", "dsm", "unrolled")
+# objectives without a critic: contrastive divergence, denoising score matching, and score matching through
+# restoration's unrolled descent (a regression on the restorer's output, not a divergence)
+NO_CRITIC = ("cd", "dsm", "unrolled")
+REGRESSIONS = ("dsm", "unrolled")  # trained on (clean, noisy) pairs, no samples: no energy surrogate
 
 
 def fenchel_value(div: Divergence, r_pos: Tensor, r_neg: Tensor) -> Tensor:
@@ -98,6 +102,35 @@ def score_matching_loss(energy, clean: Tensor, noisy: Tensor, sigma: Tensor) -> 
     return ((y - s2 * grad - clean).pow(2) / s2).mean()
 
 
+def unrolled_loss(energy, clean: Tensor, noisy: Tensor, sigma: Tensor, steps: int, *,
+                  step_fraction: float = STEP_FRACTION, prior_fraction: float = PRIOR_FRACTION) -> Tensor:
+    """Score matching through the restorer's own steps (the TNRD / TDV route; issue 29, item 5).
+
+    The estimate restoration runs for a noise-conditional energy (febm.restore): the gradient step
+    y - sigma^2 grad E(y, sigma), clamped to [0, 1], then ``steps`` noise-free posterior steps
+    x <- x - (eps / 2) (grad E(x, rho sigma) + (x - y) / sigma^2), eps = step_fraction sigma^2 (febm.posterior).
+    Every step is differentiated through (create_graph), and the last iterate is regressed on the clean crop as in
+    :func:`score_matching_loss` (``steps = 0`` is exactly that loss). This trains the restorer, not a density: a
+    regression, not a divergence, and the energy's descent steps need not sample anything.
+    """
+    if steps < 0:
+        raise ValueError(f"steps must be >= 0, got {steps}")
+    s2 = sigma.view(-1, *[1] * (noisy.dim() - 1)).to(noisy.dtype).pow(2)
+
+    def grad(x: Tensor, level: Tensor) -> Tensor:
+        (g,) = torch.autograd.grad(energy(x, sigma=level).sum(), x, create_graph=True)
+        return g
+
+    y = noisy.detach().requires_grad_(True)
+    with torch.enable_grad():
+        x = y - s2 * grad(y, sigma)
+        if steps:
+            x = x.clamp(0.0, 1.0)  # as restoration's start
+        for _ in range(steps):
+            x = x - 0.5 * step_fraction * s2 * grad(x, prior_fraction * sigma) - 0.5 * step_fraction * (x - y)
+    return ((x - clean).pow(2) / s2).mean()
+
+
 def contrastive_divergence(e_pos: Tensor, e_neg: Tensor) -> Tensor:
     """Maximum-likelihood (KL) baseline: push data energies down, model energies up."""
     return e_pos.mean() - e_neg.mean()
@@ -137,8 +170,9 @@ class Objective:
         self, e_pos: Tensor, e_neg: Tensor, h_pos: Tensor | None = None, h_neg: Tensor | None = None,
         mean_over_ranks=None,
     ) -> Tensor:
-        if self.name == "dsm":
-            raise ValueError("denoising score matching has no energy surrogate on samples: use score_matching_loss")
+        if self.name in REGRESSIONS:
+            raise ValueError(f"{self.name!r} has no energy surrogate on samples: use score_matching_loss or "
+                             "unrolled_loss")
         if self.divergence is None:
             loss = contrastive_divergence(e_pos, e_neg)
         else:

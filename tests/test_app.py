@@ -727,3 +727,11 @@ def test_a_score_matching_model_is_labelled_so_and_restores_from_its_gradient_st
     assert restore_settings(registry.get(entry.key), "denoise", None, None) == (0, 1)
     with pytest.raises(gr.Error, match="does not generate"):
         handlers.generate(entry.key, 2, 0, 0, False)
+
+
+def test_an_unrolled_model_says_it_was_not_trained_by_a_divergence(tmp_path):
+    nc = {**FIELD, "activation": "silu", "spectral_norm": False, "noise_conditional": True}
+    EBM("unrolled", nc, None, dataset="photos", image_channels=3, crop_size=16).save_pretrained(tmp_path / "unrolled")
+    entry = ModelRegistry.discover([str(tmp_path / "unrolled")]).entry(str(tmp_path / "unrolled"))
+    assert entry.label.startswith("Unrolled (trained through its restoration, not a divergence)")
+    assert entry.noise_conditional and "no generation" in entry.steps_summary()

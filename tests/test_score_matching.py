@@ -13,8 +13,8 @@ from torch import nn
 from febm.divergences import get_divergence
 from febm.model import load_model
 from febm.nets import AtNoiseLevel, build_net
-from febm.objectives import conditional_energy_surrogate, fenchel_value, score_matching_loss
-from febm.posterior import gradient_step, posterior_chains
+from febm.objectives import conditional_energy_surrogate, fenchel_value, score_matching_loss, unrolled_loss
+from febm.posterior import gradient_step, posterior_chains, posterior_mean
 from febm.tiling import TiledEnergy
 from training.run import main
 
@@ -93,6 +93,64 @@ def test_the_gradient_step_of_a_quadratic_energy_is_the_wiener_filter():
     noisy = torch.rand(2, 3, 5, 5, dtype=torch.float64)
     out = gradient_step(Quadratic(1 / (s * s + sigma * sigma)), noisy, torch.tensor([sigma, sigma]))
     torch.testing.assert_close(out, (s * s / (s * s + sigma * sigma) * noisy).clamp(0, 1))
+
+
+# --- score matching through the restorer's unrolled steps (--div unrolled) ---------------------------------------
+def test_unrolled_loss_is_score_matching_through_restorations_descent_steps():
+    """E = a ||x||^2 / 2: the gradient step x0 = (1 - sigma^2 a) y (clamped), then x <- x - (f / 2) (sigma^2 a x +
+    x - y), f = step_fraction; the loss is ||x_K - x||^2 / sigma^2 per pixel, and its slope in a is that of the
+    whole chain (a finite difference of the closed form), so no step is left out of the gradient."""
+    gen = torch.Generator().manual_seed(1)
+    clean = 0.3 + 0.4 * torch.rand(6, 1, 5, 5, generator=gen, dtype=torch.float64)
+    sigma = torch.tensor([0.05, 0.1, 0.2, 0.05, 0.1, 0.2], dtype=torch.float64)
+    noisy = (clean + sigma.view(-1, 1, 1, 1) * torch.randn(clean.shape, generator=gen, dtype=torch.float64))
+    s2, f = sigma.view(-1, 1, 1, 1) ** 2, 0.2
+
+    def iterate(a: float, steps: int) -> torch.Tensor:
+        x = ((1 - s2 * a) * noisy).clamp(0, 1) if steps else (1 - s2 * a) * noisy
+        for _ in range(steps):
+            x = x - 0.5 * f * (s2 * a * x + x - noisy)
+        return x
+
+    def closed_form(a: float, steps: int) -> float:
+        return ((iterate(a, steps) - clean) ** 2 / s2).mean().item()
+
+    a = 3.0
+    assert unrolled_loss(Quadratic(a), clean, noisy, sigma, 0).item() == pytest.approx(
+        score_matching_loss(Quadratic(a), clean, noisy, sigma).item(), rel=1e-12)
+    for steps in (1, 3):
+        energy = Quadratic(a)
+        loss = unrolled_loss(energy, clean, noisy, sigma, steps, step_fraction=f)
+        assert loss.item() == pytest.approx(closed_form(a, steps), rel=1e-10)
+        # the estimate restoration and validation run (febm.posterior) is the same iterate
+        torch.testing.assert_close(posterior_mean(energy, noisy, sigma, chains=1, steps=0, final_steps=steps,
+                                                  step_fraction=f), iterate(a, steps).clamp(0, 1))
+        assert loss.item() != pytest.approx(closed_form(a, 0), rel=1e-3)  # the steps change what is regressed
+        (slope,) = torch.autograd.grad(loss, energy.a)
+        h = 1e-5
+        assert slope.item() == pytest.approx((closed_form(a + h, steps) - closed_form(a - h, steps)) / (2 * h),
+                                             rel=1e-5)
+    with pytest.raises(ValueError, match="steps must be >= 0"):
+        unrolled_loss(Quadratic(a), clean, noisy, sigma, -1)
+
+
+def test_unrolled_run_warm_starts_from_score_matching_and_trains_the_restorer_it_names(dsm_model, photo_folder,
+                                                                                       tmp_path):
+    run = tmp_path / "unrolled"
+    assert main(run_args(photo_folder, run, "--div", "unrolled", "--unroll-steps", "2", "--warm-start",
+                         str(dsm_model / "model"), "--max-steps", "6", "--checkpoint-every", "6")) == 0
+    model = load_model(run / "model")
+    assert model.divergence == "unrolled" and model.critic is None
+    assert model.config["training"]["options"]["unroll_steps"] == 2
+    warm = load_model(dsm_model / "model").energy
+    assert any(not torch.equal(a, b) for a, b in zip(model.energy.state_dict().values(), warm.state_dict().values()))
+    lines = [json.loads(ln) for ln in (run / "stats.jsonl").read_text().splitlines()]
+    assert [ln["step"] for ln in lines] == [5, 6, 6] and all(math.isfinite(ln["loss_unrolled"]) for ln in lines[:2])
+    assert set(lines[-1]) == {"step", "val_psnr_5", "val_psnr_15", "val_psnr_25", "val_psnr_50"}
+    card = (run / "model" / "README.md").read_text()
+    assert "Unrolled restoration energy" in card and "not a divergence" in card and "2 noise-free" in card
+    meta = card.split("---")[1]
+    assert "- unrolled-restoration" in meta and "f-divergence" not in meta and "score-matching" not in meta
 
 
 # --- the posterior's chains --------------------------------------------------------------------------------------
@@ -272,6 +330,8 @@ def test_dsm_weight_adds_score_matching_to_the_posterior_energys_loss(dsm_model,
     (["--div", "dsm", "--sigma-min-255", "0"], "sigma-min-255"),
     (["--div", "js", "--posterior", "--frozen-start"], "--frozen-start needs --posterior and --warm-start"),
     (["--div", "dsm", "--dsm-weight", "1"], "--dsm-weight must be >= 0 and needs --posterior"),
+    (["--div", "unrolled", "--net", json.dumps({**NC, "noise_conditional": False})], "--div unrolled trains a noise"),
+    (["--div", "unrolled", "--unroll-steps", "-1"], "--unroll-steps must be >= 0"),
 ])
 def test_bad_photo_training_arguments_fail_clearly(photo_folder, tmp_path, capsys, extra, message):
     with pytest.raises(SystemExit):

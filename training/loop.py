@@ -32,7 +32,7 @@ import torch.distributed as dist
 from torch import nn
 
 from febm.model import EBM
-from febm.objectives import NO_CRITIC, Objective, score_matching_loss
+from febm.objectives import NO_CRITIC, REGRESSIONS, Objective, score_matching_loss, unrolled_loss
 from febm.posterior import gradient_step, posterior_mean
 from febm.sampling import LangevinSampler, ReplayBuffer, corrupted_data_start, mixed_start, uniform_start
 from training import data as datasets
@@ -105,6 +105,7 @@ class TrainConfig:
     prior_fraction: float = 0.5  # the prior's noise level in q(x | y), a fraction of the observation's
     frozen_start: bool = False  # posterior chains start from the warm start's gradient step, never trained
     dsm_weight: float = 0.0  # posterior training: weight of score matching added to the energy's loss
+    unroll_steps: int = 1  # --div unrolled: noise-free posterior steps after the gradient step, trained through
     # sampler defaults stored in the model for generation (chains from noise need more steps)
     sample_steps: int = 200
     # length and bookkeeping
@@ -353,7 +354,7 @@ class Trainer:
 
     # --- one iteration ----------------------------------------------------------------------------------
     def train_step(self) -> dict:
-        if self.objective.name == "dsm":
+        if self.objective.name in REGRESSIONS:
             return self.score_matching_step()
         if self.cfg.posterior:
             return self.posterior_step()
@@ -405,22 +406,28 @@ class Trainer:
         return stats
 
     def score_matching_step(self) -> dict:
-        """One Adam step of denoising score matching on a batch of noisy crops (no chains, no critic)."""
+        """One Adam step of denoising score matching on a batch of noisy crops (no chains, no critic); with
+        ``--div unrolled`` through the gradient step and ``unroll_steps`` posterior descent steps."""
         cfg = self.cfg
         clean, noisy, sigma = self.noisy_batch()
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-            loss = score_matching_loss(self.train_energy, clean, noisy, sigma)
+            if self.objective.name == "unrolled":
+                loss = unrolled_loss(self.train_energy, clean, noisy, sigma, cfg.unroll_steps,
+                                     step_fraction=cfg.step_fraction, prior_fraction=cfg.prior_fraction)
+            else:
+                loss = score_matching_loss(self.train_energy, clean, noisy, sigma)
         self.opt_energy.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.max_grad_norm is not None:
             torch.nn.utils.clip_grad_norm_(self.model.energy.parameters(), cfg.max_grad_norm)
         self.opt_energy.step()
         self._update_ema()
-        return {"loss_dsm": loss.item()}
+        return {f"loss_{self.objective.name}": loss.item()}
 
     def validation(self) -> dict:
         """Photo runs: the EMA energy's denoising PSNR on fixed validation crops: its gradient step, and for
-        posterior runs that step (the frozen start's with --frozen-start) and one noise-free posterior step."""
+        posterior runs that step (the frozen start's with --frozen-start) and one noise-free posterior step; for
+        unrolled runs the estimator they train (the gradient step and ``unroll_steps`` descent steps)."""
         if not self.cfg.crop_size or self.rank != 0:
             return {}
         if self._val_crops is None:
@@ -431,6 +438,10 @@ class Trainer:
                 start = None if self.start_energy is None else gradient_step(self.start_energy, y, s)
                 return posterior_mean(self.ema, y, s, prior_fraction=self.cfg.prior_fraction, chains=1, steps=0,
                                       final_steps=1, step_fraction=self.cfg.step_fraction, start=start)
+        elif self.objective.name == "unrolled":
+            def denoiser(y, s):
+                return posterior_mean(self.ema, y, s, prior_fraction=self.cfg.prior_fraction, chains=1, steps=0,
+                                      final_steps=self.cfg.unroll_steps, step_fraction=self.cfg.step_fraction)
         return photos.validation_psnr(self.ema, self._val_crops.to(self.device), denoiser=denoiser)
 
     def _update_ema(self) -> None:
@@ -570,13 +581,13 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> P
             trainer.save_samples()
         if trainer.step % cfg.checkpoint_every == 0:
             trainer.save_checkpoint()
-            if cfg.crop_size and (trainer.objective.name == "dsm" or cfg.posterior):
+            if cfg.crop_size and (trainer.objective.name in REGRESSIONS or cfg.posterior):
                 trainer.log({"step": trainer.step, **trainer.validation()})
         if cfg.snapshot_every and trainer.step % cfg.snapshot_every == 0 and rank0:
             trainer.export(run_dir / "snapshots" / f"step_{trainer.step:06d}")
         if bar is not None:
             bar.update(1)
-            bar.set_postfix({k: f"{v:.3f}" for k, v in stats.items() if k in ("energy_pos", "energy_neg", "loss_dsm")})
+            bar.set_postfix({k: f"{v:.3f}" for k, v in stats.items() if k in ("energy_pos", "energy_neg", "loss_dsm", "loss_unrolled")})
     if bar is not None:
         bar.close()
     trainer.save_checkpoint()

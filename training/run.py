@@ -81,6 +81,13 @@ PRESETS: dict[str, dict] = {
     "photo-dsm": dict(div="dsm", dataset="photos", crop_size=96, batch_size=8, net=PHOTO_NET_NC, lr=1e-3, beta1=0.9,
                       l2=0.0, ema=0.999, sigma_min_255=1.0, sigma_max_255=60.0, grey_fraction=0.25, buffer_size=1,
                       max_steps=20000, sample_every=10**9, checkpoint_every=100, log_every=10),
+    # the unrolled restorer (issue 29, item 5; the TNRD / TDV route): score matching through the gradient step and
+    # one noise-free posterior step, the estimator restoration runs at sigma >= 15/255; warm-started from photo-dsm.
+    # A regression on the restorer's output, not a divergence: a separately named model, never an f-EBM.
+    "photo-unrolled": dict(div="unrolled", unroll_steps=1, dataset="photos", crop_size=96, batch_size=8,
+                           net=PHOTO_NET_NC, lr=3e-4, beta1=0.9, l2=0.0, ema=0.999, sigma_min_255=1.0,
+                           sigma_max_255=60.0, grey_fraction=0.25, buffer_size=1, max_steps=20000,
+                           sample_every=10**9, checkpoint_every=50, log_every=10),
     # f-EBMs on the posterior they restore with (training/posterior.py), warm-started from a photo-dsm model
     # (--warm-start): two chains of 5 ULA steps per observation, the chain restoration runs; map_l2 bounds each
     # local energy's contrast to the observation's (without it the pilots' CD energies ran off in 70 steps)
@@ -130,6 +137,8 @@ HELP = {
     "free_offset": "f-EBM: leave the energy's additive constant to the critic (else E and H can drift apart)",
     "dsm_weight": "posterior training: weight of denoising score matching added to the energy's loss (keeps the "
                   "gradient step restoration starts from trained)",
+    "unroll_steps": "--div unrolled: noise-free posterior steps after the gradient step that the loss is taken "
+                    "through (0 is score matching)",
     "frozen_start": "posterior training: start the chains from the warm start's gradient step, held fixed (a test "
                     "of why the posterior game collapses; restoring the result needs that start too)",
 }
@@ -218,11 +227,15 @@ def validate(cfg: TrainConfig) -> None:
             raise ValueError(f"--net must be a JSON object, e.g. '{{\"kind\": \"field\"}}': {err}") from None
         if not isinstance(spec, dict) or "kind" not in spec:
             raise ValueError("--net must be a JSON object with a \"kind\"")
-    if cfg.div == "dsm" and not cfg.crop_size:
-        raise ValueError("--div dsm (denoising score matching) trains photo energies: give a field --net and "
-                         "--crop-size (or use --preset photo-dsm)")
+    if cfg.div in ("dsm", "unrolled") and not cfg.crop_size:
+        raise ValueError(f"--div {cfg.div} trains photo energies: give a field --net and --crop-size (or use "
+                         f"--preset photo-{cfg.div})")
+    if cfg.div == "unrolled" and not json.loads(cfg.net).get("noise_conditional"):
+        raise ValueError("--div unrolled trains a noise-conditional energy (--net with \"noise_conditional\": true)")
+    if cfg.unroll_steps < 0:
+        raise ValueError("--unroll-steps must be >= 0")
     if cfg.posterior:
-        if cfg.div == "dsm" or not cfg.crop_size:
+        if cfg.div in ("dsm", "unrolled") or not cfg.crop_size:
             raise ValueError("--posterior trains a photo f-EBM (or cd) on its denoising posterior: give a field --net "
                              "with noise_conditional, --crop-size, and an f-divergence or cd")
         if cfg.posterior_chains < 1 + (cfg.div != "cd") or cfg.posterior_steps < 0 or not 0 < cfg.step_fraction < 4 \
