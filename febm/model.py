@@ -348,9 +348,9 @@ def model_card_body(config: dict, *, name: str | None = None, notes: str | None 
         k = (training.get("options") or {}).get("unroll_steps", "?")
         title, intro = (f"# Unrolled restoration energy on {dataset}",
                         "An energy trained **through its own restoration** (the TNRD / TDV route; no critic): the "
-                        f"gradient step x - sigma^2 grad E and {k} noise-free posterior step(s) after it are regressed "
-                        "on clean images. A regression on the restorer's output, not a divergence: its energy is "
-                        "tuned to restore, not to be a density. Low energy means likely.")
+                        f"gradient step x - sigma^2 grad E and {k} noise-free posterior step{'' if k == 1 else 's'} "
+                        "after it are regressed on clean images. A regression on the restorer's output, not a "
+                        "divergence: its energy is tuned to restore, not to be a density. Low energy means likely.")
     elif div == "cd":  # the paper's baseline, which is not an f-divergence
         title, intro = (f"# Contrastive-divergence energy (cd) on {dataset}",
                         "An energy-based model trained by **contrastive divergence** (no critic), the baseline of "

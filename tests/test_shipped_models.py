@@ -79,7 +79,7 @@ PHOTO_SHIPPED = [m["name"] for m in list_models() if m["dataset"] == "photos"]
 
 def test_checkpoints_ship_photo_models():
     posterior = {f"photo-{div}-posterior" for div in ("cd", "js", "kl", "rkl", "sh")}  # one recipe, five objectives
-    assert {"photo-js", "photo-cd", "photo-dsm", *posterior} <= set(PHOTO_SHIPPED)
+    assert {"photo-js", "photo-cd", "photo-dsm", "photo-unrolled", *posterior} <= set(PHOTO_SHIPPED)
     checkpoints = Path(__file__).resolve().parent.parent / "checkpoints"
     card = (checkpoints / "photo-dsm" / "README.md").read_text()
     assert "denoising score matching" in card and "not an f-divergence" in card  # labelled for what it is
@@ -88,6 +88,9 @@ def test_checkpoints_ship_photo_models():
         assert f"**{div}** f-divergence" in card and "9000 steps, score matching (dsm)" in card
     card = (checkpoints / "photo-cd-posterior" / "README.md").read_text()
     assert "contrastive divergence" in card and "9000 steps, score matching (dsm)" in card
+    card = (checkpoints / "photo-unrolled" / "README.md").read_text()  # separately named: not an f-EBM
+    assert "Unrolled restoration energy" in card and "not a divergence" in card
+    assert "11800 steps, score matching (dsm)" in card and "9000 steps, score matching (dsm)" in card
 
 
 @pytest.fixture(scope="module")
