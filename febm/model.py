@@ -266,8 +266,8 @@ class EBM(
         meta = copy.deepcopy(self._hub_mixin_info.model_card_data)
         if self.noise_conditional:  # restores, does not generate
             meta.pipeline_tag = "image-to-image"
-        if self.config.get("divergence") in ("dsm", "unrolled"):  # not an f-divergence
-            tag = "score-matching" if self.config["divergence"] == "dsm" else "unrolled-restoration"
+        tag = {"dsm": "score-matching", "unrolled": "unrolled-restoration"}.get(self.config.get("divergence"))
+        if tag:  # trained by a regression, not an f-divergence
             meta.tags = [t if t != "f-divergence" else tag for t in meta.tags]
         meta = meta.to_yaml()
         if text is None:

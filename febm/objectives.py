@@ -94,12 +94,7 @@ def score_matching_loss(energy, clean: Tensor, noisy: Tensor, sigma: Tensor) -> 
     posterior-mean denoiser (Tweedie) and grad E the score of the noisy photos: a Fisher divergence, not an
     f-divergence. Differentiable in the energy's parameters (a double backward through the network).
     """
-    y = noisy.detach().requires_grad_(True)
-    with torch.enable_grad():
-        e = energy(y, sigma=sigma)
-        (grad,) = torch.autograd.grad(e.sum(), y, create_graph=True)
-    s2 = sigma.view(-1, *[1] * (y.dim() - 1)).to(grad.dtype).pow(2)
-    return ((y - s2 * grad - clean).pow(2) / s2).mean()
+    return unrolled_loss(energy, clean, noisy, sigma, 0)
 
 
 def unrolled_loss(energy, clean: Tensor, noisy: Tensor, sigma: Tensor, steps: int, *,

@@ -433,15 +433,13 @@ class Trainer:
         if self._val_crops is None:
             self._val_crops = datasets.to_float(photos.validation_crops(self.cfg.dataset, VAL_CROP, VAL_CROPS))
         denoiser = None
-        if self.cfg.posterior:
+        if self.cfg.posterior or self.objective.name == "unrolled":
+            descent = self.cfg.unroll_steps if self.objective.name == "unrolled" else 1
+
             def denoiser(y, s):
                 start = None if self.start_energy is None else gradient_step(self.start_energy, y, s)
                 return posterior_mean(self.ema, y, s, prior_fraction=self.cfg.prior_fraction, chains=1, steps=0,
-                                      final_steps=1, step_fraction=self.cfg.step_fraction, start=start)
-        elif self.objective.name == "unrolled":
-            def denoiser(y, s):
-                return posterior_mean(self.ema, y, s, prior_fraction=self.cfg.prior_fraction, chains=1, steps=0,
-                                      final_steps=self.cfg.unroll_steps, step_fraction=self.cfg.step_fraction)
+                                      final_steps=descent, step_fraction=self.cfg.step_fraction, start=start)
         return photos.validation_psnr(self.ema, self._val_crops.to(self.device), denoiser=denoiser)
 
     def _update_ema(self) -> None:
@@ -587,7 +585,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> P
             trainer.export(run_dir / "snapshots" / f"step_{trainer.step:06d}")
         if bar is not None:
             bar.update(1)
-            bar.set_postfix({k: f"{v:.3f}" for k, v in stats.items() if k in ("energy_pos", "energy_neg", "loss_dsm", "loss_unrolled")})
+            shown = ("energy_pos", "energy_neg", *(f"loss_{name}" for name in REGRESSIONS))
+            bar.set_postfix({k: f"{v:.3f}" for k, v in stats.items() if k in shown})
     if bar is not None:
         bar.close()
     trainer.save_checkpoint()

@@ -21,7 +21,7 @@ import typing
 from dataclasses import fields
 from pathlib import Path
 
-from febm.objectives import OBJECTIVE_NAMES
+from febm.objectives import OBJECTIVE_NAMES, REGRESSIONS
 from training.loop import TrainConfig, train
 
 # Photo energies (febm.nets.FieldEnergy): the CPU one reaches 10 px (a 21 px receptive field) for ~21 k
@@ -41,6 +41,13 @@ PHOTO_NET_GPU = json.dumps({"kind": "field", "width": 64, "kernel_size": 3, "dil
 # chains start from a Gaussian fitted to the data (blurry garments, not uniform noise) and live in the
 # buffer for about 5 draws (restart 0.2, 40 steps each), so the 200-step chains of generation are the
 # ones the model was trained against.
+# denoising score matching on photo crops (a Fisher divergence, no chains, no critic): the energy's gradient step
+# y - sigma^2 grad E(y, sigma) regressed on the clean crop, sigma log-uniform over 1-60 (/255), a quarter of the crops
+# grey; Adam with momentum (a regression: the authors' beta1 = 0 is for the f-EBM game). Also the warm start of the
+# posterior-trained f-EBMs and of the unrolled restorer.
+PHOTO_DSM = dict(div="dsm", dataset="photos", crop_size=96, batch_size=8, net=PHOTO_NET_NC, lr=1e-3, beta1=0.9,
+                 l2=0.0, ema=0.999, sigma_min_255=1.0, sigma_max_255=60.0, grey_fraction=0.25, buffer_size=1,
+                 max_steps=20000, sample_every=10**9, checkpoint_every=100, log_every=10)
 FMNIST_CPU = dict(arch="conv", width=16, stages=3, activation="silu", batch_size=64, langevin_steps=40,
                   step_size=10.0, noise=0.005, grad_clip=0.01, start="pca", start_components=32,
                   restart_prob=0.2, sample_steps=200, max_steps=3000, sample_every=500,
@@ -74,20 +81,12 @@ PRESETS: dict[str, dict] = {
                       grad_clip=0.01,
                       buffer_size=1024, restart_prob=1.0, data_restarts=1.0, data_restart_sigma=0.2,
                       sample_steps=200, max_steps=30000, sample_every=1000, checkpoint_every=500, bf16=True),
-    # denoising score matching on photo crops (a Fisher divergence, no chains, no critic): the energy's gradient
-    # step y - sigma^2 grad E(y, sigma) regressed on the clean crop, sigma log-uniform over 1-60 (/255), a quarter
-    # of the crops grey; Adam with momentum (a regression: the authors' beta1 = 0 is for the f-EBM game). Also the
-    # warm start of the posterior-trained f-EBMs.
-    "photo-dsm": dict(div="dsm", dataset="photos", crop_size=96, batch_size=8, net=PHOTO_NET_NC, lr=1e-3, beta1=0.9,
-                      l2=0.0, ema=0.999, sigma_min_255=1.0, sigma_max_255=60.0, grey_fraction=0.25, buffer_size=1,
-                      max_steps=20000, sample_every=10**9, checkpoint_every=100, log_every=10),
+    "photo-dsm": PHOTO_DSM,
     # the unrolled restorer (issue 29, item 5; the TNRD / TDV route): score matching through the gradient step and
-    # one noise-free posterior step, the estimator restoration runs at sigma >= 15/255; warm-started from photo-dsm.
-    # A regression on the restorer's output, not a divergence: a separately named model, never an f-EBM.
-    "photo-unrolled": dict(div="unrolled", unroll_steps=1, dataset="photos", crop_size=96, batch_size=8,
-                           net=PHOTO_NET_NC, lr=3e-4, beta1=0.9, l2=0.0, ema=0.999, sigma_min_255=1.0,
-                           sigma_max_255=60.0, grey_fraction=0.25, buffer_size=1, max_steps=20000,
-                           sample_every=10**9, checkpoint_every=50, log_every=10),
+    # one noise-free posterior step, the estimator restoration runs at sigma >= 15/255; warm-started from photo-dsm
+    # (hence its lower lr), slower steps (hence the closer checkpoints). A regression on the restorer's output, not a
+    # divergence: a separately named model, never an f-EBM.
+    "photo-unrolled": {**PHOTO_DSM, "div": "unrolled", "unroll_steps": 1, "lr": 3e-4, "checkpoint_every": 50},
     # f-EBMs on the posterior they restore with (training/posterior.py), warm-started from a photo-dsm model
     # (--warm-start): two chains of 5 ULA steps per observation, the chain restoration runs; map_l2 bounds each
     # local energy's contrast to the observation's (without it the pilots' CD energies ran off in 70 steps)
@@ -227,7 +226,7 @@ def validate(cfg: TrainConfig) -> None:
             raise ValueError(f"--net must be a JSON object, e.g. '{{\"kind\": \"field\"}}': {err}") from None
         if not isinstance(spec, dict) or "kind" not in spec:
             raise ValueError("--net must be a JSON object with a \"kind\"")
-    if cfg.div in ("dsm", "unrolled") and not cfg.crop_size:
+    if cfg.div in REGRESSIONS and not cfg.crop_size:
         raise ValueError(f"--div {cfg.div} trains photo energies: give a field --net and --crop-size (or use "
                          f"--preset photo-{cfg.div})")
     if cfg.div == "unrolled" and not json.loads(cfg.net).get("noise_conditional"):
@@ -235,7 +234,7 @@ def validate(cfg: TrainConfig) -> None:
     if cfg.unroll_steps < 0:
         raise ValueError("--unroll-steps must be >= 0")
     if cfg.posterior:
-        if cfg.div in ("dsm", "unrolled") or not cfg.crop_size:
+        if cfg.div in REGRESSIONS or not cfg.crop_size:
             raise ValueError("--posterior trains a photo f-EBM (or cd) on its denoising posterior: give a field --net "
                              "with noise_conditional, --crop-size, and an f-divergence or cd")
         if cfg.posterior_chains < 1 + (cfg.div != "cd") or cfg.posterior_steps < 0 or not 0 < cfg.step_fraction < 4 \
